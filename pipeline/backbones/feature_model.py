@@ -1,0 +1,63 @@
+"""The frozen feature extractor: a trunk cut at the requested layer, pooled if asked.
+
+The model is built once per extraction, frozen (`trainable = False`) and always called in
+inference mode, so BatchNorm uses its moving statistics (seed 003's ResNet50 trap).
+"""
+
+from __future__ import annotations
+
+from pipeline.backbones.weights import load_trunk
+from pipeline.errors import BackboneError
+
+POOLINGS = ("avg", "max")
+
+
+def resolve_layer_name(spec, trunk, layer: str) -> str:
+    """Maps `pooled`, `pool5` or a layer name onto a layer of `trunk`."""
+    if layer == "pooled":
+        return spec.pooled_from or trunk.layers[-1].name
+    name = spec.layer_aliases.get(layer, layer)
+    if layer == "pool5" and name == "pool5" and "pool5" not in {l.name for l in trunk.layers}:
+        name = trunk.layers[-1].name  # the last conv block's output of any keras.applications trunk
+    try:
+        trunk.get_layer(name)
+    except ValueError:
+        names = [l.name for l in trunk.layers]
+        raise BackboneError(
+            f"backbone '{spec.name}' has no layer '{layer}'. Use pooled, pool5, one of "
+            f"{', '.join(sorted(spec.layer_aliases)) or 'no aliases'}, or a layer name such as "
+            f"{', '.join(names[-4:])}.") from None
+    return name
+
+
+def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str = "avg",
+                        input_size: int | None = None):
+    """Builds the frozen extractor.
+
+    Args:
+        spec: a `BackboneSpec`.
+        weights: `imagenet`, `none` or a weights file path.
+        layer: `pooled`, `pool5` or a layer name of the trunk.
+        pooling: `avg` or `max`, used when `layer == "pooled"`.
+        input_size: square spatial size overriding the spec's default.
+
+    Returns:
+        A `keras.Model` from the raw-preprocessed input to the feature tensor.
+    """
+    import keras
+
+    if pooling not in POOLINGS:
+        raise BackboneError(f"pooling must be one of {', '.join(POOLINGS)}; received: {pooling!r}")
+    trunk = load_trunk(spec, weights, spec.input_shape_for(input_size))
+    name = resolve_layer_name(spec, trunk, layer)
+    out = trunk.get_layer(name).output
+    if layer == "pooled" and len(out.shape) > 2:
+        rank = len(out.shape) - 2
+        pools = {
+            ("avg", 2): keras.layers.GlobalAveragePooling2D, ("max", 2): keras.layers.GlobalMaxPooling2D,
+            ("avg", 3): keras.layers.GlobalAveragePooling3D, ("max", 3): keras.layers.GlobalMaxPooling3D,
+        }
+        out = pools[(pooling, rank)](name=f"{pooling}_pool")(out)
+    model = keras.Model(trunk.inputs, out, name=f"{spec.name}_features")
+    model.trainable = False
+    return model

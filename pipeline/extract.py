@@ -1,0 +1,312 @@
+"""Stage one: data source -> frozen backbone (inference mode) -> HDF5 feature store.
+
+Usage:
+    from pipeline.extract import run_extraction
+    result = run_extraction({"data": "photos/", "backbone": "resnet50", "weights": "w.weights.h5"})
+    print(result.path)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import feature_store as fs
+from pipeline import journal
+from pipeline.backbones import get_backbone
+from pipeline.backbones.weights import weights_identity
+from pipeline.config import write_toml
+from pipeline.errors import ConfigError
+from pipeline.prefetch import OrderedPrefetcher
+from pipeline.sources import create_reader, discover
+
+CLIP_AGGREGATES = ("mean", "per_clip")
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    n_samples: int
+    n_rows: int
+    n_extracted: int
+    n_failures: int
+    seconds: float
+    cache_hit: bool
+
+    def summary(self) -> str:
+        rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0
+        what = "cache hit: nothing to extract" if self.cache_hit else \
+            f"extracted {self.n_extracted} file(s) in {self.seconds:.1f}s ({rate:.1f}/s)"
+        return (f"{what}; store holds {self.n_rows} row(s) from {self.n_samples} file(s), "
+                f"{self.n_failures} failure(s) recorded")
+
+
+def _versions() -> dict:
+    import h5py
+    import keras
+    import PIL
+
+    return {"keras": keras.__version__, "keras_backend": keras.backend.backend(),
+            "numpy": np.__version__, "h5py": h5py.__version__, "pillow": PIL.__version__,
+            "python": platform.python_version()}
+
+
+def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) -> dict:
+    """Everything that changes the stored vectors: the cache key is a hash of this."""
+    settings = {
+        "schema_version": fs.SCHEMA_VERSION,
+        "backbone": spec.name,
+        "weights": weights_id,
+        "layer": opts["layer"],
+        "pooling": opts["pooling"] if opts["layer"] == "pooled" else None,
+        "input_shape": list(spec.input_shape_for(opts.get("input_size"))),
+        "preprocess": spec.preprocess_name,
+        "reader": reader.settings(),
+        "dtype": opts["dtype"],
+        "data_root": str(data_root),
+    }
+    if spec.kind == "clip":
+        settings["aggregate"] = opts.get("aggregate") or "mean"
+        settings["l2_normalize"] = bool(opts.get("l2_normalize"))
+    return settings
+
+
+def run_extraction(opts: dict, *, progress: bool = True, echo=print) -> ExtractResult:
+    """Extracts features for `opts["data"]` into the store for these settings.
+
+    Unchanged files already in the store (or in the journal of an interrupted run) are not
+    extracted again; new files are added, changed ones re-extracted, removed ones dropped.
+    """
+    started = time.perf_counter()
+    spec = get_backbone(opts["backbone"])
+    input_shape = spec.input_shape_for(opts.get("input_size"))
+    reader = create_reader(spec.kind, input_shape, opts)
+    dataset = discover(opts["data"], reader.extensions, leaf_dirs=reader.leaf_dirs)
+    aggregate = opts.get("aggregate") or "mean"
+    if aggregate not in CLIP_AGGREGATES:
+        raise ConfigError(f"aggregate must be one of {', '.join(CLIP_AGGREGATES)}; "
+                          f"received: {aggregate!r}")
+    clip_rows = spec.kind == "clip" and aggregate == "per_clip"
+    weights_id = weights_identity(opts["weights"])
+    settings = vector_settings(opts, spec, reader, weights_id, dataset.root)
+    key = fs.cache_key(settings)
+    path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
+
+    with fs.StoreLock(path):
+        journal.clean_stale_files(path)
+        old = _open_existing(path, key)
+        done = journal.index_store(old) if old is not None else {}
+        parts_dir = journal.parts_dir_for(path)
+        done.update(journal.index_parts(parts_dir))
+        current = {s.id: s.stamp for s in dataset.samples}
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        todo = [s for s in dataset.samples if s.id not in done]
+
+        if old is not None and not todo and not parts_dir.exists() and \
+                _same_contents(old, dataset, clip_rows):
+            n_rows, n_fail = len(old), len(old.failures())
+            old.close()
+            echo(f"cache hit: {path.name} already holds these files with these settings "
+                 "(no backbone run)")
+            return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
+                                 time.perf_counter() - started, True)
+        feature_shape = tuple(old.feature_shape) if old is not None else None
+        if old is not None:
+            old.close()
+
+        if todo:
+            echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
+                 f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
+            feature_shape = _extract_into_journal(todo, spec, reader, opts, parts_dir,
+                                                  clip_rows, progress)
+        done.update(journal.index_parts(parts_dir))  # what this run just added
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        if feature_shape is None:
+            feature_shape = _feature_shape_from_parts(parts_dir)
+        provenance = _provenance(settings, opts, dataset, weights_id)
+        journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
+                         dtype=opts["dtype"], clip_rows=clip_rows, key=key, provenance=provenance)
+        journal.remove_parts(path)
+        _write_resolved_config(path, opts)
+        with fs.FeatureStore(path) as store:
+            n_rows, n_fail = len(store), len(store.failures())
+    result = ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
+                           time.perf_counter() - started, False)
+    return result
+
+
+def _weights_label(weights: str, weights_id: str) -> str:
+    if weights == "none":
+        return "weights=none: RANDOM weights, not pretrained"
+    if weights == "imagenet":
+        return "weights=imagenet"
+    return f"weights={Path(weights).name} {weights_id[:19]}"
+
+
+def _open_existing(path: Path, key: str):
+    if not path.exists():
+        return None
+    try:
+        store = fs.FeatureStore(path)
+    except Exception:
+        return None  # unreadable: rebuilt from scratch (it holds nothing usable)
+    if store.key != key:
+        store.close()
+        raise fs.StoreError(f"{path} was made with other settings (key {store.key[:10]}); "
+                            "move it away or pass another --cache-dir.")
+    return store
+
+
+def _same_contents(store, dataset, clip_rows: bool) -> bool:
+    """True when a re-assembly would write exactly what the store already holds."""
+    if list(store.class_names) != list(dataset.class_names):
+        return False
+    if clip_rows != ("clip_index" in store.file):
+        return False
+    ids = store.column("ids")
+    base = [journal.sample_id_of(i, clip_rows) for i in ids]
+    failed = {sid for sid, _ in store.failures()}
+    expected = [s.id for s in dataset.samples if s.id not in failed]
+    if list(dict.fromkeys(base)) != expected:
+        return False
+    by_id = {s.id: s for s in dataset.samples}
+    labels, split, group = store.column("labels"), store.column("split"), store.column("group")
+    for row, sid in enumerate(base):
+        s = by_id[sid]
+        if labels[row] != dataset.label_index(s.label) or split[row] != s.split or \
+                group[row] != (s.group or (s.id if clip_rows else "")):
+            return False
+    return len(failed) == len(dataset.samples) - len(expected)
+
+
+def _feature_shape_from_parts(parts_dir: Path):
+    import h5py
+
+    for part in sorted(parts_dir.glob("part-*.h5")):
+        with h5py.File(part, "r") as fh:
+            if fh["features"].shape[0]:
+                return tuple(fh["features"].shape[1:])
+    return None
+
+
+def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
+    """Runs the backbone over `todo`, writing finished samples to part files as it goes."""
+    from tqdm import tqdm
+
+    from pipeline.backbones.feature_model import build_feature_model
+
+    model = build_feature_model(spec, opts["weights"], opts["layer"], opts["pooling"],
+                                opts.get("input_size"))
+    feature_shape = tuple(int(d) for d in model.output.shape[1:])
+    batch_size = int(opts.get("batch_size") or 32)
+    input_shape = spec.input_shape_for(opts.get("input_size"))
+    batch = np.zeros((batch_size, *input_shape), dtype=np.float32)
+    owners: list[int] = []  # sample index of each filled batch slot
+    outputs: dict[int, list] = {}  # sample index -> per-clip feature arrays
+    expected: dict[int, int] = {}  # sample index -> inputs sent (known once its end arrives)
+    writer = journal.PartWriter(parts_dir)
+    last_flush = time.monotonic()
+    unit = "clip-file" if spec.kind == "clip" else "img"
+    bar = tqdm(total=len(todo), unit=unit, disable=not progress, dynamic_ncols=True,
+               desc=f"extract {spec.name}")
+
+    def preprocessed(sample):
+        for chunk in reader.read(sample.path):
+            yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
+
+    def run_batch():
+        nonlocal owners
+        if not owners:
+            return
+        feats = np.asarray(model.predict_on_batch(batch))  # padded: one compiled shape
+        for slot, owner in enumerate(owners):
+            outputs.setdefault(owner, []).append(feats[slot])
+        owners = []
+
+    def finish_ready():
+        for index in sorted(i for i, n in expected.items() if len(outputs.get(i, [])) == n):
+            sample, clips = todo[index], outputs.pop(index, [])
+            del expected[index]
+            if not clips:
+                writer.add_failure(sample, "no frames could be decoded")
+                bar.update(1)
+                continue
+            rows = np.stack(clips).astype(np.float32)
+            if clip_rows:
+                writer.add(sample, rows, range(len(rows)))
+            else:
+                row = rows.mean(axis=0, keepdims=True)
+                if opts.get("l2_normalize"):
+                    row /= max(float(np.linalg.norm(row)), 1e-12)
+                writer.add(sample, row, [0])
+            bar.update(1)
+
+    workers = int(opts.get("workers") or min(8, (os.cpu_count() or 2) * 2))
+    prefetch = OrderedPrefetcher(todo, preprocessed, workers=workers)
+    sent = 0
+    for index, kind, payload in prefetch:
+        if kind == "chunk":
+            for item in payload:
+                batch[len(owners)] = item
+                owners.append(index)
+                sent += 1
+                if len(owners) == batch_size:
+                    run_batch()
+                    finish_ready()
+            continue
+        if kind == "end":
+            expected[index] = sent
+        else:  # a decode failure: forget whatever this sample had already sent
+            keep = [slot for slot, owner in enumerate(owners) if owner != index]
+            batch[:len(keep)] = batch[keep]
+            owners = [owners[slot] for slot in keep]
+            outputs.pop(index, None)
+            writer.add_failure(todo[index], payload)
+            bar.update(1)
+        sent = 0
+        finish_ready()
+        # Flush only where a batch ends on a sample boundary, so a resumed run forms the
+        # same batches as an uninterrupted one (and gives bit-identical vectors).
+        if not owners and not outputs and not expected and \
+                (writer.pending >= 256 or time.monotonic() - last_flush > 10):
+            writer.flush()
+            last_flush = time.monotonic()
+    if owners:
+        batch[len(owners):] = 0
+        run_batch()
+    finish_ready()
+    writer.flush()
+    bar.close()
+    return feature_shape
+
+
+def _provenance(settings: dict, opts: dict, dataset, weights_id: str) -> dict:
+    fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
+    prov = dict(settings)
+    prov.update({
+        "weights": weights_id,
+        "weights_label": _weights_label(opts["weights"], weights_id),
+        "pretrained": opts["weights"] != "none",
+        "input_size": int(settings["input_shape"][-2]),
+        "resize": settings["reader"].get("resize", ""),
+        "source_fingerprint": fingerprint,
+        "n_files": len(dataset.samples),
+        "data_name": dataset.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "reader": settings["reader"],
+    })
+    return prov
+
+
+def _write_resolved_config(path: Path, opts: dict) -> None:
+    target = path.with_name(path.name[:-3] + ".config.toml")
+    tmp = target.with_name(target.name + ".tmp")
+    write_toml(tmp, "extract", {k: v for k, v in opts.items() if k != "config"})
+    os.replace(tmp, target)

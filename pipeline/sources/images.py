@@ -1,0 +1,106 @@
+"""Still-image decoding with Pillow: any mode to 8-bit RGB, EXIF orientation, resize policy.
+
+Runs in worker threads (Pillow releases the GIL while decoding and resizing).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from pipeline.errors import DecodeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+RESIZE_POLICIES = ("squash", "center_crop")
+
+# A truncated file must fail loudly, not decode as a grey bottom half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Converts any Pillow mode (L, P, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels become white, as image viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_to_size(img: Image.Image, size: tuple, resize: str) -> Image.Image:
+    """Resizes to (height, width): `squash` ignores aspect ratio; `center_crop` keeps it."""
+    height, width = size
+    if resize == "center_crop":
+        src_w, src_h = img.size
+        scale = min(src_w / width, src_h / height)
+        crop_w, crop_h = round(width * scale), round(height * scale)
+        left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+        img = img.crop((left, top, left + crop_w, top + crop_h))
+    elif resize != "squash":
+        raise ValueError(f"resize must be one of {RESIZE_POLICIES}; received: {resize!r}")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return img
+
+
+def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
+    """Decodes one file to a uint8 array of shape (height, width, 3).
+
+    Raises:
+        DecodeError: the file is empty, truncated, not an image, or unreadable.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)  # first frame of GIF/TIFF/WebP animations
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = fit_to_size(to_rgb(img), size, resize)
+                return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):
+            text = "not a recognised image file"
+        try:
+            if path.stat().st_size == 0:
+                text = "empty file (0 bytes)"
+        except (AttributeError, OSError):
+            pass
+        raise DecodeError(text) from None
+
+
+class ImageReader:
+    """Reads one still image per sample as a batch of one: shape (1, H, W, 3), uint8."""
+
+    kind = "image"
+    extensions = IMAGE_EXTENSIONS
+    leaf_dirs = False
+
+    def __init__(self, input_shape: tuple, resize: str = "squash"):
+        if resize not in RESIZE_POLICIES:
+            from pipeline.errors import ConfigError
+            raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
+                              f"received: {resize!r}")
+        self.size = tuple(input_shape[:2])
+        self.resize = resize
+
+    def settings(self) -> dict:
+        """What about reading changes the vectors (part of the cache key)."""
+        return {"reader": "image", "resize": self.resize, "interpolation": "bilinear",
+                "alpha": "white", "exif_transpose": True}
+
+    def read(self, path) -> np.ndarray:
+        return load_image(path, self.size, self.resize)[None]
