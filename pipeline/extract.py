@@ -27,6 +27,10 @@ from pipeline.prefetch import OrderedPrefetcher
 from pipeline.sources import create_reader, discover
 
 CLIP_AGGREGATES = ("mean", "per_clip")
+# Options that change the vectors (the rest -- batch size, workers, paths -- do not).
+VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
+                  "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
+                  "l2_normalize", "mean_file")
 
 
 @dataclass
@@ -77,7 +81,8 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
     return settings
 
 
-def run_extraction(opts: dict, *, progress: bool = True, echo=print) -> ExtractResult:
+def run_extraction(opts: dict, *, progress: bool = True, echo=print,
+                   require_labels: bool = True) -> ExtractResult:
     """Extracts features for `opts["data"]` into the store for these settings.
 
     Unchanged files already in the store (or in the journal of an interrupted run) are not
@@ -87,7 +92,8 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print) -> ExtractR
     spec = get_backbone(opts["backbone"])
     input_shape = spec.input_shape_for(opts.get("input_size"))
     reader = create_reader(spec.kind, input_shape, opts)
-    dataset = discover(opts["data"], reader.extensions, leaf_dirs=reader.leaf_dirs)
+    dataset = discover(opts["data"], reader.extensions, leaf_dirs=reader.leaf_dirs,
+                       require_labels=require_labels)
     aggregate = opts.get("aggregate") or "mean"
     if aggregate not in CLIP_AGGREGATES:
         raise ConfigError(f"aggregate must be one of {', '.join(CLIP_AGGREGATES)}; "
@@ -218,6 +224,8 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
 
     def preprocessed(sample):
         for chunk in reader.read(sample.path):
+            if tuple(chunk.shape[1:]) != tuple(input_shape):  # a reader bug, not bad input
+                raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
             yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
 
     def run_batch():
@@ -301,6 +309,8 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str) -> dict:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "reader": settings["reader"],
+        # The options that made these vectors, so predict/export can rebuild the same extractor.
+        "extract_options": {k: v for k, v in opts.items() if k in VECTOR_OPTIONS},
     })
     return prov
 

@@ -83,7 +83,12 @@ def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
 
 
 class ImageReader:
-    """Reads one still image per sample as a batch of one: shape (1, H, W, 3), uint8."""
+    """Reads one still image per sample: `read` yields one chunk of shape (1, H, W, 3), uint8.
+
+    Reader contract (images and clips alike): `read(path)` is an iterator of uint8 chunks of
+    shape (k, *input_shape); `settings()` lists what changes the vectors; `extensions` and
+    `leaf_dirs` tell discovery which files (or frame folders) are samples.
+    """
 
     kind = "image"
     extensions = IMAGE_EXTENSIONS
@@ -102,5 +107,5 @@ class ImageReader:
         return {"reader": "image", "resize": self.resize, "interpolation": "bilinear",
                 "alpha": "white", "exif_transpose": True}
 
-    def read(self, path) -> np.ndarray:
-        return load_image(path, self.size, self.resize)[None]
+    def read(self, path):
+        yield load_image(path, self.size, self.resize)[None]

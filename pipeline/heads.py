@@ -1,0 +1,173 @@
+"""Small dense Keras heads for cached vectors, with the output layer and loss chosen from the labels.
+
+The rules (and the two mistakes they refuse, from the seeds):
+    2 classes  -> 1 sigmoid unit + binary cross-entropy (or, if asked, a 2-unit softmax with
+                  categorical cross-entropy). A 2-unit softmax with binary cross-entropy is
+                  refused (seed 000).
+    K classes  -> K-unit softmax + (sparse) categorical cross-entropy. A sigmoid output for K > 2
+                  exclusive classes is refused (seed 002).
+
+Usage:
+    model = build_head((2048,), n_classes=5, config=HeadConfig(hidden_units=(256,)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from pipeline.errors import ConfigError, DataError
+
+OUTPUTS = ("auto", "sigmoid", "softmax")
+LOSSES = ("auto", "binary_crossentropy", "categorical_crossentropy",
+          "sparse_categorical_crossentropy")
+SPATIAL = ("flatten", "avg", "max")
+
+
+@dataclass
+class HeadConfig:
+    """Hyperparameters of a dense head (every field is also a `[head]` key in TOML)."""
+
+    hidden_units: tuple = (256,)
+    dropout: float = 0.5
+    l2: float = 1e-4
+    batch_norm: bool = False
+    activation: str = "relu"
+    spatial: str = "flatten"  # how a pool5 map (H x W x C) becomes a vector inside the head
+    output: str = "auto"
+    loss: str = "auto"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 100
+    patience: int = 10
+    class_weight: str = "none"  # or "balanced"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "HeadConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown head option(s) {', '.join(unknown)}; valid: "
+                              f"{', '.join(sorted(known - {'extra'}))}")
+        values = dict(values)
+        if "hidden_units" in values:
+            units = values["hidden_units"]
+            values["hidden_units"] = tuple(int(u) for u in ([units] if isinstance(units, int)
+                                                            else units))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["hidden_units"] = list(self.hidden_units)
+        out.pop("extra")
+        return out
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    units: int
+    activation: str
+    loss: str
+    reason: str
+
+
+def resolve_output(n_classes: int, output: str = "auto", loss: str = "auto") -> OutputSpec:
+    """Picks the output layer and loss for `n_classes`, refusing combinations that are wrong."""
+    if output not in OUTPUTS:
+        raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}; received: {output!r}")
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; received: {loss!r}")
+    if n_classes < 2:
+        raise DataError(f"a classifier needs at least 2 classes; the store has {n_classes}")
+    if n_classes == 2:
+        if output in ("auto", "sigmoid"):
+            if loss not in ("auto", "binary_crossentropy"):
+                raise ConfigError(
+                    f"a single sigmoid unit needs binary_crossentropy, not {loss}; set "
+                    "loss = \"binary_crossentropy\" (or \"auto\"), or output = \"softmax\".")
+            return OutputSpec(1, "sigmoid", "binary_crossentropy",
+                              "2 classes: one sigmoid unit with binary cross-entropy")
+        if loss == "binary_crossentropy":
+            raise ConfigError(
+                "a 2-unit softmax trained with binary_crossentropy scores each unit as its own "
+                "yes/no label (seed 000's bug); use loss = \"categorical_crossentropy\" with the "
+                "softmax, or output = \"sigmoid\" (one unit) with binary_crossentropy.")
+        return OutputSpec(2, "softmax", "sparse_categorical_crossentropy",
+                          "2 classes, softmax asked for: 2-unit softmax with categorical cross-entropy")
+    if output == "sigmoid":
+        raise ConfigError(
+            f"{n_classes} exclusive classes with sigmoid outputs treat each class as independent "
+            "(seed 002's bug: a binary script made multi-class); use output = \"softmax\" "
+            "(or \"auto\") with categorical cross-entropy.")
+    if loss == "binary_crossentropy":
+        raise ConfigError(
+            f"binary_crossentropy is for 2 classes; with {n_classes} classes use "
+            "categorical_crossentropy (or \"auto\").")
+    return OutputSpec(n_classes, "softmax", "sparse_categorical_crossentropy",
+                      f"{n_classes} classes: {n_classes}-unit softmax with categorical cross-entropy")
+
+
+def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = None):
+    """Builds and compiles the head. Labels are integer class indices for every output kind."""
+    import keras
+
+    config = config or HeadConfig()
+    out = resolve_output(n_classes, config.output, config.loss)
+    if config.spatial not in SPATIAL:
+        raise ConfigError(f"spatial must be one of {', '.join(SPATIAL)}; received: {config.spatial!r}")
+    keras.utils.set_random_seed(config.seed)
+    reg = keras.regularizers.L2(config.l2) if config.l2 else None
+    inputs = keras.Input(shape=tuple(input_shape), name="features")
+    x = inputs
+    if len(input_shape) > 1:  # a pool5 map: flatten or pool inside the head
+        rank = len(input_shape) - 1
+        if config.spatial == "flatten":
+            x = keras.layers.Flatten(name="flatten")(x)
+        else:
+            pools = {("avg", 2): keras.layers.GlobalAveragePooling2D,
+                     ("max", 2): keras.layers.GlobalMaxPooling2D,
+                     ("avg", 3): keras.layers.GlobalAveragePooling3D,
+                     ("max", 3): keras.layers.GlobalMaxPooling3D,
+                     ("avg", 1): keras.layers.GlobalAveragePooling1D,
+                     ("max", 1): keras.layers.GlobalMaxPooling1D}
+            x = pools[(config.spatial, rank)](name=f"{config.spatial}_pool")(x)
+    for i, units in enumerate(config.hidden_units):
+        x = keras.layers.Dense(int(units), kernel_regularizer=reg, name=f"dense_{i}",
+                               use_bias=not config.batch_norm)(x)
+        if config.batch_norm:
+            x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.Activation(config.activation, name=f"act_{i}")(x)
+        if config.dropout:
+            x = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(x)
+    outputs = keras.layers.Dense(out.units, activation=out.activation, name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="head")
+    try:
+        optimizer = keras.optimizers.get({"class_name": config.optimizer,
+                                          "config": {"learning_rate": config.learning_rate}})
+    except ValueError:
+        raise ConfigError(f"unknown optimizer {config.optimizer!r}; use adam, sgd, rmsprop, "
+                          "adamw, ...") from None
+    if out.activation == "sigmoid":
+        metric = keras.metrics.BinaryAccuracy(name="accuracy")
+    else:
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=optimizer, loss=out.loss, metrics=[metric])
+    return model
+
+
+def predict_proba(model, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities, shape (n, n_classes), for either output kind."""
+    probs = np.asarray(model.predict(features, batch_size=batch_size, verbose=0), dtype=np.float64)
+    if probs.shape[1] == 1:  # one sigmoid unit: P(class 1)
+        probs = np.concatenate([1.0 - probs, probs], axis=1)
+    return probs
+
+
+def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict:
+    """scikit-learn's 'balanced' weights: n_samples / (n_classes * count)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return {c: float(len(labels) / (n_classes * counts[c])) for c in range(n_classes) if counts[c]}
