@@ -27,6 +27,9 @@ from pipeline.prefetch import OrderedPrefetcher
 from pipeline.sources import create_reader, discover
 
 CLIP_AGGREGATES = ("mean", "per_clip")
+# Finished samples are journaled every JOURNAL_ROWS samples or 5 seconds: at most that much work
+# is lost to a kill. Tunable for tests and for very slow backbones.
+JOURNAL_ROWS = int(os.environ.get("PIPELINE_JOURNAL_ROWS", "256"))
 # Options that change the vectors (the rest -- batch size, workers, paths -- do not).
 VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
                   "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
@@ -282,7 +285,7 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
         # Flush only where a batch ends on a sample boundary, so a resumed run forms the
         # same batches as an uninterrupted one (and gives bit-identical vectors).
         if not owners and not outputs and not expected and \
-                (writer.pending >= 256 or time.monotonic() - last_flush > 10):
+                (writer.pending >= JOURNAL_ROWS or time.monotonic() - last_flush > 5):
             writer.flush()
             last_flush = time.monotonic()
     if owners:
