@@ -45,6 +45,7 @@ class ExtractResult:
     n_failures: int
     seconds: float
     cache_hit: bool
+    steady_rate: float = 0.0  # samples/s after the first batch (model build and tracing excluded)
 
     def summary(self) -> str:
         rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0
@@ -126,14 +127,15 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
             return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
                                  time.perf_counter() - started, True)
         feature_shape = tuple(old.feature_shape) if old is not None else None
+        steady_rate = 0.0
         if old is not None:
             old.close()
 
         if todo:
             echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
                  f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
-            feature_shape = _extract_into_journal(todo, spec, reader, opts, parts_dir,
-                                                  clip_rows, progress)
+            feature_shape, steady_rate = _extract_into_journal(todo, spec, reader, opts,
+                                                               parts_dir, clip_rows, progress)
         done.update(journal.index_parts(parts_dir))  # what this run just added
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
         if feature_shape is None:
@@ -145,9 +147,8 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
         _write_resolved_config(path, opts)
         with fs.FeatureStore(path) as store:
             n_rows, n_fail = len(store), len(store.failures())
-    result = ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
-                           time.perf_counter() - started, False)
-    return result
+    return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
+                         time.perf_counter() - started, False, steady_rate)
 
 
 def _weights_label(weights: str, weights_id: str) -> str:
@@ -205,7 +206,12 @@ def _feature_shape_from_parts(parts_dir: Path):
 
 
 def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
-    """Runs the backbone over `todo`, writing finished samples to part files as it goes."""
+    """Runs the backbone over `todo`, writing finished samples to part files as it goes.
+
+    Returns:
+        (feature_shape, steady_rate): the rate counts samples finished after the first batch,
+        so model building and tracing do not hide whether decoding keeps up.
+    """
     from tqdm import tqdm
 
     from pipeline.backbones.feature_model import build_feature_model
@@ -231,11 +237,19 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
                 raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
             yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
 
+    steady = {"t0": None, "done0": 0, "done": 0}
+
+    def advance():
+        steady["done"] += 1  # counted here: a disabled tqdm bar does not count
+        bar.update(1)
+
     def run_batch():
         nonlocal owners
         if not owners:
             return
         feats = np.asarray(model.predict_on_batch(batch))  # padded: one compiled shape
+        if steady["t0"] is None:
+            steady["t0"], steady["done0"] = time.perf_counter(), steady["done"]
         for slot, owner in enumerate(owners):
             outputs.setdefault(owner, []).append(feats[slot])
         owners = []
@@ -246,7 +260,7 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
             del expected[index]
             if not clips:
                 writer.add_failure(sample, "no frames could be decoded")
-                bar.update(1)
+                advance()
                 continue
             rows = np.stack(clips).astype(np.float32)
             if clip_rows:
@@ -256,7 +270,7 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
                 if opts.get("l2_normalize"):
                     row /= max(float(np.linalg.norm(row)), 1e-12)
                 writer.add(sample, row, [0])
-            bar.update(1)
+            advance()
 
     workers = int(opts.get("workers") or min(8, (os.cpu_count() or 2) * 2))
     prefetch = OrderedPrefetcher(todo, preprocessed, workers=workers)
@@ -279,7 +293,7 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
             owners = [owners[slot] for slot in keep]
             outputs.pop(index, None)
             writer.add_failure(todo[index], payload)
-            bar.update(1)
+            advance()
         sent = 0
         finish_ready()
         # Flush only where a batch ends on a sample boundary, so a resumed run forms the
@@ -294,7 +308,9 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
     finish_ready()
     writer.flush()
     bar.close()
-    return feature_shape
+    elapsed = time.perf_counter() - steady["t0"] if steady["t0"] is not None else 0.0
+    rate = (steady["done"] - steady["done0"]) / elapsed if elapsed > 0 else 0.0
+    return feature_shape, rate
 
 
 def _provenance(settings: dict, opts: dict, dataset, weights_id: str) -> dict:
