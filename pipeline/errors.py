@@ -32,3 +32,7 @@ class StoreError(PipelineError):
 
 class DecodeError(PipelineError):
     """One input file cannot be decoded; recorded as a per-sample failure, never fatal."""
+
+
+class EngineError(PipelineError):
+    """The chosen inference engine is missing or cannot run this model."""

@@ -22,16 +22,15 @@ from pipeline import journal
 from pipeline.backbones import get_backbone
 from pipeline.backbones.weights import weights_identity
 from pipeline.config import write_toml
+from pipeline.engines import PRECISIONS, active_backend, resolve_engine, run_in_worker
 from pipeline.errors import ConfigError
-from pipeline.prefetch import OrderedPrefetcher
+from pipeline.forward_pass import extract_into_journal
 from pipeline.sources import create_reader, discover
 
 CLIP_AGGREGATES = ("mean", "per_clip")
-# Finished samples are journaled every JOURNAL_ROWS samples or 5 seconds: at most that much work
-# is lost to a kill. Tunable for tests and for very slow backbones.
-JOURNAL_ROWS = int(os.environ.get("PIPELINE_JOURNAL_ROWS", "256"))
 # Options that change the vectors (the rest -- batch size, workers, paths -- do not).
 VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
+                  "precision",
                   "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
                   "l2_normalize", "mean_file")
 
@@ -77,6 +76,7 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
         "preprocess": spec.preprocess_name,
         "reader": reader.settings(),
         "dtype": opts["dtype"],
+        "precision": opts.get("precision") or "float32",
         "data_root": str(data_root),
     }
     if spec.kind == "clip":
@@ -93,6 +93,14 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
     extracted again; new files are added, changed ones re-extracted, removed ones dropped.
     """
     started = time.perf_counter()
+    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower())
+    if engine != active_backend():  # Keras' backend is fixed per process: use a worker
+        fields = run_in_worker(opts, engine, progress, require_labels)
+        return ExtractResult(**dict(fields, path=Path(fields["path"])))
+    precision = opts.get("precision") or "float32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
+                          f"received: {precision!r}")
     spec = get_backbone(opts["backbone"])
     input_shape = spec.input_shape_for(opts.get("input_size"))
     reader = create_reader(spec.kind, input_shape, opts)
@@ -134,13 +142,13 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
         if todo:
             echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
                  f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
-            feature_shape, steady_rate = _extract_into_journal(todo, spec, reader, opts,
-                                                               parts_dir, clip_rows, progress)
+            feature_shape, steady_rate = extract_into_journal(todo, spec, reader, opts,
+                                                              parts_dir, clip_rows, progress)
         done.update(journal.index_parts(parts_dir))  # what this run just added
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
         if feature_shape is None:
             feature_shape = _feature_shape_from_parts(parts_dir)
-        provenance = _provenance(settings, opts, dataset, weights_id)
+        provenance = _provenance(settings, opts, dataset, weights_id, engine)
         journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
                          dtype=opts["dtype"], clip_rows=clip_rows, key=key, provenance=provenance)
         journal.remove_parts(path)
@@ -205,115 +213,7 @@ def _feature_shape_from_parts(parts_dir: Path):
     return None
 
 
-def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
-    """Runs the backbone over `todo`, writing finished samples to part files as it goes.
-
-    Returns:
-        (feature_shape, steady_rate): the rate counts samples finished after the first batch,
-        so model building and tracing do not hide whether decoding keeps up.
-    """
-    from tqdm import tqdm
-
-    from pipeline.backbones.feature_model import build_feature_model
-
-    model = build_feature_model(spec, opts["weights"], opts["layer"], opts["pooling"],
-                                opts.get("input_size"))
-    feature_shape = tuple(int(d) for d in model.output.shape[1:])
-    batch_size = int(opts.get("batch_size") or 32)
-    input_shape = spec.input_shape_for(opts.get("input_size"))
-    batch = np.zeros((batch_size, *input_shape), dtype=np.float32)
-    owners: list[int] = []  # sample index of each filled batch slot
-    outputs: dict[int, list] = {}  # sample index -> per-clip feature arrays
-    expected: dict[int, int] = {}  # sample index -> inputs sent (known once its end arrives)
-    writer = journal.PartWriter(parts_dir)
-    last_flush = time.monotonic()
-    unit = "clip-file" if spec.kind == "clip" else "img"
-    bar = tqdm(total=len(todo), unit=unit, disable=not progress, dynamic_ncols=True,
-               desc=f"extract {spec.name}")
-
-    def preprocessed(sample):
-        for chunk in reader.read(sample.path):
-            if tuple(chunk.shape[1:]) != tuple(input_shape):  # a reader bug, not bad input
-                raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
-            yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
-
-    steady = {"t0": None, "done0": 0, "done": 0}
-
-    def advance():
-        steady["done"] += 1  # counted here: a disabled tqdm bar does not count
-        bar.update(1)
-
-    def run_batch():
-        nonlocal owners
-        if not owners:
-            return
-        feats = np.asarray(model.predict_on_batch(batch))  # padded: one compiled shape
-        if steady["t0"] is None:
-            steady["t0"], steady["done0"] = time.perf_counter(), steady["done"]
-        for slot, owner in enumerate(owners):
-            outputs.setdefault(owner, []).append(feats[slot])
-        owners = []
-
-    def finish_ready():
-        for index in sorted(i for i, n in expected.items() if len(outputs.get(i, [])) == n):
-            sample, clips = todo[index], outputs.pop(index, [])
-            del expected[index]
-            if not clips:
-                writer.add_failure(sample, "no frames could be decoded")
-                advance()
-                continue
-            rows = np.stack(clips).astype(np.float32)
-            if clip_rows:
-                writer.add(sample, rows, range(len(rows)))
-            else:
-                row = rows.mean(axis=0, keepdims=True)
-                if opts.get("l2_normalize"):
-                    row /= max(float(np.linalg.norm(row)), 1e-12)
-                writer.add(sample, row, [0])
-            advance()
-
-    workers = int(opts.get("workers") or min(8, (os.cpu_count() or 2) * 2))
-    prefetch = OrderedPrefetcher(todo, preprocessed, workers=workers)
-    sent = 0
-    for index, kind, payload in prefetch:
-        if kind == "chunk":
-            for item in payload:
-                batch[len(owners)] = item
-                owners.append(index)
-                sent += 1
-                if len(owners) == batch_size:
-                    run_batch()
-                    finish_ready()
-            continue
-        if kind == "end":
-            expected[index] = sent
-        else:  # a decode failure: forget whatever this sample had already sent
-            keep = [slot for slot, owner in enumerate(owners) if owner != index]
-            batch[:len(keep)] = batch[keep]
-            owners = [owners[slot] for slot in keep]
-            outputs.pop(index, None)
-            writer.add_failure(todo[index], payload)
-            advance()
-        sent = 0
-        finish_ready()
-        # Flush only where a batch ends on a sample boundary, so a resumed run forms the
-        # same batches as an uninterrupted one (and gives bit-identical vectors).
-        if not owners and not outputs and not expected and \
-                (writer.pending >= JOURNAL_ROWS or time.monotonic() - last_flush > 5):
-            writer.flush()
-            last_flush = time.monotonic()
-    if owners:
-        batch[len(owners):] = 0
-        run_batch()
-    finish_ready()
-    writer.flush()
-    bar.close()
-    elapsed = time.perf_counter() - steady["t0"] if steady["t0"] is not None else 0.0
-    rate = (steady["done"] - steady["done0"]) / elapsed if elapsed > 0 else 0.0
-    return feature_shape, rate
-
-
-def _provenance(settings: dict, opts: dict, dataset, weights_id: str) -> dict:
+def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: str) -> dict:
     fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
     prov = dict(settings)
     prov.update({
@@ -327,6 +227,7 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str) -> dict:
         "data_name": dataset.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
+        "engine": engine,
         "reader": settings["reader"],
         # The options that made these vectors, so predict/export can rebuild the same extractor.
         "extract_options": {k: v for k, v in opts.items() if k in VECTOR_OPTIONS},

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import FLOWERS, MOBILENET_WEIGHTS, needs_shared

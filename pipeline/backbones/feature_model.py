@@ -31,7 +31,7 @@ def resolve_layer_name(spec, trunk, layer: str) -> str:
 
 
 def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str = "avg",
-                        input_size: int | None = None):
+                        input_size: int | None = None, precision: str = "float32"):
     """Builds the frozen extractor.
 
     Args:
@@ -40,6 +40,8 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
         layer: `pooled`, `pool5` or a layer name of the trunk.
         pooling: `avg` or `max`, used when `layer == "pooled"`.
         input_size: square spatial size overriding the spec's default.
+        precision: float32, or float16/bfloat16 to compute in mixed precision (GPUs); the
+            output is always float32.
 
     Returns:
         A `keras.Model` from the raw-preprocessed input to the feature tensor.
@@ -48,7 +50,13 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
 
     if pooling not in POOLINGS:
         raise BackboneError(f"pooling must be one of {', '.join(POOLINGS)}; received: {pooling!r}")
-    trunk = load_trunk(spec, weights, spec.input_shape_for(input_size))
+    previous = keras.config.dtype_policy()
+    if precision != "float32":  # the policy is global: set it only while the layers are made
+        keras.config.set_dtype_policy(f"mixed_{precision}")
+    try:
+        trunk = load_trunk(spec, weights, spec.input_shape_for(input_size))
+    finally:
+        keras.config.set_dtype_policy(previous)
     name = resolve_layer_name(spec, trunk, layer)
     out = trunk.get_layer(name).output
     if layer == "pooled" and len(out.shape) > 2:
@@ -58,6 +66,8 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
             ("avg", 3): keras.layers.GlobalAveragePooling3D, ("max", 3): keras.layers.GlobalMaxPooling3D,
         }
         out = pools[(pooling, rank)](name=f"{pooling}_pool")(out)
+    if precision != "float32":
+        out = keras.layers.Activation("linear", dtype="float32", name="to_float32")(out)
     model = keras.Model(trunk.inputs, out, name=f"{spec.name}_features")
     model.trainable = False
     return model

@@ -25,6 +25,11 @@ EXTRACT_OPTIONS = (
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),
+    Option("engine", str, "auto", "Keras backend that runs the backbone (auto: OpenVINO on CPU "
+           "when installed, JAX on an NVIDIA GPU)",
+           choices=("auto", "tensorflow", "openvino", "jax", "torch")),
+    Option("precision", str, "float32", "compute precision of the backbone (half precision is "
+           "for GPUs; vectors are stored as --dtype)", choices=("float32", "float16", "bfloat16")),
     # Clip options (C3D); ignored for still-image backbones.
     Option("frames", int, 16, "frames per clip (clip backbones)"),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
@@ -50,6 +55,20 @@ def run(args) -> str:
     opts = resolve_options(args, EXTRACT_OPTIONS, section="extract")
     if not opts["data"]:
         raise ConfigError("extract needs --data DIR_OR_CSV (or data = \"...\" in the config file)")
+    _choose_backend_before_keras_loads(opts)
     result = run_extraction(opts, progress=opts["progress"])
     print(result.summary())
     return str(result.path)
+
+
+def _choose_backend_before_keras_loads(opts: dict) -> None:
+    """This process only extracts: run the engine in-process rather than in a worker."""
+    import os
+    import sys
+
+    from pipeline.engines import resolve_engine
+
+    engine = resolve_engine(opts["engine"], opts["backbone"].lower())
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = engine
+    opts["engine"] = engine

@@ -27,11 +27,11 @@ def describe_store(path) -> str:
             f"weights      {prov.get('weights_label', prov.get('weights'))}",
             f"input        {prov.get('input_shape')}  resize {prov.get('resize', '')}  "
             f"preprocess {prov.get('preprocess')}",
-            f"classes      " + ", ".join(f"{name} ({counts.get(i, 0)})"
+            "classes      " + ", ".join(f"{name} ({counts.get(i, 0)})"
                                          for i, name in enumerate(store.class_names)),
-            f"splits       " + (", ".join(f"{s} ({len(store.indices(s))})" for s in store.splits)
+            "splits       " + (", ".join(f"{s} ({len(store.indices(s))})" for s in store.splits)
                                 or "none (fit-head makes a stratified split)"),
-            f"groups       " + (f"{len(set(store.column('group').tolist()))} distinct"
+            "groups       " + (f"{len(set(store.column('group').tolist()))} distinct"
                                 if store.has_groups else "none"),
             f"created      {prov.get('created_at')}  keras {prov.get('versions', {}).get('keras')}"
             f" ({prov.get('versions', {}).get('keras_backend')})",
