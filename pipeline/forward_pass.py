@@ -33,13 +33,18 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
 
     from pipeline.backbones.feature_model import build_feature_model
 
+    # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on the
+    # host; otherwise uint8 pixels go to the model, which preprocesses them on the device.
+    host_preprocess = getattr(reader, "preprocess", None)
     with _engine_guard(spec, "build"):
         model = build_feature_model(spec, opts["weights"], opts["layer"], opts["pooling"],
-                                    opts.get("input_size"), opts.get("precision") or "float32")
+                                    opts.get("input_size"), opts.get("precision") or "float32",
+                                    raw_input=host_preprocess is None)
     feature_shape = tuple(int(d) for d in model.output.shape[1:])
     batch_size = int(opts.get("batch_size") or 32)
     input_shape = spec.input_shape_for(opts.get("input_size"))
-    batch = np.zeros((batch_size, *input_shape), dtype=np.float32)
+    batch = np.zeros((batch_size, *input_shape),
+                     dtype=np.float32 if host_preprocess else np.uint8)
     owners: list[int] = []  # sample index of each filled batch slot
     outputs: dict[int, list] = {}  # sample index -> per-clip feature arrays
     expected: dict[int, int] = {}  # sample index -> inputs sent (known once its end arrives)
@@ -53,7 +58,8 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
         for chunk in reader.read(sample.path):
             if tuple(chunk.shape[1:]) != tuple(input_shape):  # a reader bug, not bad input
                 raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
-            yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
+            yield np.asarray(host_preprocess(chunk.astype(np.float32)), dtype=np.float32) \
+                if host_preprocess else chunk
 
     steady = {"t0": None, "done0": 0, "done": 0}
 
@@ -94,7 +100,7 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
                 writer.add(sample, row, [0])
             advance()
 
-    workers = int(opts.get("workers") or min(8, (os.cpu_count() or 2) * 2))
+    workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
     prefetch = OrderedPrefetcher(todo, preprocessed, workers=workers)
     sent = 0
     for index, kind, payload in prefetch:

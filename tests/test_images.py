@@ -110,3 +110,13 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match="no input files"):
         discover(tmp_path / "empty", IMAGE_EXTENSIONS)
+
+
+def test_symlinked_files_keep_their_names_in_the_data_folder(tmp_path):
+    src = write_images(tmp_path / "src", classes=("cat",), per_class=1)
+    linked = tmp_path / "data" / "cat"
+    linked.mkdir(parents=True)
+    for i in range(2):  # the same photo twice, under two names
+        (linked / f"copy{i}.png").symlink_to(src / "cat" / "cat_0.png")
+    ds = discover(tmp_path / "data", IMAGE_EXTENSIONS)
+    assert [s.id for s in ds.samples] == ["cat/copy0.png", "cat/copy1.png"]

@@ -10,6 +10,7 @@ to the CSV's folder (or absolute).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from pipeline.errors import DataError
@@ -43,11 +44,13 @@ def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True
 
 
 def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sample:
+    # abspath, not resolve(): a symlinked file keeps the name it has in the data folder.
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     try:
-        rel = path.resolve().relative_to(root.resolve()).as_posix()
+        rel = path.relative_to(root).as_posix()
     except ValueError:
-        rel = path.resolve().as_posix()
-    return Sample(id=rel, path=path.resolve(), label=label, split=split, group=group,
+        rel = path.as_posix()
+    return Sample(id=rel, path=path, label=label, split=split, group=group,
                   stamp=file_stamp(path))
 
 
@@ -134,4 +137,5 @@ def _finish(root: Path, samples: list, name: str) -> Dataset:
     if unseen:
         raise DataError(f"label(s) {', '.join(unseen)} appear in val/test but not in train; "
                         "every class needs training examples.")
-    return Dataset(root=root.resolve(), samples=tuple(samples), class_names=tuple(known), name=name)
+    return Dataset(root=Path(os.path.abspath(root)), samples=tuple(samples),
+                   class_names=tuple(known), name=name)
