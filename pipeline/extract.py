@@ -20,7 +20,7 @@ import numpy as np
 from pipeline import feature_store as fs
 from pipeline import journal
 from pipeline.backbones import get_backbone
-from pipeline.backbones.weights import weights_identity
+from pipeline.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
 from pipeline.engines import PRECISIONS, active_backend, resolve_engine, run_in_worker
 from pipeline.errors import ConfigError
@@ -79,6 +79,8 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
         "precision": opts.get("precision") or "float32",
         "data_root": str(data_root),
     }
+    if weights_id == "none":  # random init is seeded, but each backend draws differently
+        settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
     if spec.kind == "clip":
         settings["aggregate"] = opts.get("aggregate") or "mean"
         settings["l2_normalize"] = bool(opts.get("l2_normalize"))

@@ -1,8 +1,10 @@
-"""The forward pass of stage one: decoded chunks -> padded batches -> backbone -> journal.
+"""The forward pass of stage one: decoded inputs -> padded batches -> backbone -> journal.
 
-Decoding runs in worker threads (`OrderedPrefetcher`) while this thread runs the model, so I/O
-hides behind compute. Every batch has the same shape (the last one is zero-padded), so a
-compiled backend (XLA, OpenVINO) traces the model once.
+Decoding overlaps the model: worker threads (any reader; clips stream a few windows at a time)
+or, for still images on many-core machines, worker processes writing into shared memory
+(`decode_pool.py`). Every batch has the same shape (the last one is zero-padded), so compiled
+backends (XLA, OpenVINO) trace the model once. Finished samples are journaled only where a batch
+ends on a sample boundary, so a resumed run forms the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,82 @@ from contextlib import contextmanager
 import numpy as np
 
 from pipeline import journal
-from pipeline.errors import EngineError, PipelineError
+from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.prefetch import OrderedPrefetcher
 
 # Finished samples are journaled every JOURNAL_ROWS samples or 5 seconds: at most that much work
 # is lost to a kill. Tunable for tests and for very slow backbones.
 JOURNAL_ROWS = int(os.environ.get("PIPELINE_JOURNAL_ROWS", "256"))
+DECODERS = ("auto", "threads", "processes")
+
+
+class _Runner:
+    """Owns the model, the journal writer, the progress bar and the steady-state clock."""
+
+    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress):
+        from tqdm import tqdm
+
+        from pipeline.backbones.feature_model import build_feature_model
+
+        self.todo, self.spec, self.opts, self.clip_rows = todo, spec, opts, clip_rows
+        # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
+        # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
+        self.host_preprocess = getattr(reader, "preprocess", None)
+        with _engine_guard(spec, "build"):
+            self.model = build_feature_model(
+                spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
+                opts.get("precision") or "float32", raw_input=self.host_preprocess is None)
+        self.feature_shape = tuple(int(d) for d in self.model.output.shape[1:])
+        self.batch_size = int(opts.get("batch_size") or 32)
+        self.input_shape = tuple(spec.input_shape_for(opts.get("input_size")))
+        self.writer = journal.PartWriter(parts_dir)
+        self.last_flush = time.monotonic()
+        self.bar = tqdm(total=len(todo), unit="clip-file" if spec.kind == "clip" else "img",
+                        disable=not progress, dynamic_ncols=True, desc=f"extract {spec.name}")
+        self.done, self.t0, self.done0 = 0, None, 0
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.t0 is None:
+            with _engine_guard(self.spec, "run"):  # the first call compiles: bad ops show here
+                feats = np.asarray(self.model.predict_on_batch(batch))
+            self.t0, self.done0 = time.perf_counter(), self.done
+            return feats
+        return np.asarray(self.model.predict_on_batch(batch))
+
+    def emit(self, index: int, clips: list) -> None:
+        """Writes one finished sample: one row per clip, or their mean."""
+        sample = self.todo[index]
+        if not clips:
+            return self.fail(index, "no frames could be decoded")
+        rows = np.stack(clips).astype(np.float32)
+        if self.clip_rows:
+            self.writer.add(sample, rows, range(len(rows)))
+        else:
+            row = rows.mean(axis=0, keepdims=True)
+            if self.spec.kind == "clip" and self.opts.get("l2_normalize"):
+                row /= max(float(np.linalg.norm(row)), 1e-12)
+            self.writer.add(sample, row, [0])
+        self._advance()
+
+    def fail(self, index: int, reason: str) -> None:
+        self.writer.add_failure(self.todo[index], reason)
+        self._advance()
+
+    def _advance(self) -> None:
+        self.done += 1  # counted here: a disabled tqdm bar does not count
+        self.bar.update(1)
+
+    def at_sample_boundary(self) -> None:
+        if self.writer.pending >= JOURNAL_ROWS or time.monotonic() - self.last_flush > 5:
+            self.writer.flush()
+            self.last_flush = time.monotonic()
+
+    def close(self) -> tuple:
+        self.writer.flush()
+        self.bar.close()
+        elapsed = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
+        rate = (self.done - self.done0) / elapsed if elapsed > 0 else 0.0
+        return self.feature_shape, rate
 
 
 def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
@@ -29,116 +101,91 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
         (feature_shape, steady_rate): the rate counts samples finished after the first batch,
         so model building and tracing do not hide whether decoding keeps up.
     """
-    from tqdm import tqdm
+    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
+    workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
+    if _use_processes(opts.get("decode") or "auto", reader, runner):
+        _feed_from_processes(runner, reader, workers)
+    else:
+        _feed_from_threads(runner, reader, workers)
+    return runner.close()
 
-    from pipeline.backbones.feature_model import build_feature_model
 
-    # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on the
-    # host; otherwise uint8 pixels go to the model, which preprocesses them on the device.
-    host_preprocess = getattr(reader, "preprocess", None)
-    with _engine_guard(spec, "build"):
-        model = build_feature_model(spec, opts["weights"], opts["layer"], opts["pooling"],
-                                    opts.get("input_size"), opts.get("precision") or "float32",
-                                    raw_input=host_preprocess is None)
-    feature_shape = tuple(int(d) for d in model.output.shape[1:])
-    batch_size = int(opts.get("batch_size") or 32)
-    input_shape = spec.input_shape_for(opts.get("input_size"))
-    batch = np.zeros((batch_size, *input_shape),
-                     dtype=np.float32 if host_preprocess else np.uint8)
-    owners: list[int] = []  # sample index of each filled batch slot
-    outputs: dict[int, list] = {}  # sample index -> per-clip feature arrays
-    expected: dict[int, int] = {}  # sample index -> inputs sent (known once its end arrives)
-    writer = journal.PartWriter(parts_dir)
-    last_flush = time.monotonic()
-    unit = "clip-file" if spec.kind == "clip" else "img"
-    bar = tqdm(total=len(todo), unit=unit, disable=not progress, dynamic_ncols=True,
-               desc=f"extract {spec.name}")
+def _use_processes(decode: str, reader, runner) -> bool:
+    if decode not in DECODERS:
+        raise ConfigError(f"decode must be one of {', '.join(DECODERS)}; received: {decode!r}")
+    possible = reader.kind == "image" and runner.host_preprocess is None
+    if decode == "processes" and not possible:
+        raise ConfigError("--decode processes works for still images only; use threads")
+    # Measured: threads keep a 2-core CPU's forward pass fed; from ~8 cores (GPU hosts) up,
+    # threads plateau on the GIL and processes win (decode_pool.py).
+    return decode == "processes" or (decode == "auto" and possible and (os.cpu_count() or 1) >= 8)
 
-    def preprocessed(sample):
+
+def _feed_from_processes(runner: _Runner, reader, workers: int) -> None:
+    from pipeline.decode_pool import ProcessBatchFeeder
+
+    feeder = ProcessBatchFeeder(reader, [s.path for s in runner.todo], runner.batch_size, workers)
+    for batch, slots, failures in feeder:
+        for index, reason in failures:
+            runner.fail(index, reason)
+        if slots:
+            feats = runner.predict(batch)
+            for row, index in enumerate(slots):
+                runner.emit(index, [feats[row]])
+        runner.at_sample_boundary()
+
+
+def _feed_from_threads(runner: _Runner, reader, workers: int) -> None:
+    shape, pre = runner.input_shape, runner.host_preprocess
+    batch = np.zeros((runner.batch_size, *shape), dtype=np.float32 if pre else np.uint8)
+    owners: list[int] = []  # sample index of each filled batch row
+    outputs: dict[int, list] = {}  # sample index -> per-clip features so far
+    expected: dict[int, int] = {}  # sample index -> inputs it sent (known once it ended)
+
+    def chunks(sample):
         for chunk in reader.read(sample.path):
-            if tuple(chunk.shape[1:]) != tuple(input_shape):  # a reader bug, not bad input
-                raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
-            yield np.asarray(host_preprocess(chunk.astype(np.float32)), dtype=np.float32) \
-                if host_preprocess else chunk
-
-    steady = {"t0": None, "done0": 0, "done": 0}
-
-    def advance():
-        steady["done"] += 1  # counted here: a disabled tqdm bar does not count
-        bar.update(1)
+            if tuple(chunk.shape[1:]) != shape:  # a reader bug, not bad input
+                raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{shape})")
+            yield np.asarray(pre(chunk.astype(np.float32)), dtype=np.float32) if pre else chunk
 
     def run_batch():
-        nonlocal owners
-        if not owners:
-            return
-        if steady["t0"] is None:
-            with _engine_guard(spec, "run"):  # the first call compiles: unsupported ops show here
-                feats = np.asarray(model.predict_on_batch(batch))
-        else:
-            feats = np.asarray(model.predict_on_batch(batch))  # padded: one compiled shape
-        if steady["t0"] is None:
-            steady["t0"], steady["done0"] = time.perf_counter(), steady["done"]
-        for slot, owner in enumerate(owners):
-            outputs.setdefault(owner, []).append(feats[slot])
-        owners = []
+        feats = runner.predict(batch)
+        for row, owner in enumerate(owners):
+            outputs.setdefault(owner, []).append(feats[row])
+        owners.clear()
 
     def finish_ready():
         for index in sorted(i for i, n in expected.items() if len(outputs.get(i, [])) == n):
-            sample, clips = todo[index], outputs.pop(index, [])
             del expected[index]
-            if not clips:
-                writer.add_failure(sample, "no frames could be decoded")
-                advance()
-                continue
-            rows = np.stack(clips).astype(np.float32)
-            if clip_rows:
-                writer.add(sample, rows, range(len(rows)))
-            else:
-                row = rows.mean(axis=0, keepdims=True)
-                if opts.get("l2_normalize"):
-                    row /= max(float(np.linalg.norm(row)), 1e-12)
-                writer.add(sample, row, [0])
-            advance()
+            runner.emit(index, outputs.pop(index, []))
 
-    workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
-    prefetch = OrderedPrefetcher(todo, preprocessed, workers=workers)
     sent = 0
-    for index, kind, payload in prefetch:
+    for index, kind, payload in OrderedPrefetcher(runner.todo, chunks, workers=workers):
         if kind == "chunk":
             for item in payload:
                 batch[len(owners)] = item
                 owners.append(index)
                 sent += 1
-                if len(owners) == batch_size:
+                if len(owners) == runner.batch_size:
                     run_batch()
                     finish_ready()
             continue
         if kind == "end":
             expected[index] = sent
         else:  # a decode failure: forget whatever this sample had already sent
-            keep = [slot for slot, owner in enumerate(owners) if owner != index]
+            keep = [row for row, owner in enumerate(owners) if owner != index]
             batch[:len(keep)] = batch[keep]
-            owners = [owners[slot] for slot in keep]
+            owners[:] = [owners[row] for row in keep]
             outputs.pop(index, None)
-            writer.add_failure(todo[index], payload)
-            advance()
+            runner.fail(index, payload)
         sent = 0
         finish_ready()
-        # Flush only where a batch ends on a sample boundary, so a resumed run forms the
-        # same batches as an uninterrupted one (and gives bit-identical vectors).
-        if not owners and not outputs and not expected and \
-                (writer.pending >= JOURNAL_ROWS or time.monotonic() - last_flush > 5):
-            writer.flush()
-            last_flush = time.monotonic()
+        if not owners and not outputs and not expected:
+            runner.at_sample_boundary()
     if owners:
         batch[len(owners):] = 0
         run_batch()
     finish_ready()
-    writer.flush()
-    bar.close()
-    elapsed = time.perf_counter() - steady["t0"] if steady["t0"] is not None else 0.0
-    rate = (steady["done"] - steady["done0"]) / elapsed if elapsed > 0 else 0.0
-    return feature_shape, rate
 
 
 @contextmanager

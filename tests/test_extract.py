@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _opts(data, cache, **kw):
-    opts = {"data": str(data), "backbone": "mobilenet", "weights": "none", "layer": "pooled",
+    # ResNet50 with random weights: its vectors are O(1), so comparisons at 1e-6 mean something
+    # (a random MobileNet's are ~1e-21 and would pass any tolerance).
+    opts = {"data": str(data), "backbone": "resnet50", "weights": "none", "layer": "pooled",
             "pooling": "avg", "input_size": 32, "resize": "squash", "batch_size": 4,
             "workers": 2, "dtype": "float32", "cache_dir": str(cache)}
     opts.update(kw)
@@ -101,14 +103,15 @@ def test_added_changed_removed_files_update_the_store(tmp_path):
         assert list(a.column("ids")) == list(b.column("ids"))
         assert "cat/cat_2.png" not in set(a.column("ids"))
         np.testing.assert_array_equal(a.column("labels"), b.column("labels"))
+        assert np.abs(b.load()[0]).max() > 0.1
         np.testing.assert_allclose(a.read_rows(np.arange(len(a))), b.read_rows(np.arange(len(b))),
                                    atol=1e-6)
 
 
 def test_other_settings_never_reuse_vectors(tmp_path):
     data = write_images(tmp_path / "data", per_class=2)
-    a = _extract(data, tmp_path / "cache")
-    b = _extract(data, tmp_path / "cache", pooling="max")
+    a = _extract(data, tmp_path / "cache", input_size=64)  # a 2x2 map: max and avg differ
+    b = _extract(data, tmp_path / "cache", input_size=64, pooling="max")
     c = _extract(data, tmp_path / "cache", input_size=48)
     assert len({a.path, b.path, c.path}) == 3 and not b.cache_hit and not c.cache_hit
     with open_store(a.path) as sa, open_store(b.path) as sb:
@@ -153,7 +156,7 @@ def test_unknown_backbone_and_unfit_weights_are_clear(tmp_path):
     wrong = tmp_path / "vgg.weights.h5"
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(wrong)
     with pytest.raises(WeightsError, match="does not fit mobilenet"):
-        _extract(data, tmp_path / "cache", weights=str(wrong))
+        _extract(data, tmp_path / "cache", backbone="mobilenet", weights=str(wrong))
     with pytest.raises(WeightsError, match="not found"):
         _extract(data, tmp_path / "cache", weights=str(tmp_path / "missing.weights.h5"))
 
@@ -170,7 +173,7 @@ def test_keras_and_legacy_model_files_are_cut_at_the_feature_layer(tmp_path):
     paths, feats = None, []
     for name in ("full.keras", "full.h5"):
         result = _extract(data, tmp_path / f"cache-{name}", weights=str(tmp_path / name),
-                          batch_size=4)
+                          backbone="mobilenet", batch_size=4)
         with open_store(result.path) as store:
             paths = [data / i for i in store.column("ids")]
             feats.append(store.load()[0])
@@ -188,8 +191,9 @@ def _cli(*args, env=None, **kw):
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     data = write_images(tmp_path / "data", per_class=60, size=(64, 64))
     cache = tmp_path / "cache"
-    args = ["extract", "--data", str(data), "--backbone", "mobilenet", "--weights", "none",
-            "--input-size", "96", "--batch-size", "2", "--cache-dir", str(cache), "--no-progress"]
+    args = ["extract", "--data", str(data), "--backbone", "resnet50", "--weights", "none",
+            "--input-size", "96", "--batch-size", "2", "--cache-dir", str(cache), "--no-progress",
+            "--engine", "tensorflow"]  # random init differs by backend: compare like with like
     proc = _cli(*args, env={"PIPELINE_JOURNAL_ROWS": "4"})
     deadline = time.time() + 120
     while time.time() < deadline and len(list(cache.glob(".*.parts/part-*.h5"))) < 3:
@@ -212,6 +216,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     with open_store(store_path) as a, open_store(whole.path) as b:
         assert list(a.column("ids")) == list(b.column("ids"))
         np.testing.assert_array_equal(a.column("labels"), b.column("labels"))
+        assert np.abs(b.load()[0]).max() > 0.1
         np.testing.assert_allclose(a.load()[0], b.load()[0], atol=1e-6)
         assert len(a) == 120
 
@@ -223,3 +228,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1].startswith("error: no input files found")
     assert "Traceback" not in err
+
+
+def test_process_decoding_gives_the_thread_results(tmp_path):
+    data = write_images(tmp_path / "data", per_class=5, ext=".jpg")
+    (data / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    by_threads = _extract(data, tmp_path / "threads", decode="threads")
+    by_procs = _extract(data, tmp_path / "procs", decode="processes", workers=2)
+    with open_store(by_threads.path) as a, open_store(by_procs.path) as b:
+        assert list(a.column("ids")) == list(b.column("ids")) and len(a) == 10
+        assert dict(a.failures()).keys() == dict(b.failures()).keys() == {"dog/broken.jpg"}
+        assert np.abs(a.load()[0]).max() > 0.1
+        np.testing.assert_allclose(a.load()[0], b.load()[0], atol=1e-5, rtol=1e-5)

@@ -16,6 +16,7 @@ import h5py
 from pipeline.errors import WeightsError
 
 KNOWN_WEIGHTS = ("imagenet", "none")
+RANDOM_INIT_SEED = 0
 
 
 def weights_identity(weights: str) -> str:
@@ -36,6 +37,11 @@ def weights_identity(weights: str) -> str:
 def load_trunk(spec, weights: str, input_shape: tuple):
     """Builds `spec`'s trunk at `input_shape` with the requested weights loaded."""
     if weights == "none":
+        import keras
+
+        # Random weights must be the same random weights every run, or a resumed or updated
+        # store would mix vectors of two different networks under one cache key.
+        keras.utils.set_random_seed(RANDOM_INIT_SEED)
         return spec.build(None, input_shape)
     if weights == "imagenet":
         try:

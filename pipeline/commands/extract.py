@@ -21,7 +21,10 @@ EXTRACT_OPTIONS = (
     Option("resize", str, "squash", "how images meet the input size",
            choices=("squash", "center_crop")),
     Option("batch_size", int, 32, "images (or clips) per forward pass"),
-    Option("workers", int, None, "decoding threads [default: one per core, at most 32]"),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at "
+           "most 32]"),
+    Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
+           "images on machines with 8+ cores)", choices=("auto", "threads", "processes")),
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),

@@ -99,6 +99,7 @@ class ImageReader:
             from pipeline.errors import ConfigError
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
                               f"received: {resize!r}")
+        self.input_shape = tuple(input_shape)
         self.size = tuple(input_shape[:2])
         self.resize = resize
 
