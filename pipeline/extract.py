@@ -222,11 +222,14 @@ def _extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progre
     bar = tqdm(total=len(todo), unit=unit, disable=not progress, dynamic_ncols=True,
                desc=f"extract {spec.name}")
 
+    # A reader whose options change the preprocessing (C3D's --mean-file) supplies its own.
+    preprocess = getattr(reader, "preprocess", None) or spec.preprocess
+
     def preprocessed(sample):
         for chunk in reader.read(sample.path):
             if tuple(chunk.shape[1:]) != tuple(input_shape):  # a reader bug, not bad input
                 raise RuntimeError(f"reader gave chunk {chunk.shape}, expected (k, *{input_shape})")
-            yield np.asarray(spec.preprocess(chunk.astype(np.float32)), dtype=np.float32)
+            yield np.asarray(preprocess(chunk.astype(np.float32)), dtype=np.float32)
 
     def run_batch():
         nonlocal owners
