@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections import deque
 from pathlib import Path
 from typing import Iterator
@@ -237,7 +238,13 @@ def _gif_frames(path: Path, fit) -> Iterator[_LazyFrame]:
             try:
                 img.seek(index)
             except EOFError:
+                if img.format == "GIF" and not _ends_with_gif_trailer(path):
+                    raise DecodeError(f"{path.name}: GIF ends after frame {index - 1} without its "
+                                      "trailer byte (truncated file)") from None
                 return
+            except (IndexError, struct.error):  # Pillow reading past the end of a cut file
+                raise DecodeError(f"{path.name}: GIF data ends inside frame {index} "
+                                  "(truncated file)") from None
             img.load()
             delay = img.info.get("duration") or 0
             duration = delay / 1000.0 if delay > 10 else GIF_DEFAULT_DURATION
@@ -250,6 +257,13 @@ def _gif_frames(path: Path, fit) -> Iterator[_LazyFrame]:
             yield _LazyFrame(convert, start, duration)
             start += duration
             index += 1
+
+
+def _ends_with_gif_trailer(path: Path) -> bool:
+    """A cut between two frames decodes cleanly; only the missing trailer (0x3B) tells."""
+    with open(path, "rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) == b";"
 
 
 def _video_frames(path: Path, fit) -> Iterator[_LazyFrame]:
