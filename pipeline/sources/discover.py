@@ -47,20 +47,35 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
         rel = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         rel = path.resolve().as_posix()
-    return Sample(id=rel, path=path.resolve(), label=label, split=split, group=group,
-                  stamp=file_stamp(path))
+    stamp = _folder_stamp(path) if path.is_dir() else file_stamp(path)
+    return Sample(id=rel, path=path.resolve(), label=label, split=split, group=group, stamp=stamp)
+
+
+def _folder_stamp(folder: Path) -> str:
+    """A frame folder's stamp from its files: a frame rewritten in place leaves the folder's
+    own mtime as it was, but not its files' sizes and mtimes."""
+    stats = [p.stat() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return (f"{len(stats)}:{sum(st.st_size for st in stats)}:"
+            f"{max((st.st_mtime_ns for st in stats), default=0)}")
 
 
 def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool) -> list[Path]:
     found = []
+    frame_folders: dict[Path, bool] = {}  # asked once per folder, not once per file in it
+
+    def is_frame_folder(path: Path) -> bool:
+        if path not in frame_folders:
+            frame_folders[path] = _is_frame_folder(path, extensions)
+        return frame_folders[path]
+
     for entry in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in entry.relative_to(folder).parts):
             continue
         if entry.is_file() and entry.suffix.lower() in extensions:
-            if leaf_dirs and _is_frame_folder(entry.parent, extensions) and entry.parent != folder:
+            if leaf_dirs and entry.parent != folder and is_frame_folder(entry.parent):
                 continue  # frames of a clip folder are read together, not one by one
             found.append(entry)
-        elif leaf_dirs and entry.is_dir() and _is_frame_folder(entry, extensions):
+        elif leaf_dirs and entry.is_dir() and is_frame_folder(entry):
             found.append(entry)
     return found
 
