@@ -94,7 +94,8 @@ def test_clip_counts_per_sampling_rule(gifs, rgba, options, expected):
 def test_stride_and_uniform_windows_hold_the_right_frames(gifs):
     stride = all_clips(ClipReader(SHAPE, {"stride": 8}), gifs[(40, False)])
     assert [gif_indices(c) for c in stride] == [list(range(s, s + 16)) for s in (0, 8, 16, 24)]
-    uniform = all_clips(ClipReader(SHAPE, {"sampling": "uniform", "num_clips": 3}), gifs[(40, False)])
+    uniform_reader = ClipReader(SHAPE, {"sampling": "uniform", "num_clips": 3})
+    uniform = all_clips(uniform_reader, gifs[(40, False)])
     assert [gif_indices(c)[0] for c in uniform] == [0, 12, 24]
 
 
@@ -253,3 +254,113 @@ def test_real_clips_decode(name):
     clips = [clip for chunk in reader.read(SHARED / "clips" / name) for clip in chunk]
     assert len(clips) == 2 and clips[0].shape == (16, 112, 112, 3)
     assert clips[0].std() > 10  # real picture content, not a blank frame
+
+
+# -- extraction through the real pipeline, with a tiny clip backbone -------------------------
+
+def _build_tiny_clip_net(weights, input_shape):
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = keras.layers.Conv3D(4, 3, strides=2, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling3D(name="gap")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_backbone(tmp_path_factory):
+    """Registers `tiny_clip`; returns extract options using it with one fixed weights file."""
+    from pipeline.backbones import register_backbone
+    from pipeline.backbones.c3d import preprocess_c3d
+    from pipeline.backbones.spec import BackboneSpec
+
+    register_backbone(BackboneSpec(
+        name="tiny_clip", kind="clip", build=_build_tiny_clip_net, preprocess=preprocess_c3d,
+        preprocess_name="c3d (test)", input_shape=SHAPE), overwrite=True)
+    weights = tmp_path_factory.mktemp("tiny") / "tiny_clip.weights.h5"
+    _build_tiny_clip_net(None, SHAPE).save_weights(str(weights))
+    return {"backbone": "tiny_clip", "weights": str(weights)}
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory):
+    """Two classes of GIFs, a frame folder, a video, and two broken files."""
+    root = tmp_path_factory.mktemp("clipdata") / "data"
+    write_gif(root / "pos" / "five.gif", 5)
+    write_gif(root / "pos" / "forty.gif", 40)
+    for i in range(20):
+        Image.fromarray(np.broadcast_to(COLORS[i], (48, 64, 3)).copy()).save(
+            (root / "pos" / "frames").mkdir(parents=True, exist_ok=True) or
+            root / "pos" / "frames" / f"{i}.png")
+    write_gif(root / "neg" / "sixteen.gif", 16, rgba=True)
+    write_video(root / "neg" / "video.mp4", 40, "libx264")
+    gif = (root / "pos" / "forty.gif").read_bytes()
+    (root / "neg" / "truncated.gif").write_bytes(gif[:len(gif) // 2])
+    video = bytearray((root / "neg" / "video.mp4").read_bytes())
+    video[:64] = b"\x00" * 64
+    (root / "neg" / "corrupt.mp4").write_bytes(video)
+    return root
+
+
+def _extract(data, backbone, cache, **options):
+    from pipeline.extract import run_extraction
+
+    opts = {"data": str(data), **backbone, "layer": "pooled", "pooling": "avg",
+            "batch_size": 3, "workers": 2, "dtype": "float32", "cache_dir": str(cache)}
+    opts.update(options)
+    return run_extraction(opts, progress=False, echo=lambda *a: None).path
+
+
+def test_extract_records_bad_clips_as_failures_and_keeps_the_rest(clip_data, tiny_clip_backbone,
+                                                                 tmp_path):
+    from pipeline.feature_store import open_store
+
+    with open_store(_extract(clip_data, tiny_clip_backbone, tmp_path)) as store:
+        assert list(store.column("ids")) == ["neg/sixteen.gif", "neg/video.mp4", "pos/five.gif",
+                                             "pos/forty.gif", "pos/frames"]
+        failures = dict(store.failures())
+        assert sorted(failures) == ["neg/corrupt.mp4", "neg/truncated.gif"]
+        assert "not a readable video" in failures["neg/corrupt.mp4"]
+        assert "truncated" in failures["neg/truncated.gif"]
+        assert store.provenance["reader"]["sampling"] == "stride"
+        assert store.provenance["reader"]["short"] == "loop"
+
+
+def test_per_clip_rows_average_to_the_per_video_mean(clip_data, tiny_clip_backbone, tmp_path):
+    from pipeline.feature_store import open_store
+    from run_pipeline import main
+
+    assert main(["extract", "--data", str(clip_data), "--backbone", "tiny_clip",
+                 "--weights", tiny_clip_backbone["weights"], "--aggregate", "per_clip",
+                 "--no-progress",
+                 "--cache-dir", str(tmp_path), "--batch-size", "3"]) == 0
+    (per_clip_path,) = tmp_path.glob("*.h5")
+    mean_path = _extract(clip_data, tiny_clip_backbone, tmp_path / "mean", l2_normalize=True)
+    with open_store(per_clip_path) as clips, open_store(mean_path) as means:
+        ids, groups = list(clips.column("ids")), list(clips.column("group"))
+        assert ids[:5] == ["neg/sixteen.gif#clip0", "neg/video.mp4#clip0", "neg/video.mp4#clip1",
+                           "neg/video.mp4#clip2", "neg/video.mp4#clip3"]
+        assert len(ids) == 1 + 4 + 1 + 4 + 1  # sixteen, video, five, forty, frames
+        assert list(clips.column("clip_index")[1:5]) == [0, 1, 2, 3]
+        assert groups[1:5] == ["neg/video.mp4"] * 4  # the video is the group of its clips
+        X, _ = clips.load()
+        Y, _ = means.load()
+        for row, sample in enumerate(means.column("ids")):
+            mine = [i for i, g in enumerate(groups) if g == sample]
+            mean = X[mine].mean(axis=0)
+            np.testing.assert_allclose(Y[row], mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)
+
+
+@needs_shared(SHARED / "clips")
+def test_real_clips_extract(tiny_clip_backbone, tmp_path):
+    from pipeline.feature_store import open_store
+
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{SHARED / 'clips' / name},{label}\n" for name, label in (
+            ("ucf101_cricket_shot.gif", "cricket"), ("arm_wrestling.mp4", "wrestling"),
+            ("ntu_drink_water.avi", "drink"))))
+    with open_store(_extract(manifest, tiny_clip_backbone, tmp_path / "cache",
+                             sampling="uniform", num_clips=3)) as store:
+        assert len(store) == 3 and store.failures() == []
+        assert np.isfinite(store.load()[0]).all()

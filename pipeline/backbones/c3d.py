@@ -53,7 +53,7 @@ def build_c3d(input_shape: tuple = (FRAMES, CROP, CROP, 3), include_top: bool = 
         x = layers.Conv3D(filters, 3, padding="same", activation="relu", name=name)(x)
         if name in _POOL_AFTER:
             pool_name, size = _POOL_AFTER[name]
-            x = layers.MaxPooling3D(pool_size=size, strides=size, padding="valid", name=pool_name)(x)
+            x = layers.MaxPooling3D(pool_size=size, strides=size, name=pool_name)(x)
     # Caffe pools with ceil rounding (7x7 -> 4x4); one row and column of zeros at the bottom and
     # right does the same on ReLU outputs, giving the 8192 features of pool5 at 112x112.
     x = layers.ZeroPadding3D(padding=((0, 0), (0, 1), (0, 1)), name="zeropad5")(x)
@@ -105,7 +105,8 @@ def load_mean_cube(path: str, input_shape: tuple) -> np.ndarray:
         mean = np.load(path, allow_pickle=False).astype(np.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"mean file {path} is not a readable .npy array ({exc}); pass the "
-                          "Sports-1M mean cube saved with numpy.save, or leave out --mean-file.") from None
+                          "Sports-1M mean cube saved with numpy.save, or leave out --mean-file."
+                          ) from None
     if mean.shape == (3,):
         return mean
     while mean.ndim > 4 and mean.shape[0] == 1:

@@ -70,7 +70,9 @@ class ClipReader:
 
     def __init__(self, input_shape: tuple, options: dict):
         self.frames, self.size = int(input_shape[0]), int(input_shape[1])
-        get = lambda name, default: default if options.get(name) is None else options[name]  # noqa: E731
+        def get(name, default):
+            return default if options.get(name) is None else options[name]
+
         self.short, self.sampling = get("short", "loop"), get("sampling", "stride")
         self.stride, self.num_clips = int(get("stride", 8)), int(get("num_clips", 10))
         self.fps = float(options["fps"]) if options.get("fps") is not None else None
@@ -92,7 +94,8 @@ class ClipReader:
         if mean_file:
             if not Path(mean_file).is_file():
                 raise ConfigError(f"mean file not found: {mean_file}. Pass the Sports-1M mean "
-                                  "cube (.npy) with --mean-file, or leave it out for per-channel means.")
+                                  "cube (.npy) with --mean-file, or leave it out to subtract "
+                                  "per-channel means.")
             mean = c3d.load_mean_cube(mean_file, tuple(input_shape))
             with open(mean_file, "rb") as fh:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
@@ -299,7 +302,8 @@ def _video_frames(path: Path, fit) -> Iterator[_LazyFrame]:
 def _folder_frames(path: Path, fit) -> Iterator[_LazyFrame]:
     """The still images of one folder, in natural order (frame2 before frame10)."""
     def natural(p: Path):
-        return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", p.name)]
+        parts = re.split(r"(\d+)", p.name)
+        return [int(part) if part.isdigit() else part.lower() for part in parts]
 
     files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
                     and p.suffix.lower() in FRAME_EXTENSIONS), key=natural)
