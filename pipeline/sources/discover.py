@@ -16,6 +16,8 @@ from pipeline.errors import DataError
 from pipeline.sources.base import SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp
 
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
+# The still images a frame folder (one clip, with leaf_dirs) may hold, and nothing else.
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True,
@@ -81,9 +83,8 @@ def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool) -> list[Path]
 
 
 def _is_frame_folder(folder: Path, extensions: tuple) -> bool:
-    still = (".jpg", ".jpeg", ".png", ".bmp")
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return bool(files) and all(p.suffix.lower() in still for p in files) and \
+    return bool(files) and all(p.suffix.lower() in FRAME_EXTENSIONS for p in files) and \
         not any(p.is_dir() for p in folder.iterdir())
 
 
