@@ -109,6 +109,7 @@ def load_mean_cube(path: str, input_shape: tuple) -> np.ndarray:
                           ) from None
     if mean.shape == (3,):
         return mean
+    given = mean.shape
     while mean.ndim > 4 and mean.shape[0] == 1:
         mean = mean[0]
     frames, size = int(input_shape[0]), int(input_shape[1])
@@ -122,7 +123,7 @@ def load_mean_cube(path: str, input_shape: tuple) -> np.ndarray:
         if mean.shape[1:3] == (size, size):
             return mean
     raise ConfigError(
-        f"mean file {path} has shape {tuple(np.load(path, mmap_mode='r').shape)}; expected a "
+        f"mean file {path} has shape {given}; expected a "
         f"mean cube of {frames}x{resized[0]}x{resized[1]} or {frames}x{size}x{size} with 3 "
         f"channels (channels first or last) or 3 per-channel values, for --input-size {size}.")
 

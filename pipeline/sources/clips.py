@@ -26,12 +26,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DecodeError
+from pipeline.sources.discover import FRAME_EXTENSIONS
 from pipeline.sources.images import to_rgb
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ogv", ".3gp")
 CLIP_EXTENSIONS = (".gif",) + VIDEO_EXTENSIONS
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # the still files of a frame folder
 CLIPS_PER_CHUNK = 2
 # Browsers show GIF frames with a delay of 10 ms or less (or none) for 100 ms; so do we.
 GIF_DEFAULT_DURATION = 0.1
