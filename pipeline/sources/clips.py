@@ -70,6 +70,7 @@ class ClipReader:
 
     def __init__(self, input_shape: tuple, options: dict):
         self.frames, self.size = int(input_shape[0]), int(input_shape[1])
+
         def get(name, default):
             return default if options.get(name) is None else options[name]
 
@@ -131,8 +132,7 @@ class ClipReader:
                     chunk = []
         except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError,
                 Image.DecompressionBombError) as exc:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DecodeError(f"{path.name}: {text}") from None
+            raise DecodeError(f"{path.name}: {_first_line(exc)}") from None
         if chunk:
             yield np.stack(chunk)
 
