@@ -34,6 +34,7 @@ def _load_builtin_backbones() -> None:
         return
     _BUILTINS_LOADED = True
     from pipeline.backbones import keras_apps  # noqa: F401  (registers resnet50, vgg19, ...)
+    from pipeline.backbones import c3d  # noqa: F401  (registers c3d)
 
 
 def list_backbones() -> list[str]:

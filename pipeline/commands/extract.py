@@ -71,6 +71,8 @@ def _choose_backend_before_keras_loads(opts: dict) -> None:
 
     from pipeline.engines import resolve_engine
 
+    if "keras" in sys.modules and opts["engine"] == "auto":
+        opts["engine"] = "current"  # called in-process (tests, notebooks): no worker for auto
     engine = resolve_engine(opts["engine"], opts["backbone"].lower())
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = engine

@@ -17,6 +17,8 @@ from pipeline.errors import DataError
 from pipeline.sources.base import SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp
 
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
+# The still images a frame folder (one clip, with leaf_dirs) may hold, and nothing else.
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True,
@@ -50,28 +52,42 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.as_posix()
-    return Sample(id=rel, path=path, label=label, split=split, group=group,
-                  stamp=file_stamp(path))
+    stamp = _folder_stamp(path) if path.is_dir() else file_stamp(path)
+    return Sample(id=rel, path=path, label=label, split=split, group=group, stamp=stamp)
+
+
+def _folder_stamp(folder: Path) -> str:
+    """A frame folder's stamp from its files: a frame rewritten in place leaves the folder's
+    own mtime as it was, but not its files' sizes and mtimes."""
+    stats = [p.stat() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return (f"{len(stats)}:{sum(st.st_size for st in stats)}:"
+            f"{max((st.st_mtime_ns for st in stats), default=0)}")
 
 
 def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool) -> list[Path]:
     found = []
+    frame_folders: dict[Path, bool] = {}  # asked once per folder, not once per file in it
+
+    def is_frame_folder(path: Path) -> bool:
+        if path not in frame_folders:
+            frame_folders[path] = _is_frame_folder(path, extensions)
+        return frame_folders[path]
+
     for entry in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in entry.relative_to(folder).parts):
             continue
         if entry.is_file() and entry.suffix.lower() in extensions:
-            if leaf_dirs and _is_frame_folder(entry.parent, extensions) and entry.parent != folder:
+            if leaf_dirs and entry.parent != folder and is_frame_folder(entry.parent):
                 continue  # frames of a clip folder are read together, not one by one
             found.append(entry)
-        elif leaf_dirs and entry.is_dir() and _is_frame_folder(entry, extensions):
+        elif leaf_dirs and entry.is_dir() and is_frame_folder(entry):
             found.append(entry)
     return found
 
 
 def _is_frame_folder(folder: Path, extensions: tuple) -> bool:
-    still = (".jpg", ".jpeg", ".png", ".bmp")
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return bool(files) and all(p.suffix.lower() in still for p in files) and \
+    return bool(files) and all(p.suffix.lower() in FRAME_EXTENSIONS for p in files) and \
         not any(p.is_dir() for p in folder.iterdir())
 
 
