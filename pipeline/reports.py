@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,15 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names) -
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
     clipped = np.clip(probs, 1e-7, 1.0)
+    with warnings.catch_warnings():  # a split missing a class is legitimate, not worth a warning
+        warnings.simplefilter("ignore", UserWarning)
+        loss = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
+        balanced = float(balanced_accuracy_score(y_true, y_pred))
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else math.nan,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "log_loss": float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True),
-                                   labels=labels)),
+        "balanced_accuracy": balanced,
+        "log_loss": loss,
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(class_names)},
