@@ -170,7 +170,8 @@ def _probabilities(model, store, source, rows, config: HeadConfig):
     rows = np.sort(rows)
     if source is None:
         feed = head_data.StoreBatches(store, rows, 1024, False)
-        probs = np.concatenate([predict_proba(model, feed[i][0]) for i in range(len(feed))])
+        raw = np.asarray(model.predict(feed, verbose=0), dtype=np.float64)  # one traced loop
+        probs = np.concatenate([1.0 - raw, raw], axis=1) if raw.shape[1] == 1 else raw
     else:
         probs = predict_proba(model, source.get(rows))
     y = store.column("labels")[rows]
