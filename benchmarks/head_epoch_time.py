@@ -83,7 +83,7 @@ def main() -> None:
 
     from pipeline.backbones import get_backbone
     from pipeline.backbones.feature_model import build_feature_model
-    from pipeline.export import affine_preprocessing
+    from pipeline.export import affine_preprocessing, apply_preprocessing
     from pipeline.extract import run_extraction
     from pipeline.feature_store import open_store
     from pipeline.heads import HeadConfig, build_head
@@ -112,12 +112,9 @@ def main() -> None:
     spec = get_backbone("mobilenet")
     shape = spec.input_shape_for(args.input_size)
     images = np.stack([load_image(data / i, shape[:2], "squash") for i in ids]).astype(np.float32)
-    a, b = affine_preprocessing(spec.preprocess, shape)
     backbone = build_feature_model(spec, weights, "pooled", "avg", args.input_size)
     inputs = keras.Input(shape=shape)
-    pre = keras.layers.Dense(3, trainable=False, name="preprocess")
-    z = pre(inputs)
-    pre.set_weights([a.astype(np.float32), b.astype(np.float32)])
+    z = apply_preprocessing(inputs, affine_preprocessing(spec.preprocess, shape))
     end_head = build_head(x.shape[1:], len(names), config)  # same config, fresh weights
     model = keras.Model(inputs, end_head(backbone(z, training=False)))
     model.compile(optimizer=end_head.optimizer, loss=end_head.loss, metrics=["accuracy"])

@@ -64,6 +64,19 @@ def describe_affine(a: np.ndarray, b: np.ndarray) -> str:
     return "affine map of the RGB channels"
 
 
+def apply_preprocessing(x, affine):
+    """`x @ A + b` as a frozen Dense(3) layer (identity maps add nothing); returns the tensor."""
+    import keras
+
+    a, b = affine
+    if np.allclose(a, np.eye(3), atol=1e-7) and np.allclose(b, 0, atol=1e-6):
+        return x
+    layer = keras.layers.Dense(3, name="preprocess", trainable=False)
+    x = layer(x)  # Dense acts on the last (channel) axis of any rank
+    layer.set_weights([a.astype(np.float32), b.astype(np.float32)])
+    return x
+
+
 def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
     """Builds, saves and checks the end-to-end model of a run.
 
@@ -123,14 +136,9 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
 
 def _assemble(keras, spec, features, run, affine, sample_shape, clips_mean, l2, float16):
     features.trainable = False
-    a, b = affine
     shape = ((None,) + sample_shape) if clips_mean else sample_shape
     inputs = keras.Input(shape=shape, name="rgb")
-    x = inputs
-    if not (np.allclose(a, np.eye(3), atol=1e-7) and np.allclose(b, 0, atol=1e-6)):
-        layer = keras.layers.Dense(3, name="preprocess", trainable=False)
-        x = layer(x)  # Dense acts on the last (channel) axis of any rank
-        layer.set_weights([a.astype(np.float32), b.astype(np.float32)])
+    x = apply_preprocessing(inputs, affine)
     if clips_mean:  # one video = several clips: backbone per clip, mean of the features
         x = keras.layers.TimeDistributed(features, name="per_clip")(x, training=False)
         x = keras.layers.GlobalAveragePooling1D(name="clip_mean")(x)

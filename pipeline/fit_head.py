@@ -98,7 +98,7 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
         seconds = time.perf_counter() - started
         evaluated = [(name, rows) for name, rows in (("val", split.val), ("test", split.test))
                      if len(rows)]
-        results = {name: _probabilities(model, store, source, rows, config)
+        results = {name: _probabilities(model, store, source, rows)
                    for name, rows in evaluated}
         run_dir = _write_run(store, opts, config, model, history, best_epoch, split, results,
                              cv_report, streamed, seconds, output.reason, overlap, out_dir)
@@ -162,7 +162,7 @@ def _train(store, source, train_rows, val_rows, config: HeadConfig, opts: dict, 
     return model, history, best_epoch
 
 
-def _probabilities(model, store, source, rows, config: HeadConfig):
+def _probabilities(model, store, source, rows):
     """(ids, labels, accuracy, probs) of `rows`, probabilities as (n, K) float64."""
     from pipeline import head_data
     from pipeline.heads import predict_proba
@@ -188,7 +188,7 @@ def _cross_validate(store, source, split, config, opts, echo) -> dict:
     for i, (tr, va) in enumerate(splitter.split(np.zeros(len(pool)), labels[pool], groups)):
         model, history, best = _train(store, source, pool[tr], pool[va], config, opts, echo,
                                       prefix=f"fold {i + 1}/{opts['cv']} ")
-        _, _, accuracy, _ = _probabilities(model, store, source, pool[va], config)
+        _, _, accuracy, _ = _probabilities(model, store, source, pool[va])
         folds.append({"fold": i + 1, "n_train": len(tr), "n_val": len(va), "best_epoch": best,
                       "val_loss": float(history["val_loss"][best - 1]), "val_accuracy": accuracy})
         echo(f"fold {i + 1}/{opts['cv']}: val_accuracy {accuracy:.4f}")
