@@ -56,20 +56,38 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
     return np.sort(rows[kept]), np.sort(rows[held])
 
 
-def make_split(store, val_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Train/val/test row indices for a store (see the module docstring for the rules)."""
+def make_split(store, val_fraction: float = 0.2, seed: int = 0,
+               test_fraction: float = 0.0) -> Split:
+    """Train/val/test row indices for a store (see the module docstring for the rules).
+
+    Args:
+        store: an open `FeatureStore`.
+        val_fraction: share held out for validation when the store has no val split.
+        seed: seed of every random split.
+        test_fraction: when > 0 and the store has no test split, this share of the rows is held
+            out first (stratified, group-aware) as an untouched test split.
+    """
     labels = store.column("labels")
     groups = store.column("group") if store.has_groups else None
     test = store.indices("test")
+    test_how = ""
+    if not len(test) and test_fraction:
+        rest, test = holdout(np.arange(len(store)), labels, groups, test_fraction, seed)
+        test_how = (f"; {'group-aware ' if groups is not None else ''}stratified "
+                    f"{test_fraction:.0%} test split held out first, seed {seed}")
+        if "val" in store.splits:  # the store's val rows stay val, never test
+            val_rows = store.indices("val")
+            test = np.setdiff1d(test, val_rows)
     if "val" in store.splits:
         train = store.indices("train") if "train" in store.splits else \
             np.setdiff1d(np.arange(len(store)), np.union1d(store.indices("val"), test))
-        return Split(train, store.indices("val"), test, "the store's own train/val split")
-    pool = store.indices("train") if "train" in store.splits else \
-        np.setdiff1d(np.arange(len(store)), test)
+        train = np.setdiff1d(train, test)
+        return Split(train, store.indices("val"), test, "the store's own train/val split" + test_how)
+    pool = store.indices("train") if "train" in store.splits else np.arange(len(store))
+    pool = np.setdiff1d(pool, test)
     train, val = holdout(pool, labels, groups, val_fraction, seed)
     how = (f"{'group-aware ' if groups is not None else ''}stratified {val_fraction:.0%} "
-           f"validation split, seed {seed}")
+           f"validation split, seed {seed}{test_how}")
     return Split(train, val, test, how)
 
 
