@@ -96,10 +96,17 @@ def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
     from pipeline.backbones.weights import weights_identity
 
     if extract_options["weights"] == "none":
+        # Random weights are seeded, so the same backend draws the same network again.
+        from pipeline.engines import active_backend
+
+        drawn_on = (provenance.get("random_init") or {}).get("backend")
+        if drawn_on and drawn_on == active_backend():
+            return
         raise WeightsError(
-            "the run's vectors came from randomly initialised weights (--weights none), which "
-            "were never saved, so the backbone cannot be rebuilt to match; extract with "
-            "--weights imagenet or a weights file, then fit-head again.")
+            f"the run's vectors came from random weights (--weights none) drawn by the "
+            f"{drawn_on or 'unknown'} backend, which this process ({active_backend()}) cannot "
+            "draw again; run predict with KERAS_BACKEND set to that backend, or extract with "
+            "--weights imagenet or a weights file and fit-head again.")
     now = weights_identity(extract_options["weights"])
     if now != provenance.get("weights"):
         raise WeightsError(
