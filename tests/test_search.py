@@ -275,3 +275,49 @@ def test_flowers5_default_search(tmp_path):
     board = read_leaderboard(run_dir)
     assert len({r["family"] for r in board if r["status"] == "done"}) >= 5
     assert float(board[0]["test_score"]) >= 0.70
+
+
+# -- the Keras head as a scikit-learn estimator ------------------------------------------------
+# Two full-batch epochs keep the ~45 checks fast; the two checks that demand a trained model's
+# accuracy need more epochs and run in the slow variant below with every check enforced.
+_FEW_EPOCHS = {
+    "check_classifiers_train": "2 epochs cannot reach the check's 0.83 accuracy; enforced with "
+                               "40 epochs in test_keras_head_passes_every_estimator_check",
+    "check_class_weight_classifiers": "2 epochs cannot reach the check's F1 threshold; enforced "
+                                      "in test_keras_head_passes_every_estimator_check",
+}
+
+
+def _keras_estimator(epochs):
+    from pipeline.keras_estimator import KerasHeadClassifier
+
+    return KerasHeadClassifier(hidden_units=(16,), dropout=0.0, epochs=epochs, batch_size=512,
+                               learning_rate=0.05)
+
+
+def _run_checks(estimator, expected_failed):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(estimator, expected_failed_checks=expected_failed, on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results
+              if r["status"] == "failed"]
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) >= 40
+
+
+def test_keras_head_follows_the_estimator_contract():
+    _run_checks(_keras_estimator(epochs=2), _FEW_EPOCHS)
+
+
+@pytest.mark.slow
+def test_keras_head_passes_every_estimator_check():
+    _run_checks(_keras_estimator(epochs=40), {})
+
+
+def test_keras_head_clones_and_refuses_one_class():
+    from sklearn.base import clone
+
+    est = _keras_estimator(epochs=2).set_params(hidden_units=[8, 4])
+    assert clone(est).get_params()["hidden_units"] == [8, 4]
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        est.fit(np.zeros((10, 3)), np.zeros(10))
