@@ -1,0 +1,130 @@
+"""What a grid-search run folder shows: the leaderboard (CSV, table, plot), cv_results, folds.
+
+Usage:
+    ranked = rank(candidates)
+    write_tables(run_dir, ranked, n_folds=5, scoring="accuracy")
+    plot_leaderboard(run_dir / "leaderboard.png", ranked, "accuracy")
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+LEADERBOARD_COLUMNS = ("rank", "model", "family", "params", "cv_mean", "cv_std", "fit_seconds",
+                       "test_score", "preprocess", "status", "notes")
+
+
+def rank(candidates: list) -> list:
+    """Finished candidates by mean CV score (ties: the faster fit first), then the rest."""
+    done = sorted((c for c in candidates if c.status == "done"),
+                  key=lambda c: (-c.cv_mean, c.fit_seconds, c.index))
+    return done + [c for c in candidates if c.status != "done"]
+
+
+def _fmt(value, digits=4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _params(cand) -> str:
+    return json.dumps(cand.params, sort_keys=True, default=str)
+
+
+def write_folds(run_dir: Path, folds: list, test_rows: np.ndarray, how: str) -> None:
+    """folds.json: the store rows of each fold and of the test split, so anyone can audit them."""
+    doc = {"test_how": how, "test": np.asarray(test_rows).tolist(),
+           "folds": [{"train": np.asarray(t).tolist(), "val": np.asarray(v).tolist()}
+                     for t, v in folds]}
+    (run_dir / "folds.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def write_tables(run_dir: Path, ranked: list, n_folds: int, scoring: str) -> None:
+    """leaderboard.csv (one row per candidate) and cv_results.csv (one column per fold)."""
+    with (run_dir / "leaderboard.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(LEADERBOARD_COLUMNS)
+        for i, c in enumerate(ranked, 1):
+            writer.writerow([i if c.status == "done" else "", c.entry.name, c.entry.family,
+                             _params(c), _fmt(c.cv_mean), _fmt(c.cv_std), _fmt(c.fit_seconds, 3),
+                             _fmt(c.test_score), "+".join(c.entry.preprocess), c.status,
+                             " ".join(sorted(c.notes))])
+    param_names = sorted({k for c in ranked for k in c.params})
+    header = (["model", "family", "params"] + [f"param_{p}" for p in param_names]
+              + [f"split{i}_test_{scoring}" for i in range(n_folds)]
+              + ["mean_test_score", "std_test_score", "rank_test_score", "mean_fit_time",
+                 "std_fit_time", "mean_score_time", "status"])
+    with (run_dir / "cv_results.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for i, c in enumerate(ranked, 1):
+            scores = list(c.scores) + [None] * (n_folds - len(c.scores))
+            writer.writerow([c.entry.name, c.entry.family, _params(c)]
+                            + [json.dumps(c.params[p], default=str) if p in c.params else ""
+                               for p in param_names]
+                            + [_fmt(s) for s in scores]
+                            + [_fmt(c.cv_mean), _fmt(c.cv_std), i if c.status == "done" else "",
+                               _fmt(c.fit_seconds, 3),
+                               _fmt(float(np.std(c.fit_times)) if c.fit_times else None, 3),
+                               _fmt(float(np.mean(c.score_times)) if c.score_times else None, 3),
+                               c.status])
+
+
+def format_table(ranked: list, scoring: str, limit: int = 25) -> str:
+    """The leaderboard as a fixed-width text table for the terminal."""
+    rows = [("#", "model", "params", f"cv {scoring}", "fit s", "test")]
+    for i, c in enumerate(ranked[:limit], 1):
+        params = ", ".join(f"{k.removeprefix('clf__')}={v}" for k, v in sorted(c.params.items()))
+        cv = f"{c.cv_mean:.4f} +/- {c.cv_std:.4f}" if c.status == "done" else c.status[:40]
+        rows.append((str(i) if c.status == "done" else "-", c.entry.name,
+                     params[:48], cv, _fmt(c.fit_seconds, 2), _fmt(c.test_score)))
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(ranked) > limit:
+        lines.append(f"... {len(ranked) - limit} more rows in leaderboard.csv")
+    return "\n".join(lines)
+
+
+def plot_leaderboard(path: Path, ranked: list, scoring: str) -> None:
+    """One bar per model (its best candidate: mean +/- std over folds, with each fold's
+    score as a dot and the test score as a diamond) so the spread is visible next to the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = {}
+    for c in ranked:
+        if c.status == "done" and c.entry.name not in best:
+            best[c.entry.name] = c
+    names = list(best)[::-1]  # matplotlib draws from the bottom: best model on top
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.6))
+    for y, name in enumerate(names):
+        c = best[name]
+        ax.barh(y, c.cv_mean, xerr=c.cv_std, color="#8fb3d9", edgecolor="#3b6a99",
+                capsize=4, height=0.6)
+        ax.scatter(c.scores, [y] * len(c.scores), s=12, color="#1f3b57", zorder=3,
+                   label="fold score" if y == 0 else None)
+        if c.test_score is not None:
+            ax.scatter([c.test_score], [y], marker="D", s=40, color="#d9534f", zorder=4,
+                       label="test score")
+    ax.set_yticks(range(len(names)),
+                  [f"{n}  {best[n].cv_mean:.3f}" for n in names])  # the mean, readable at a glance
+    lows = [min(best[n].scores) for n in names] + [best[n].test_score or 1 for n in names]
+    ax.set_xlim(max(0.0, min(lows) - 0.05), 1.0)
+    ax.set_xlabel(f"cross-validated {scoring} (best candidate per model; bar = mean, "
+                  "whisker = std)")
+    ax.set_title("grid-search leaderboard")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
