@@ -81,12 +81,13 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring):
         started = time.perf_counter()
         try:
             est.fit(X[train], y[train])
-        except Exception as exc:  # a candidate that cannot fit is reported, not fatal
+            fit_s = time.perf_counter() - started
+            started = time.perf_counter()
+            score = float(get_scorer(scoring)(est, X[val], y[val]))
+            score_s = time.perf_counter() - started
+        except Exception as exc:  # a candidate that cannot fit or score is reported, not fatal
+            # (e.g. k-NN asking for more neighbours than a small fold has)
             return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-        fit_s = time.perf_counter() - started
-        started = time.perf_counter()
-        score = float(get_scorer(scoring)(est, X[val], y[val]))
-        score_s = time.perf_counter() - started
     notes = sorted({w.category.__name__ for w in caught
                     if w.category.__name__ in ("ConvergenceWarning", "FitFailedWarning")})
     return {"score": score, "fit_s": fit_s, "score_s": score_s, "notes": notes}
