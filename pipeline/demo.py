@@ -57,13 +57,14 @@ def run_demo(opts: dict, echo=print) -> Path:
     echo(result.summary())
     echo(f"store: {result.path}")
     last = result.path
+    runs = Path(opts.get("out") or cache / "runs")
     try:
         from pipeline.fit_head import fit_head
     except ImportError:
         fit_head = None
     if fit_head is not None:
         echo("[2/3] fit-head: dense head on the cached vectors")
-        run_dir = fit_head(result.path, {"epochs": 60}, out_dir=opts.get("out"), echo=echo)
+        run_dir = fit_head(result.path, {"epochs": 60}, out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
         last = run_dir
     try:
@@ -73,5 +74,5 @@ def run_demo(opts: dict, echo=print) -> Path:
     if run_grid_search is not None:
         echo("[3/3] grid-search: classifiers compared on the same cache")
         last = run_grid_search(result.path, {"time_budget": opts.get("time_budget", 90)},
-                               out_dir=opts.get("out"), echo=echo)
+                               out_dir=runs, echo=echo)
     return Path(last)

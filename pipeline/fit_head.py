@@ -27,7 +27,7 @@ from pipeline.feature_store import open_store
 from pipeline.heads import HeadConfig, balanced_class_weight, resolve_output
 from pipeline.splits import cv_splitter, make_split
 
-HEAD_KEYS = ("hidden_units", "dropout", "l2", "batch_norm", "activation", "spatial", "output",
+HEAD_KEYS = ("hidden_units", "standardize", "dropout", "l2", "batch_norm", "activation", "spatial", "output",
              "loss", "optimizer", "learning_rate", "batch_size", "epochs", "patience",
              "class_weight", "seed")
 
@@ -130,9 +130,14 @@ def _train(store, source, train_rows, val_rows, config: HeadConfig, opts: dict, 
     import keras
 
     from pipeline import head_data
-    from pipeline.heads import build_head
+    from pipeline.heads import build_head, feature_moments
 
-    model = build_head(store.feature_shape, len(store.class_names), config)
+    stats = None
+    if config.standardize:  # training rows only: validation statistics must not leak in
+        stats = feature_moments(
+            (x for x, _ in store.iter_batches(rows=np.sort(train_rows), batch_size=4096))
+            if source is None else [source.get(train_rows)])
+    model = build_head(store.feature_shape, len(store.class_names), config, stats)
     sigmoid = model.output.shape[-1] == 1
     labels = store.column("labels")
     weights = balanced_class_weight(labels[train_rows], len(store.class_names)) \

@@ -30,6 +30,7 @@ class HeadConfig:
     """Hyperparameters of a dense head (every field is also a `[head]` key in TOML)."""
 
     hidden_units: tuple = (256,)
+    standardize: bool = True  # normalise inputs with training-set mean/variance inside the head
     dropout: float = 0.5
     l2: float = 1e-4
     batch_norm: bool = False
@@ -111,8 +112,19 @@ def resolve_output(n_classes: int, output: str = "auto", loss: str = "auto") -> 
                       f"{n_classes} classes: {n_classes}-unit softmax with categorical cross-entropy")
 
 
-def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = None):
-    """Builds and compiles the head. Labels are integer class indices for every output kind."""
+def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = None,
+               feature_stats: tuple | None = None):
+    """Builds and compiles the head. Labels are integer class indices for every output kind.
+
+    Args:
+        input_shape: one vector's shape, e.g. (2048,) or a pool5 map (7, 7, 2048).
+        n_classes: number of classes; decides the output layer and loss (`resolve_output`).
+        config: hyperparameters.
+        feature_stats: (mean, variance) per feature channel of the training vectors. With
+            `config.standardize`, a Normalization layer holding them starts the head, so raw
+            vectors of any scale (a ResNet's 0..30, a MobileNet's 0..6) train alike and the
+            saved head carries its own scaling to predict and export.
+    """
     import keras
 
     config = config or HeadConfig()
@@ -123,6 +135,10 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = N
     reg = keras.regularizers.L2(config.l2) if config.l2 else None
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = inputs
+    if config.standardize and feature_stats is not None:
+        mean, variance = (np.asarray(v, dtype=np.float32) for v in feature_stats)
+        x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.maximum(variance, 1e-12),
+                                       name="standardize")(x)
     if len(input_shape) > 1:  # a pool5 map: flatten or pool inside the head
         rank = len(input_shape) - 1
         if config.spatial == "flatten":
@@ -165,6 +181,18 @@ def predict_proba(model, features: np.ndarray, batch_size: int = 1024) -> np.nda
     if probs.shape[1] == 1:  # one sigmoid unit: P(class 1)
         probs = np.concatenate([1.0 - probs, probs], axis=1)
     return probs
+
+
+def feature_moments(batches) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and variance over batches of vectors (or maps), in float64."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for x in batches:
+        flat = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+        total = total + flat.sum(axis=0)
+        total_sq = total_sq + np.square(flat).sum(axis=0)
+        count += len(flat)
+    mean = total / max(count, 1)
+    return mean, np.maximum(total_sq / max(count, 1) - np.square(mean), 0.0)
 
 
 def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict:

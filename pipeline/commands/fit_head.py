@@ -25,6 +25,8 @@ FIT_HEAD_OPTIONS = (
     # The head (every key here is also a [fit_head] key of configs/head_mlp.toml).
     Option("hidden_units", int_list, (256,), "hidden layer sizes, comma separated; \"\" for a "
            "linear head", metavar="N[,N...]"),
+    Option("standardize", bool, True, "scale inputs by the training vectors' mean and variance "
+           "(a Normalization layer inside the head)"),
     Option("dropout", float, 0.5, "dropout after each hidden layer"),
     Option("l2", float, 1e-4, "L2 penalty on hidden kernels"),
     Option("batch_norm", bool, False, "BatchNormalization after each hidden layer"),
