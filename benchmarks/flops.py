@@ -16,6 +16,9 @@ def model_flops(model) -> float:
     """
     total = 0.0
     for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model (extract wraps the trunk in a pixels model)
+            total += model_flops(layer)
+            continue
         kind = type(layer).__name__
         if kind not in ("Conv2D", "Conv3D", "DepthwiseConv2D", "Dense"):
             continue

@@ -91,3 +91,47 @@ class ProcessBatchFeeder:
             self.pool = None
             self.shm.close()
             self.shm.unlink()
+
+
+def _init_chunk_worker(reader) -> None:
+    _WORKER["reader"] = reader
+
+
+def _read_whole_file(path):
+    """All of one file's chunks, or why it could not be read."""
+    from pipeline.errors import DecodeError
+
+    try:
+        return None, [chunk for chunk in _WORKER["reader"].read(path)]
+    except DecodeError as exc:
+        return str(exc), None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}", None
+
+
+class ProcessChunkFeeder:
+    """`OrderedPrefetcher`'s interface, decoding whole files in worker processes (clips).
+
+    Yields `(index, kind, payload)` in sample order. Unlike the threads, a worker holds all of
+    one file's clips at once, so this suits many short clips (GIFs), not hour-long videos.
+    """
+
+    def __init__(self, items: list, reader, processes: int):
+        self.items = items
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ctx.Pool(processes, initializer=_init_chunk_worker, initargs=(reader,))
+        self.processes = processes
+
+    def __iter__(self):
+        try:
+            results = self.pool.imap(_read_whole_file, [s.path for s in self.items], chunksize=2)
+            for index, (reason, chunks) in enumerate(results):
+                if reason is not None:
+                    yield index, "fail", reason
+                    continue
+                for chunk in chunks:
+                    yield index, "chunk", chunk
+                yield index, "end", None
+        finally:
+            self.pool.terminate()
+            self.pool.join()

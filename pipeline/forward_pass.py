@@ -103,22 +103,33 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
     """
     runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
-    if _use_processes(opts.get("decode") or "auto", reader, runner):
+    mode = _decode_mode(opts.get("decode") or "auto", reader, runner)
+    if mode == "image_processes":
         _feed_from_processes(runner, reader, workers)
     else:
-        _feed_from_threads(runner, reader, workers)
+        _feed_chunks(runner, reader, workers, processes=mode == "clip_processes")
     return runner.close()
 
 
-def _use_processes(decode: str, reader, runner) -> bool:
+def _decode_mode(decode: str, reader, runner) -> str:
+    """threads, image_processes or clip_processes.
+
+    Measured: threads keep a 2-core CPU's forward pass fed; from ~8 cores (GPU hosts) up,
+    Pillow in threads plateaus on the GIL and processes win (decode_pool.py). `auto` uses
+    processes for still images only: a clip worker holds a whole file's clips at once, which
+    only a user who knows their clips are short should ask for (--decode processes).
+    """
     if decode not in DECODERS:
         raise ConfigError(f"decode must be one of {', '.join(DECODERS)}; received: {decode!r}")
-    possible = reader.kind == "image" and runner.host_preprocess is None
-    if decode == "processes" and not possible:
-        raise ConfigError("--decode processes works for still images only; use threads")
-    # Measured: threads keep a 2-core CPU's forward pass fed; from ~8 cores (GPU hosts) up,
-    # threads plateau on the GIL and processes win (decode_pool.py).
-    return decode == "processes" or (decode == "auto" and possible and (os.cpu_count() or 1) >= 8)
+    if decode == "processes" and runner.host_preprocess is not None:
+        raise ConfigError("--decode processes cannot carry --mean-file preprocessing to worker "
+                          "processes; use --decode threads")
+    if decode == "processes":
+        return "image_processes" if reader.kind == "image" else "clip_processes"
+    if decode == "auto" and reader.kind == "image" and runner.host_preprocess is None \
+            and (os.cpu_count() or 1) >= 8:
+        return "image_processes"
+    return "threads"
 
 
 def _feed_from_processes(runner: _Runner, reader, workers: int) -> None:
@@ -135,7 +146,8 @@ def _feed_from_processes(runner: _Runner, reader, workers: int) -> None:
         runner.at_sample_boundary()
 
 
-def _feed_from_threads(runner: _Runner, reader, workers: int) -> None:
+def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False) -> None:
+    """Packs chunks of any reader into batches; decoding in threads (or processes, for clips)."""
     shape, pre = runner.input_shape, runner.host_preprocess
     batch = np.zeros((runner.batch_size, *shape), dtype=np.float32 if pre else np.uint8)
     owners: list[int] = []  # sample index of each filled batch row
@@ -159,8 +171,14 @@ def _feed_from_threads(runner: _Runner, reader, workers: int) -> None:
             del expected[index]
             runner.emit(index, outputs.pop(index, []))
 
+    if processes:
+        from pipeline.decode_pool import ProcessChunkFeeder
+
+        feed = ProcessChunkFeeder(runner.todo, reader, workers)
+    else:
+        feed = OrderedPrefetcher(runner.todo, chunks, workers=workers)
     sent = 0
-    for index, kind, payload in OrderedPrefetcher(runner.todo, chunks, workers=workers):
+    for index, kind, payload in feed:
         if kind == "chunk":
             for item in payload:
                 batch[len(owners)] = item

@@ -364,3 +364,16 @@ def test_real_clips_extract(tiny_clip_backbone, tmp_path):
                              sampling="uniform", num_clips=3)) as store:
         assert len(store) == 3 and store.failures() == []
         assert np.isfinite(store.load()[0]).all()
+
+
+def test_clip_decoding_in_processes_gives_the_thread_results(clip_data, tiny_clip_backbone,
+                                                             tmp_path):
+    from pipeline.feature_store import open_store
+
+    by_threads = _extract(clip_data, tiny_clip_backbone, tmp_path / "t", decode="threads")
+    by_procs = _extract(clip_data, tiny_clip_backbone, tmp_path / "p", decode="processes")
+    with open_store(by_threads) as a, open_store(by_procs) as b:
+        assert list(a.column("ids")) == list(b.column("ids"))
+        assert dict(a.failures()).keys() == dict(b.failures()).keys()
+        assert np.abs(a.load()[0]).max() > 0.1
+        np.testing.assert_allclose(a.load()[0], b.load()[0], atol=1e-5)

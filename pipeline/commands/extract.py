@@ -24,7 +24,8 @@ EXTRACT_OPTIONS = (
     Option("workers", int, None, "decoding threads or processes [default: one per core, at "
            "most 32]"),
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
-           "images on machines with 8+ cores)", choices=("auto", "threads", "processes")),
+           "images on machines with 8+ cores; processes for clips only when asked, as each "
+           "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),
