@@ -88,7 +88,7 @@ def measure(args) -> dict:
                     "pooling": "avg", "input_size": size, "resize": "squash",
                     "batch_size": args.batch_size, "dtype": "float32",
                     "precision": args.precision, "cache_dir": str(workdir / "cache"),
-                    "workers": args.workers}
+                    "workers": args.workers, "decode": args.decode}
             row = {"backbone": name, "engine": keras.backend.backend(), "n": n, "unit": "clip" if clip else "img"}
             try:
                 # The model extract builds: uint8 pixels in, preprocessing on the device.
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--decode", default="auto", choices=("auto", "threads", "processes"))
     parser.add_argument("--data", default=None, help="folder of JPEGs (default: random JPEGs)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -39,7 +39,7 @@ class HeadConfig:
     output: str = "auto"
     loss: str = "auto"
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4  # inputs are standardised: small steps (flowers5: 0.72 vs 0.69 at 1e-3)
     batch_size: int = 32
     epochs: int = 100
     patience: int = 10
