@@ -68,11 +68,12 @@ def main() -> None:
         reader = create_reader("image", shape, {})
         samples = discover(data, reader.extensions).samples
         n = len(samples)
-        model = build_feature_model(spec, "none", "pooled", "avg", args.input_size)
+        # The model extract builds: uint8 pixels in, preprocessing on the device.
+        model = build_feature_model(spec, "none", "pooled", "avg", args.input_size,
+                                    raw_input=True)
         bs = args.batch_size
 
-        decoded = np.stack([next(iter(reader.read(s.path)))[0] for s in samples]).astype("float32")
-        x = np.asarray(spec.preprocess(decoded.copy()), dtype="float32")
+        x = np.stack([next(iter(reader.read(s.path)))[0] for s in samples])  # uint8
         model.predict_on_batch(x[:bs])  # compile once, outside every timing
         t = time.perf_counter()
         for i in range(0, n, bs):
@@ -82,7 +83,7 @@ def main() -> None:
         t = time.perf_counter()
         for i in range(0, n, bs):  # the seeds' way: decode a batch, then run it, in one thread
             batch = np.stack([next(iter(reader.read(s.path)))[0] for s in samples[i:i + bs]])
-            model.predict_on_batch(np.asarray(spec.preprocess(batch.astype("float32"))))
+            model.predict_on_batch(batch)
         seed_rate = n / (time.perf_counter() - t)
 
         opts = {"data": str(data), "backbone": args.backbone, "weights": "none",

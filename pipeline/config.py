@@ -104,6 +104,22 @@ def resolve_options(args: argparse.Namespace | dict, options: Sequence[Option],
     return resolved
 
 
+def with_defaults(options: dict | None, option_list: Sequence[Option], command: str) -> dict:
+    """Options given to a library entry point (`fit_head(...)`, `run_grid_search(...)`), checked
+    like the CLI's: unknown keys refused, types and choices validated, the rest defaulted."""
+    by_name = {opt.name: opt for opt in option_list}
+    given = {k: v for k, v in (options or {}).items() if k != "config"}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        raise ConfigError(f"unknown {command} option(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted(by_name))}")
+    resolved = {name: opt.default for name, opt in by_name.items()}
+    for name, value in given.items():
+        if value is not None:
+            resolved[name] = _coerce(by_name[name], value, source=f"the {command} options")
+    return resolved
+
+
 def _coerce(opt: Option, value: Any, source: str) -> Any:
     if value is None:
         return None

@@ -44,7 +44,7 @@ class ExtractResult:
     n_failures: int
     seconds: float
     cache_hit: bool
-    steady_rate: float = 0.0  # samples/s after the first batch (model build and tracing excluded)
+    steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
 
     def summary(self) -> str:
         rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0

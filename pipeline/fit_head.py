@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.commands.fit_head import FIT_HEAD_OPTIONS
-from pipeline.config import write_toml
+from pipeline.config import with_defaults, write_toml
 from pipeline.errors import ConfigError, DataError
 from pipeline.feature_store import open_store
 from pipeline.heads import HeadConfig, balanced_class_weight, resolve_output
@@ -34,13 +34,7 @@ HEAD_KEYS = ("hidden_units", "standardize", "dropout", "l2", "batch_norm", "acti
 
 def resolve_fit_options(options: dict | None) -> dict:
     """Defaults of every fit-head option, overridden by `options` (unknown keys refused)."""
-    defaults = {opt.name: opt.default for opt in FIT_HEAD_OPTIONS}
-    unknown = sorted(set(options or {}) - set(defaults) - {"config"})
-    if unknown:
-        raise ConfigError(f"unknown fit-head option(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(sorted(defaults))}")
-    resolved = dict(defaults)
-    resolved.update({k: v for k, v in (options or {}).items() if v is not None and k != "config"})
+    resolved = with_defaults(options, FIT_HEAD_OPTIONS, "fit-head")
     if resolved["epochs"] < 1 or resolved["batch_size"] < 1 or resolved["patience"] < 1:
         raise ConfigError("epochs, batch_size and patience must be at least 1; received: "
                           f"epochs={resolved['epochs']}, batch_size={resolved['batch_size']}, "

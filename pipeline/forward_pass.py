@@ -48,15 +48,22 @@ class _Runner:
         self.last_flush = time.monotonic()
         self.bar = tqdm(total=len(todo), unit="clip-file" if spec.kind == "clip" else "img",
                         disable=not progress, dynamic_ncols=True, desc=f"extract {spec.name}")
-        self.done, self.t0, self.done0 = 0, None, 0
+        self.done = 0
+        # Steady-state clock: model inputs (images or clips) run after the first batch, over
+        # the time from the end of the first batch (build and compile excluded) to the last.
+        self.t0 = self.t_last = None
+        self.inputs_after_first = 0
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, n_real: int) -> np.ndarray:
         if self.t0 is None:
             with _engine_guard(self.spec, "run"):  # the first call compiles: bad ops show here
                 feats = np.asarray(self.model.predict_on_batch(batch))
-            self.t0, self.done0 = time.perf_counter(), self.done
+            self.t0 = self.t_last = time.perf_counter()
             return feats
-        return np.asarray(self.model.predict_on_batch(batch))
+        feats = np.asarray(self.model.predict_on_batch(batch))
+        self.t_last = time.perf_counter()
+        self.inputs_after_first += n_real
+        return feats
 
     def emit(self, index: int, clips: list) -> None:
         """Writes one finished sample: one row per clip, or their mean."""
@@ -89,8 +96,8 @@ class _Runner:
     def close(self) -> tuple:
         self.writer.flush()
         self.bar.close()
-        elapsed = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
-        rate = (self.done - self.done0) / elapsed if elapsed > 0 else 0.0
+        elapsed = (self.t_last - self.t0) if self.t0 is not None else 0.0
+        rate = self.inputs_after_first / elapsed if elapsed > 0 else 0.0  # 0: one batch only
         return self.feature_shape, rate
 
 
@@ -98,8 +105,9 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
     """Runs the backbone over `todo`, writing finished samples to part files as it goes.
 
     Returns:
-        (feature_shape, steady_rate): the rate counts samples finished after the first batch,
-        so model building and tracing do not hide whether decoding keeps up.
+        (feature_shape, steady_rate): model inputs (images, or clips) per second after the
+        first batch, so model building and tracing do not hide whether decoding keeps up;
+        0.0 when everything fit in one batch.
     """
     runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
@@ -140,7 +148,7 @@ def _feed_from_processes(runner: _Runner, reader, workers: int) -> None:
         for index, reason in failures:
             runner.fail(index, reason)
         if slots:
-            feats = runner.predict(batch)
+            feats = runner.predict(batch, len(slots))
             for row, index in enumerate(slots):
                 runner.emit(index, [feats[row]])
         runner.at_sample_boundary()
@@ -161,7 +169,7 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
             yield np.asarray(pre(chunk.astype(np.float32)), dtype=np.float32) if pre else chunk
 
     def run_batch():
-        feats = runner.predict(batch)
+        feats = runner.predict(batch, len(owners))
         for row, owner in enumerate(owners):
             outputs.setdefault(owner, []).append(feats[row])
         owners.clear()

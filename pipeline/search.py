@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import with_defaults
 from pipeline.errors import ConfigError, DataError, StoreError
 
 
@@ -55,12 +56,7 @@ class Candidate:
 def _options(options: dict | None) -> dict:
     from pipeline.commands.grid_search import GRID_SEARCH_OPTIONS
 
-    opts = {opt.name: opt.default for opt in GRID_SEARCH_OPTIONS}
-    unknown = sorted(set(options or {}) - set(opts) - {"config"})
-    if unknown:
-        raise ConfigError(f"unknown grid-search option(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(sorted(opts))}")
-    opts.update({k: v for k, v in (options or {}).items() if v is not None})
+    opts = with_defaults(options, GRID_SEARCH_OPTIONS, "grid-search")
     if opts["cv"] < 2:
         raise ConfigError(f"cv must be at least 2 folds; received: {opts['cv']}")
     if opts["top_k"] < 1:

@@ -76,3 +76,32 @@ def test_engine_errors_are_clear():
         with pytest.raises(EngineError, match="'torch' is not installed"):
             resolve_engine("torch")
     assert resolve_engine("auto") in ("openvino", "tensorflow", "jax")
+
+
+def test_fit_head_works_after_an_openvino_extract_in_the_same_shell(tmp_path):
+    if not installed("openvino"):
+        pytest.skip("openvino is not installed")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = write_images(tmp_path / "data", per_class=6)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND", None)
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, str(root / "run_pipeline.py"), *args], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip().splitlines()[-1]
+
+    store = cli("extract", "--data", str(data), "--backbone", "resnet50", "--weights", "none",
+                "--input-size", "32", "--engine", "openvino", "--cache-dir",
+                str(tmp_path / "cache"), "--no-progress")
+    with open_store(store) as s:
+        assert s.provenance["engine"] == "openvino"
+    run = cli("fit-head", "--store", store, "--epochs", "2", "--out", str(tmp_path / "runs"),
+              "--no-progress")
+    assert (Path(run) / "head.keras").is_file()

@@ -16,7 +16,7 @@ PREDICT_OPTIONS = (
     Option("cache_dir", str, "cache", "folder of the feature stores (new vectors are cached "
            "there too)", metavar="DIR"),
     Option("batch_size", int, 32, "images (or clips) per backbone forward pass"),
-    Option("workers", int, None, "decoding threads [default: 2 x cores, at most 8]"),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at most 32]"),
     Option("progress", bool, True, "show a progress bar"),
 )
 
