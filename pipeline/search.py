@@ -277,7 +277,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
              + "; ".join(f"{c.entry.name} {json.dumps(c.params, default=str)}"
                          for c in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     echo(f"best: {best.entry.name} {json.dumps(best.params, default=str)}  "
-         f"cv {best.cv_mean:.4f} +/- {best.cv_std:.4f}  test {best.test_score}  "
+         f"cv {best.cv_mean:.4f} +/- {best.cv_std:.4f}  test "
+         f"{'n/a' if best.test_score is None else f'{best.test_score:.4f}'}  "
          f"({time.monotonic() - started:.1f}s)")
     return run_dir
 
