@@ -28,13 +28,12 @@ from pipeline.errors import ConfigError, EngineError
 
 ENGINES = ("auto", "tensorflow", "openvino", "jax", "torch")
 PRECISIONS = ("float32", "float16", "bfloat16")
-_PIP_NAME = {"tensorflow": "tensorflow", "openvino": "openvino", "jax": "jax", "torch": "torch"}
 # (engine, backbone) pairs that a backend cannot run; `auto` skips them.
 UNSUPPORTED: dict[tuple[str, str], str] = {}
 
 
 def installed(engine: str) -> bool:
-    return importlib.util.find_spec(_PIP_NAME[engine]) is not None
+    return importlib.util.find_spec(engine) is not None
 
 
 def has_nvidia_gpu() -> bool:
@@ -76,7 +75,7 @@ def resolve_engine(engine: str | None, backbone: str = "") -> str:
                 return candidate
         raise EngineError("no inference engine is installed: pip install -r requirements.txt")
     if not installed(engine):
-        raise EngineError(f"engine '{engine}' is not installed: pip install {_PIP_NAME[engine]} "
+        raise EngineError(f"engine '{engine}' is not installed: pip install {engine} "
                           "(or pass --engine auto to use what is installed)")
     if (engine, backbone) in UNSUPPORTED:
         raise EngineError(f"engine '{engine}' cannot run {backbone}: "

@@ -129,8 +129,7 @@ class StoreWriter:
     def write_columns(self, **columns) -> None:
         """Writes whole metadata columns (`ids=`, `labels=`, ...) of a preallocated store."""
         for name, values in columns.items():
-            self.file[name][:] = np.asarray(values, dtype=object if name != "labels" and
-                                            name != "clip_index" else None)
+            self.file[name][:] = _as_column(name, values)
 
     def append(self, features: np.ndarray, **columns) -> None:
         """Appends a chunk of rows; `columns` gives ids, labels, split, group, stamps."""
@@ -141,8 +140,7 @@ class StoreWriter:
                 self.file[name].resize(self.n, axis=0)
         self.file["features"][start:self.n] = features
         for name, values in columns.items():
-            self.file[name][start:self.n] = np.asarray(values, dtype=None if name in (
-                "labels", "clip_index") else object)
+            self.file[name][start:self.n] = _as_column(name, values)
 
     def write_failures(self, ids, stamps, reasons) -> None:
         group = self.file.require_group("failures")
@@ -173,6 +171,28 @@ class StoreWriter:
             self.file.close()
         finally:
             self.tmp_path.unlink(missing_ok=True)
+
+
+def _as_column(name: str, values) -> np.ndarray:
+    """Numbers stay numbers; every other column is UTF-8 text (object array for h5py)."""
+    return np.asarray(values, dtype=None if name in ("labels", "clip_index") else object)
+
+
+def read_feature_rows(features: h5py.Dataset, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """`features[rows]` in the order given, repeats allowed: h5py itself only reads strictly
+    increasing indices, and a contiguous range is read as one slice (far faster)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, *features.shape[1:]), dtype=dtype)
+    order = np.argsort(rows, kind="stable")
+    uniq, inverse = np.unique(rows[order], return_inverse=True)
+    if uniq[-1] - uniq[0] + 1 == len(uniq):
+        data = features[uniq[0]:uniq[-1] + 1][inverse]
+    else:
+        data = features[uniq][inverse]
+    out = np.empty_like(data, dtype=dtype)
+    out[order] = data
+    return out
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -252,19 +272,7 @@ class FeatureStore:
     # -- data -------------------------------------------------------------------------------
     def read_rows(self, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
         """Features of the given rows, in the order given."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return np.zeros((0, *self.feature_shape), dtype=dtype)
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        if sorted_rows[-1] - sorted_rows[0] + 1 == len(rows) and len(np.unique(rows)) == len(rows):
-            data = self.file["features"][sorted_rows[0]:sorted_rows[-1] + 1]
-        else:
-            uniq, inverse = np.unique(sorted_rows, return_inverse=True)
-            data = self.file["features"][uniq][inverse]
-        out = np.empty_like(data, dtype=dtype)
-        out[order] = data
-        return out
+        return read_feature_rows(self.file["features"], rows, dtype)
 
     def load(self, split: str | None = None, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of one split (or all rows) as arrays in memory."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.feature_store import STR, FeatureStore, StoreWriter
+from pipeline.feature_store import STR, FeatureStore, StoreWriter, read_feature_rows
 
 _CLIP_SEP = "#clip"
 
@@ -59,12 +59,11 @@ def index_store(store: FeatureStore) -> dict[str, Done]:
         entry = done.setdefault(sample_id_of(row_id, clip), Done(stamp=stamp, source=store.path))
         entry.rows.append(row)
         entry.clip_index.append(int(clip_index[row]) if clip else 0)
-    for sample_id, reason in store.failures():
-        done[sample_id] = Done(stamp="", failure=reason)
     group = store.file.get("failures")
-    if group is not None and "stamps" in group:
-        for sample_id, stamp in zip(group["ids"][:], group["stamps"][:]):
-            done[sample_id.decode()].stamp = stamp.decode()
+    if group is not None and "ids" in group:
+        for sample_id, stamp, reason in zip(group["ids"][:], group["stamps"][:],
+                                            group["reasons"][:]):
+            done[sample_id.decode()] = Done(stamp=stamp.decode(), failure=reason.decode())
     return done
 
 
@@ -173,11 +172,9 @@ def assemble(store_path: Path, dataset, done: dict[str, Done], *, feature_shape:
             with h5py.File(source, "r") as fh:
                 for start in range(0, len(pairs), 2048):
                     chunk = np.asarray(pairs[start:start + 2048])
-                    src = chunk[:, 0]
-                    uniq, inverse = np.unique(src, return_inverse=True)
-                    data = fh["features"][uniq][inverse]
-                    writer.write_features(chunk[:, 1], data.astype(dtype, copy=False))
-        writer.write_failures(*zip(*failures)) if failures else writer.write_failures([], [], [])
+                    data = read_feature_rows(fh["features"], chunk[:, 0], dtype)
+                    writer.write_features(chunk[:, 1], data)
+        writer.write_failures(*(zip(*failures) if failures else ([], [], [])))
         return writer.commit(key, dataset.class_names, provenance)
     except BaseException:
         writer.abort()
