@@ -61,17 +61,17 @@ def _options(data: Path, cache: Path, args) -> dict:
 
 
 def throughput(args, workdir: Path) -> None:
-    from pipeline.backbones import get_backbone
-    from pipeline.backbones.feature_model import build_feature_model
-    from pipeline.extract import run_extraction
-    from pipeline.sources import create_reader
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.extract.run import run_extraction
+    from pipeline.extract.sources import create_reader
 
     data = workdir / "videos"
     paths = [write_video(data / f"c{i % 2}" / f"v{i}.mp4", args.frames, 320, 240, seed=i)
              for i in range(args.videos)]
     spec = get_backbone("c3d")
     shape = spec.input_shape_for(args.input_size)
-    reader = create_reader("clip", shape, {})
+    reader = create_reader(spec, shape, {})
     clips = np.concatenate([chunk for p in paths for chunk in reader.read(p)])
     x = np.asarray(spec.preprocess(clips.astype(np.float32)), dtype=np.float32)
     n, bs = len(x), args.batch_size
@@ -126,8 +126,8 @@ def child(args) -> None:
 
     import keras  # noqa: F401  (imported before tracing starts: its import is not extraction)
 
-    from pipeline.extract import run_extraction
-    from pipeline.feature_store import open_store
+    from pipeline.extract.run import run_extraction
+    from pipeline.store.feature_store import open_store
 
     data = Path(args.child)
     tracemalloc.start()

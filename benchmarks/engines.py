@@ -68,10 +68,10 @@ def measure(args) -> dict:
     import numpy as np
 
     from flops import model_flops
-    from pipeline.backbones import get_backbone
-    from pipeline.backbones.feature_model import build_feature_model
-    from pipeline.extract import run_extraction
-    from pipeline.sources import create_reader, discover
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.extract.run import run_extraction
+    from pipeline.extract.sources import create_reader, discover
 
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-engines-"))
@@ -95,7 +95,7 @@ def measure(args) -> dict:
                 model = build_feature_model(spec, "none", layer, "avg", size, args.precision,
                                             raw_input=True)
                 row["gflop_per_sample"] = model_flops(model) / 1e9
-                reader = create_reader(spec.kind, spec.input_shape_for(size), opts)
+                reader = create_reader(spec, spec.input_shape_for(size), opts)
                 samples = discover(data, reader.extensions, leaf_dirs=reader.leaf_dirs).samples
                 one = np.concatenate([c for c in reader.read(samples[0].path)])[:1]
                 x = np.repeat(one, args.batch_size, axis=0)

@@ -55,17 +55,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from pipeline.backbones import get_backbone
-    from pipeline.backbones.feature_model import build_feature_model
-    from pipeline.extract import run_extraction
-    from pipeline.sources import create_reader, discover
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.extract.run import run_extraction
+    from pipeline.extract.sources import create_reader, discover
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         data = _image_folder(args.images, workdir)
         spec = get_backbone(args.backbone)
         shape = spec.input_shape_for(args.input_size)
-        reader = create_reader("image", shape, {})
+        reader = create_reader(spec, shape, {})
         samples = discover(data, reader.extensions).samples
         n = len(samples)
         # The model extract builds: uint8 pixels in, preprocessing on the device.

@@ -81,13 +81,13 @@ def main() -> None:
 
     import keras
 
-    from pipeline.backbones import get_backbone
-    from pipeline.backbones.feature_model import build_feature_model
-    from pipeline.export import affine_preprocessing, apply_preprocessing
-    from pipeline.extract import run_extraction
-    from pipeline.feature_store import open_store
-    from pipeline.heads import HeadConfig, build_head
-    from pipeline.sources.images import load_image
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.deploy.export import affine_preprocessing, apply_preprocessing
+    from pipeline.extract.run import run_extraction
+    from pipeline.store.feature_store import open_store
+    from pipeline.fit.heads import HeadConfig, build_head
+    from pipeline.extract.sources.images import load_image
 
     work = Path(tempfile.mkdtemp(prefix="head_epoch_time-"))
     real = FLOWERS.is_dir() and WEIGHTS.is_file()

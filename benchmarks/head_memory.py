@@ -39,7 +39,7 @@ def write_synthetic(path: Path, rows: int, dim: int, classes: int = 5) -> Path:
     """Class-dependent Gaussian vectors, made chunk by chunk from a seeded generator."""
     import numpy as np
 
-    from pipeline.feature_store import write_store
+    from pipeline.store.feature_store import write_store
 
     labels = np.arange(rows) % classes
     centres = np.random.default_rng(0).normal(0, 1, (classes, dim)).astype(np.float32)
@@ -57,7 +57,7 @@ def train_child(store: str, epochs: int) -> None:
     """Runs in a fresh process: trains and prints its memory figures as JSON."""
     import keras  # noqa: F401  (import cost belongs to the baseline, not to training)
 
-    from pipeline.fit_head import fit_head
+    from pipeline.fit.run import fit_head
 
     baseline = _rss_mib()
     started = time.perf_counter()

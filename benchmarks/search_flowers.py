@@ -29,8 +29,8 @@ def find_store(cache_dir: Path) -> Path:
         found = sorted(folder.glob("flowers5-mobilenet-pooled-*.h5"))
         if found:
             return found[-1]
-    from pipeline.commands.extract import EXTRACT_OPTIONS
-    from pipeline.extract import run_extraction
+    from pipeline.extract.options import EXTRACT_OPTIONS
+    from pipeline.extract.run import run_extraction
 
     opts = {o.name: o.default for o in EXTRACT_OPTIONS}
     opts.update(data=str(FLOWERS), backbone="mobilenet", weights=str(WEIGHTS),
@@ -47,7 +47,7 @@ def main() -> int:
     if not args.store and not (FLOWERS.is_dir() and WEIGHTS.is_file()):
         print(f"skipped: ../shared not available ({FLOWERS} or {WEIGHTS} missing)")
         return 0
-    from pipeline.search import run_grid_search
+    from pipeline.search.run import run_grid_search
 
     store = Path(args.store) if args.store else find_store(ROOT / "cache")
     started = time.perf_counter()

@@ -38,7 +38,7 @@ def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
 
 def run_demo(opts: dict, echo=print) -> Path:
     """extract -> fit-head -> grid-search on the digits; returns the last run folder."""
-    from pipeline.extract import run_extraction
+    from pipeline.extract.run import run_extraction
 
     cache = Path(opts.get("cache_dir") or "cache")
     data = write_digits_folder(cache / "demo" / "digits")
@@ -59,7 +59,7 @@ def run_demo(opts: dict, echo=print) -> Path:
     last = result.path
     runs = Path(opts.get("out") or cache / "runs")
     try:
-        from pipeline.fit_head import fit_head
+        from pipeline.fit.run import fit_head
     except ImportError:
         fit_head = None
     if fit_head is not None:
@@ -68,7 +68,7 @@ def run_demo(opts: dict, echo=print) -> Path:
         echo(f"head run: {run_dir}")
         last = run_dir
     try:
-        from pipeline.search import run_grid_search
+        from pipeline.search.run import run_grid_search
     except ImportError:
         run_grid_search = None
     if run_grid_search is not None:

@@ -13,8 +13,8 @@ def _linear_probe_accuracy(weights: str) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    from pipeline.extract import run_extraction
-    from pipeline.feature_store import open_store
+    from pipeline.extract.run import run_extraction
+    from pipeline.store.feature_store import open_store
 
     result = run_extraction({"data": str(FLOWERS), "backbone": "mobilenet", "weights": weights,
                              "layer": "pooled", "pooling": "avg", "resize": "squash",

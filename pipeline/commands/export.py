@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.config import Option, add_options, resolve_options
+from pipeline.config import add_options, resolve_options
+from pipeline.deploy.options import EXPORT_OPTIONS
 
 HELP = "write one Keras model (preprocessing + frozen backbone + head) serving raw decoded RGB"
-
-EXPORT_OPTIONS = (
-    Option("run_dir", str, None, "run folder printed by fit-head (or grid-search)",
-           metavar="RUN_DIR", aliases=("--run",)),
-    Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
-           metavar="FILE.keras"),
-    Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
-)
 
 
 def add_arguments(parser) -> None:
@@ -21,7 +14,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> str:
     from pipeline.errors import ConfigError
-    from pipeline.export import export_model
+    from pipeline.deploy.export import export_model
 
     opts = resolve_options(args, EXPORT_OPTIONS, section="export")
     if not opts["run_dir"]:

@@ -2,62 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.config import Option, add_options, resolve_options
+from pipeline.config import add_options, resolve_options
+from pipeline.fit.options import FIT_HEAD_OPTIONS
 
 HELP = "train a dense Keras head on cached vectors; writes a run folder (model, curves, metrics)"
-
-
-def int_list(value) -> tuple:
-    """Hidden layer sizes from the CLI ("512,256", "" for none) or TOML ([512, 256], 256)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(int(v) for v in value)
-    if isinstance(value, int):
-        return (value,)
-    text = str(value).strip().strip("[]()")
-    return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-
-
-int_list.__name__ = "a list of integers"  # shown in ConfigError messages
-
-FIT_HEAD_OPTIONS = (
-    Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
-    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
-    # The head (every key here is also a [fit_head] key of configs/head_mlp.toml).
-    Option("hidden_units", int_list, (256,), "hidden layer sizes, comma separated; \"\" for a "
-           "linear head", metavar="N[,N...]"),
-    Option("standardize", bool, True, "scale inputs by the training vectors' mean and variance "
-           "(a Normalization layer inside the head)"),
-    Option("dropout", float, 0.5, "dropout after each hidden layer"),
-    Option("l2", float, 1e-4, "L2 penalty on hidden kernels"),
-    Option("batch_norm", bool, False, "BatchNormalization after each hidden layer"),
-    Option("activation", str, "relu", "hidden activation", metavar="NAME"),
-    Option("spatial", str, "flatten", "how a pool5 map becomes a vector inside the head",
-           choices=("flatten", "avg", "max")),
-    Option("output", str, "auto", "output layer: auto picks 1 sigmoid unit for 2 classes, "
-           "a K-unit softmax for K", choices=("auto", "sigmoid", "softmax")),
-    Option("loss", str, "auto", "loss; auto follows the output layer",
-           choices=("auto", "binary_crossentropy", "categorical_crossentropy",
-                    "sparse_categorical_crossentropy")),
-    Option("optimizer", str, "adam", "Keras optimizer name", metavar="NAME"),
-    Option("learning_rate", float, 1e-4, "initial learning rate (halved on plateaus)"),
-    Option("batch_size", int, 32, "vectors per training step"),
-    Option("epochs", int, 100, "most epochs (early stopping usually ends sooner)"),
-    Option("patience", int, 10, "epochs without a better val_loss before stopping"),
-    Option("class_weight", str, "balanced", "weight classes by inverse frequency",
-           choices=("balanced", "none")),
-    Option("seed", int, 0, "seed of splits, initial weights, dropout and shuffling"),
-    # Validation.
-    Option("val_fraction", float, 0.2, "validation share when the store has no val split"),
-    Option("test_fraction", float, 0.0, "when the store has no test split, hold out this share "
-           "(stratified, group-aware) as an untouched test split; 0 = none"),
-    Option("cv", int, 0, "also run k-fold cross-validation with this k (0 = off); the saved "
-           "head still comes from the train/val split"),
-    # Reading the store.
-    Option("stream", str, "auto", "read vectors in batches from the store instead of memory; "
-           "auto streams when they exceed --memory-limit-mb", choices=("auto", "always", "never")),
-    Option("memory_limit_mb", int, 1024, "largest vector set loaded into memory (auto mode)"),
-    Option("progress", bool, True, "print one line per epoch"),
-)
 
 
 def add_arguments(parser) -> None:
@@ -66,7 +14,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> str:
     from pipeline.errors import ConfigError
-    from pipeline.fit_head import fit_head
+    from pipeline.fit.run import fit_head
 
     opts = resolve_options(args, FIT_HEAD_OPTIONS, section="fit_head")
     if not opts["store"]:

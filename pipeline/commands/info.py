@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def describe_store(path) -> str:
-    from pipeline.feature_store import open_store
+    from pipeline.store.feature_store import open_store
 
     with open_store(path) as store:
         prov = store.provenance

@@ -1,0 +1,29 @@
+"""Options of `predict` and `export`, the two commands that reuse a run folder."""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+
+
+PREDICT_OPTIONS = (
+    Option("run_dir", str, None, "run folder printed by fit-head or grid-search",
+           metavar="RUN_DIR", aliases=("--run",)),
+    Option("data", str, None, "folder, single file or CSV manifest of new inputs",
+           metavar="PATH"),
+    Option("out", str, None, "CSV to write [default: RUN_DIR/predictions-<data name>.csv]",
+           metavar="CSV"),
+    Option("cache_dir", str, "cache", "folder of the feature stores (new vectors are cached "
+           "there too)", metavar="DIR"),
+    Option("batch_size", int, 32, "images (or clips) per backbone forward pass"),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at most 32]"),
+    Option("progress", bool, True, "show a progress bar"),
+)
+
+
+EXPORT_OPTIONS = (
+    Option("run_dir", str, None, "run folder printed by fit-head (or grid-search)",
+           metavar="RUN_DIR", aliases=("--run",)),
+    Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
+           metavar="FILE.keras"),
+    Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
+)

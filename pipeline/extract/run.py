@@ -1,0 +1,244 @@
+"""Stage one: data source -> frozen backbone (inference mode) -> HDF5 feature store.
+
+Usage:
+    from pipeline.extract.run import run_extraction
+    result = run_extraction({"data": "photos/", "backbone": "resnet50", "weights": "w.weights.h5"})
+    print(result.path)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.store import feature_store as fs
+from pipeline.extract import journal
+from pipeline.extract.backbones import get_backbone
+from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
+from pipeline.config import write_toml
+from pipeline.extract.engines import PRECISIONS, active_backend, resolve_engine, run_in_worker
+from pipeline.errors import ConfigError
+from pipeline.extract.forward_pass import extract_into_journal
+from pipeline.extract.sources import create_reader, discover
+
+CLIP_AGGREGATES = ("mean", "per_clip")
+# Options that change the vectors (the rest -- batch size, workers, paths -- do not).
+VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
+                  "precision",
+                  "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
+                  "l2_normalize", "mean_file")
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    n_samples: int
+    n_rows: int
+    n_extracted: int
+    n_failures: int
+    seconds: float
+    cache_hit: bool
+    steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
+
+    def summary(self) -> str:
+        rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0
+        what = "cache hit: nothing to extract" if self.cache_hit else \
+            f"extracted {self.n_extracted} file(s) in {self.seconds:.1f}s ({rate:.1f}/s)"
+        return (f"{what}; store holds {self.n_rows} row(s) from {self.n_samples} file(s), "
+                f"{self.n_failures} failure(s) recorded")
+
+
+def _versions() -> dict:
+    import h5py
+    import keras
+    import PIL
+
+    return {"keras": keras.__version__, "keras_backend": keras.backend.backend(),
+            "numpy": np.__version__, "h5py": h5py.__version__, "pillow": PIL.__version__,
+            "python": platform.python_version()}
+
+
+def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) -> dict:
+    """Everything that changes the stored vectors: the cache key is a hash of this."""
+    settings = {
+        "schema_version": fs.SCHEMA_VERSION,
+        "backbone": spec.name,
+        "weights": weights_id,
+        "layer": opts["layer"],
+        "pooling": opts["pooling"] if opts["layer"] == "pooled" else None,
+        "input_shape": list(spec.input_shape_for(opts.get("input_size"))),
+        "preprocess": spec.preprocess_name,
+        "reader": reader.settings(),
+        "dtype": opts["dtype"],
+        "precision": opts.get("precision") or "float32",
+        "data_root": str(data_root),
+    }
+    if weights_id == "none":  # random init is seeded, but each backend draws differently
+        settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
+    if spec.kind == "clip":
+        settings["aggregate"] = opts.get("aggregate") or "mean"
+        settings["l2_normalize"] = bool(opts.get("l2_normalize"))
+    return settings
+
+
+def run_extraction(opts: dict, *, progress: bool = True, echo=print,
+                   require_labels: bool = True) -> ExtractResult:
+    """Extracts features for `opts["data"]` into the store for these settings.
+
+    Unchanged files already in the store (or in the journal of an interrupted run) are not
+    extracted again; new files are added, changed ones re-extracted, removed ones dropped.
+    """
+    started = time.perf_counter()
+    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower())
+    if engine != active_backend():  # Keras' backend is fixed per process: use a worker
+        fields = run_in_worker(opts, engine, progress, require_labels)
+        return ExtractResult(**dict(fields, path=Path(fields["path"])))
+    precision = opts.get("precision") or "float32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
+                          f"received: {precision!r}")
+    spec = get_backbone(opts["backbone"])
+    input_shape = spec.input_shape_for(opts.get("input_size"))
+    reader = create_reader(spec, input_shape, opts)
+    dataset = discover(opts["data"], reader.extensions, leaf_dirs=reader.leaf_dirs,
+                       require_labels=require_labels)
+    aggregate = opts.get("aggregate") or "mean"
+    if aggregate not in CLIP_AGGREGATES:
+        raise ConfigError(f"aggregate must be one of {', '.join(CLIP_AGGREGATES)}; "
+                          f"received: {aggregate!r}")
+    clip_rows = spec.kind == "clip" and aggregate == "per_clip"
+    weights_id = weights_identity(opts["weights"])
+    settings = vector_settings(opts, spec, reader, weights_id, dataset.root)
+    key = fs.cache_key(settings)
+    path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
+
+    with fs.StoreLock(path):
+        journal.clean_stale_files(path)
+        old = _open_existing(path, key)
+        done = journal.index_store(old) if old is not None else {}
+        parts_dir = journal.parts_dir_for(path)
+        done.update(journal.index_parts(parts_dir))
+        current = {s.id: s.stamp for s in dataset.samples}
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        todo = [s for s in dataset.samples if s.id not in done]
+
+        if old is not None and not todo and not parts_dir.exists() and \
+                _same_contents(old, dataset, clip_rows):
+            n_rows, n_fail = len(old), len(old.failures())
+            old.close()
+            echo(f"cache hit: {path.name} already holds these files with these settings "
+                 "(no backbone run)")
+            return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
+                                 time.perf_counter() - started, True)
+        feature_shape = tuple(old.feature_shape) if old is not None else None
+        steady_rate = 0.0
+        if old is not None:
+            old.close()
+
+        if todo:
+            echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
+                 f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
+            feature_shape, steady_rate = extract_into_journal(todo, spec, reader, opts,
+                                                              parts_dir, clip_rows, progress)
+        done.update(journal.index_parts(parts_dir))  # what this run just added
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        if feature_shape is None:
+            feature_shape = _feature_shape_from_parts(parts_dir)
+        provenance = _provenance(settings, opts, dataset, weights_id, engine)
+        journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
+                         dtype=opts["dtype"], clip_rows=clip_rows, key=key, provenance=provenance)
+        journal.remove_parts(path)
+        _write_resolved_config(path, opts)
+        with fs.FeatureStore(path) as store:
+            n_rows, n_fail = len(store), len(store.failures())
+    return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
+                         time.perf_counter() - started, False, steady_rate)
+
+
+def _weights_label(weights: str, weights_id: str) -> str:
+    if weights == "none":
+        return "weights=none: RANDOM weights, not pretrained"
+    if weights == "imagenet":
+        return "weights=imagenet"
+    return f"weights={Path(weights).name} {weights_id[:19]}"
+
+
+def _open_existing(path: Path, key: str):
+    if not path.exists():
+        return None
+    try:
+        store = fs.FeatureStore(path)
+    except Exception:
+        return None  # unreadable: rebuilt from scratch (it holds nothing usable)
+    if store.key != key:
+        store.close()
+        raise fs.StoreError(f"{path} was made with other settings (key {store.key[:10]}); "
+                            "move it away or pass another --cache-dir.")
+    return store
+
+
+def _same_contents(store, dataset, clip_rows: bool) -> bool:
+    """True when a re-assembly would write exactly what the store already holds."""
+    if list(store.class_names) != list(dataset.class_names):
+        return False
+    if clip_rows != ("clip_index" in store.file):
+        return False
+    ids = store.column("ids")
+    base = [journal.sample_id_of(i, clip_rows) for i in ids]
+    failed = {sid for sid, _ in store.failures()}
+    expected = [s.id for s in dataset.samples if s.id not in failed]
+    if list(dict.fromkeys(base)) != expected:
+        return False
+    by_id = {s.id: s for s in dataset.samples}
+    labels, split, group = store.column("labels"), store.column("split"), store.column("group")
+    for row, sid in enumerate(base):
+        s = by_id[sid]
+        if labels[row] != dataset.label_index(s.label) or split[row] != s.split or \
+                group[row] != (s.group or (s.id if clip_rows else "")):
+            return False
+    return len(failed) == len(dataset.samples) - len(expected)
+
+
+def _feature_shape_from_parts(parts_dir: Path):
+    import h5py
+
+    for part in sorted(parts_dir.glob("part-*.h5")):
+        with h5py.File(part, "r") as fh:
+            if fh["features"].shape[0]:
+                return tuple(fh["features"].shape[1:])
+    return None
+
+
+def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: str) -> dict:
+    fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
+    prov = dict(settings)
+    prov.update({
+        "weights": weights_id,
+        "weights_label": _weights_label(opts["weights"], weights_id),
+        "pretrained": opts["weights"] != "none",
+        "input_size": int(settings["input_shape"][-2]),
+        "resize": settings["reader"].get("resize", ""),
+        "source_fingerprint": fingerprint,
+        "n_files": len(dataset.samples),
+        "data_name": dataset.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "engine": engine,
+        "reader": settings["reader"],
+        # The options that made these vectors, so predict/export can rebuild the same extractor.
+        "extract_options": {k: v for k, v in opts.items() if k in VECTOR_OPTIONS},
+    })
+    return prov
+
+
+def _write_resolved_config(path: Path, opts: dict) -> None:
+    target = path.with_name(path.name[:-3] + ".config.toml")
+    tmp = target.with_name(target.name + ".tmp")
+    write_toml(tmp, "extract", {k: v for k, v in opts.items() if k != "config"})
+    os.replace(tmp, target)

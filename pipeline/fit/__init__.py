@@ -1,0 +1,26 @@
+"""Stage two: a dense Keras head trained on cached vectors (`fit-head`).
+
+    from pipeline.fit import fit_head
+    run_dir = fit_head("cache/<store>.h5", {"hidden_units": (256,)})
+
+`heads.py` builds heads and picks the output layer and loss from the labels, `splits.py` makes
+honest (stratified, group-aware) splits shared with the comparison stage, `head_data.py` feeds
+vectors from memory or streamed from HDF5, `reports.py` writes the run folder's tables and plots,
+and `run.py` ties them together. It reads the store, never the backbone.
+"""
+
+from __future__ import annotations
+
+from pipeline.fit.options import FIT_HEAD_OPTIONS
+
+
+def __getattr__(name):
+    # Lazy, so reading the option table does not load Keras.
+    if name == "fit_head":
+        from pipeline.fit.run import fit_head
+
+        return fit_head
+    raise AttributeError(f"module 'pipeline.fit' has no attribute {name!r}")
+
+
+__all__ = ["FIT_HEAD_OPTIONS", "fit_head"]

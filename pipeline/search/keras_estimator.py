@@ -1,0 +1,182 @@
+"""The Keras dense head of `pipeline/heads.py` as a scikit-learn classifier.
+
+It lets the head compete in the same grid search as the scikit-learn families: `clone`,
+`set_params`, `Pipeline` and cross-validation treat it like any other classifier. It follows
+scikit-learn's estimator contract (`__init__` only stores parameters, validation happens in
+`fit`, learned attributes end in `_`) and is checked with `sklearn.utils.estimator_checks`
+in tests/test_search.py.
+
+Why not SciKeras: scikeras 0.13.0 fits, clones and runs inside GridSearchCV with Keras 3.15.1,
+but fails scikit-learn 1.9.1's estimator checks (tags API of sklearn >= 1.6, mixin order,
+no `n_features_in_` check in `predict`, sparse input accepted against its own tag, kwargs set
+as attributes in `__init__`). The model itself is built by `heads.build_head`, so the output
+layer and loss follow the same rules as fit-head (one sigmoid unit for 2 classes, softmax
+for more).
+
+Usage:
+    clf = KerasHeadClassifier(hidden_units=(256,), epochs=20).fit(X_train, y_train)
+    proba = clf.predict_proba(X_val)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
+    """A dense Keras head (see `heads.HeadConfig`) trained on feature vectors.
+
+    Args:
+        hidden_units: sizes of the hidden Dense layers (an int or a sequence; empty = linear).
+        dropout: dropout rate after each hidden layer.
+        l2: L2 weight penalty of the hidden layers.
+        batch_norm: batch normalisation after each hidden Dense layer.
+        activation: activation of the hidden layers.
+        learning_rate: Adam learning rate.
+        batch_size: rows per training step.
+        epochs: maximum training epochs.
+        patience: early-stopping patience in epochs (0 = train all epochs). Early stopping
+            watches a slice of the *training* rows given to `fit` (`validation_fraction`),
+            never the rows a search validates on.
+        validation_fraction: fraction of the training rows held out for early stopping.
+        class_weight: "none" or "balanced".
+        seed: seed of weights, dropout and the early-stopping slice.
+        verbose: Keras verbosity during fit.
+    """
+
+    def __init__(self, hidden_units=(256,), dropout=0.5, l2=1e-4, batch_norm=False,
+                 activation="relu", learning_rate=1e-3, batch_size=32, epochs=20, patience=0,
+                 validation_fraction=0.1, class_weight="none", seed=0, verbose=0):
+        self.hidden_units = hidden_units
+        self.dropout = dropout
+        self.l2 = l2
+        self.batch_norm = batch_norm
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.seed = seed
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = True  # float32 training; results vary in the last digits
+        tags.input_tags.sparse = False
+        return tags
+
+    def _head_config(self):
+        from pipeline.fit.heads import HeadConfig
+
+        units = self.hidden_units
+        units = () if units is None else ((units,) if isinstance(units, (int, np.integer))
+                                          else tuple(units))
+        return HeadConfig(hidden_units=tuple(int(u) for u in units), dropout=float(self.dropout),
+                          l2=float(self.l2), batch_norm=bool(self.batch_norm),
+                          activation=self.activation, learning_rate=float(self.learning_rate),
+                          batch_size=int(self.batch_size), epochs=int(self.epochs),
+                          patience=int(self.patience),
+                          seed=int(self.seed))
+
+    def fit(self, X, y):
+        """Builds the head for the classes in `y` and trains it.
+
+        Args:
+            X: features, shape (n_samples, n_features).
+            y: class labels (any hashable values; at least two distinct).
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: fewer than two classes, or parameters out of range.
+        """
+        import keras
+
+        from pipeline.fit.heads import balanced_class_weight, build_head
+
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"KerasHeadClassifier needs at least 2 classes in y; received 1 "
+                             f"class ({self.classes_[0]!r})")
+        if not (self.class_weight in ("none", "balanced", None)
+                or isinstance(self.class_weight, dict)):
+            raise ValueError(f"class_weight must be 'none', 'balanced' or a dict class -> "
+                             f"weight; received: {self.class_weight!r}")
+        config = self._head_config()
+        self.model_ = build_head((X.shape[1],), len(self.classes_), config)
+        callbacks, fit_x, fit_y, val = [], X, encoded, None
+        if config.patience > 0 and 0.0 < self.validation_fraction < 1.0 and len(X) >= 20:
+            rng = np.random.default_rng(config.seed)
+            order = rng.permutation(len(X))
+            n_val = max(1, int(round(len(X) * self.validation_fraction)))
+            fit_x, fit_y = X[order[n_val:]], encoded[order[n_val:]]
+            val = (X[order[:n_val]], encoded[order[:n_val]])
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True))
+        weights = None
+        if isinstance(self.class_weight, dict):  # keyed by class value, as in scikit-learn
+            weights = {i: float(self.class_weight.get(c, 1.0))
+                       for i, c in enumerate(self.classes_.tolist())}
+        elif self.class_weight == "balanced":
+            weights = balanced_class_weight(fit_y, len(self.classes_))
+        history = self.model_.fit(fit_x, fit_y, batch_size=config.batch_size,
+                                  epochs=config.epochs, validation_data=val,
+                                  class_weight=weights, callbacks=callbacks,
+                                  shuffle=True, verbose=self.verbose)
+        self.n_epochs_ = len(history.history.get("loss", []))
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in `classes_` order."""
+        import keras
+
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        # Calling the model directly skips tracing a predict function per model, which
+        # dominates on the small inputs of cross-validation folds.
+        parts = [keras.ops.convert_to_numpy(self.model_(X[i:i + 4096], training=False))
+                 for i in range(0, len(X), 4096)] or [np.zeros((0, self.model_.output_shape[-1]))]
+        probs = np.concatenate(parts).astype(np.float64)
+        if probs.shape[1] == 1:  # one sigmoid unit: P(classes_[1])
+            probs = np.concatenate([1.0 - probs, probs], axis=1)
+        return probs
+
+    def predict(self, X):
+        """The most probable class of each row, as values of `classes_`."""
+        check_is_fitted(self, "model_")
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # A fitted Keras model cannot be pickled portably; carry it as .keras bytes instead, so
+    # joblib workers and estimator checks can pass fitted estimators around.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "head.keras"
+                model.save(path)
+                state["_model_bytes"] = path.read_bytes()
+        return state
+
+    def __setstate__(self, state):
+        blob = state.pop("_model_bytes", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            import keras
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "head.keras"
+                path.write_bytes(blob)
+                self.model_ = keras.saving.load_model(path, safe_mode=True)
+

@@ -1,0 +1,30 @@
+"""The comparison's options: every `grid-search` flag and `[grid_search]` TOML key."""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+
+
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
+
+GRID_SEARCH_OPTIONS = (
+    Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
+    Option("grid", str, None, "TOML grid file with [models.<name>] tables [default: "
+           "configs/search_default.toml, or the --config file when it has [models] tables]",
+           metavar="FILE"),
+    Option("models", str, "", "comma-separated subset of the grid's model tables to run "
+           "[default: all]", metavar="NAME,..."),
+    Option("cv", int, 5, "cross-validation folds (stratified; group k-fold when the store has "
+           "groups)", metavar="K"),
+    Option("n_jobs", int, -1, "parallel fits through joblib (-1 = all cores)", metavar="N"),
+    Option("time_budget", float, 0.0, "seconds after which no new candidate is launched; the "
+           "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
+    Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
+    Option("top_k", int, 3, "how many of the best candidates are refit and scored once on the "
+           "test split", metavar="K"),
+    Option("test_fraction", float, 0.2, "held-out test fraction when the store has no test "
+           "split (stratified, group-aware, fixed seed)", metavar="FRACTION"),
+    Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
+    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
+    Option("progress", bool, True, "show a progress bar over the fits"),
+)
