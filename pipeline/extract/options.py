@@ -33,6 +33,16 @@ EXTRACT_OPTIONS = (
            choices=("auto", "tensorflow", "openvino", "jax", "torch")),
     Option("precision", str, "float32", "compute precision of the backbone (half precision is "
            "for GPUs; vectors are stored as --dtype)", choices=("float32", "float16", "bfloat16")),
+    # Running on a Ray cluster (pipeline/extract/cluster.py); needs requirements-cluster.txt.
+    Option("cluster", str, None, "shard the files over a Ray cluster's actors (the one store "
+           "is assembled here)", choices=("ray",)),
+    Option("actors", int, None, "Ray actors, each building the backbone once [default: one per "
+           "GPU (or per --gpus-per-actor GPUs) when the cluster has GPUs, else one per node]",
+           metavar="N"),
+    Option("gpus_per_actor", float, None, "GPUs each actor holds (0.5: two actors share one) "
+           "[default: 1 when the cluster has GPUs, else 0]", metavar="G"),
+    Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
+           "one is started]", metavar="ADDRESS"),
     # Clip options (C3D); ignored for still-image backbones.
     Option("frames", int, 16, "frames per clip (clip backbones)"),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),

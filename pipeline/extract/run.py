@@ -123,6 +123,10 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
         old = _open_existing(path, key)
         done = journal.index_store(old) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
+        if opts.get("cluster"):  # Ray is there; take in what an interrupted run's actors wrote
+            from pipeline.extract import cluster
+
+            cluster.prepare(opts, parts_dir)
         done.update(journal.index_parts(parts_dir))
         current = {s.id: s.stamp for s in dataset.samples}
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
@@ -144,8 +148,14 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
         if todo:
             echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
                  f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
-            feature_shape, steady_rate = extract_into_journal(todo, spec, reader, opts,
-                                                              parts_dir, clip_rows, progress)
+            if opts.get("cluster"):  # the same journal, written by Ray actors
+                from pipeline.extract.cluster import extract_on_cluster
+
+                feature_shape, steady_rate = extract_on_cluster(todo, opts, parts_dir,
+                                                                clip_rows, progress, echo)
+            else:
+                feature_shape, steady_rate = extract_into_journal(todo, spec, reader, opts,
+                                                                  parts_dir, clip_rows, progress)
         done.update(journal.index_parts(parts_dir))  # what this run just added
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
         if feature_shape is None:
