@@ -161,6 +161,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     from tqdm.auto import tqdm
 
     from pipeline.search import io as search_io
+    from pipeline.search.backends import joblib_backend
 
     from pipeline.search import report as search_report
     from pipeline.config import write_toml
@@ -234,7 +235,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
              f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
              f"test: {test_how}; folds: {type(splitter).__name__}")
-        results = _run_tasks(tasks(), opts, n_fits, tqdm)
+        with joblib_backend(opts["backend"], X, y):  # this machine, or a Ray/Dask cluster
+            results = _run_tasks(tasks(), opts, n_fits, tqdm)
         for cand, fold, res in results:
             if "error" in res:
                 cand.status = f"failed: {res['error']}"
@@ -296,6 +298,8 @@ def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
     """Runs (delayed call, candidate, fold) triples; yields (candidate, fold, result)."""
     from joblib import Parallel
 
+    from pipeline.search.backends import streams_results
+
     tagged = []  # joblib sees only the calls; keep the tags in launch order
 
     def calls():
@@ -303,10 +307,12 @@ def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
             tagged.append((cand, fold))
             yield call
 
-    n_jobs = _n_jobs(opts)
+    # On a cluster backend, -1 means every core of the cluster (the backend counts them).
+    n_jobs = _n_jobs(opts) if opts["backend"] == "loky" else int(opts["n_jobs"])
     # return_as="generator" keeps launch order, so results line up with `tagged`; launching
     # is lazy (pre_dispatch), which is what lets the time budget stop new candidates.
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")
+    parallel = Parallel(n_jobs=n_jobs, pre_dispatch="n_jobs",
+                        return_as="generator" if streams_results(opts["backend"]) else "list")
     bar = tqdm(total=n_fits, desc="fits", unit="fit", disable=not opts["progress"],
                dynamic_ncols=True)
     out = []
