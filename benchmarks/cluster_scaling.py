@@ -1,0 +1,102 @@
+"""`extract` in one process vs on a local Ray cluster of 1 and 2 actors, on the same files.
+
+Each configuration runs the real command (`python run_pipeline.py extract ...`, a fresh process,
+a fresh local Ray cluster for the actor runs) on a small and a large set of the same files. A
+run's whole time includes fixed costs (Python and TensorFlow start-up; for the cluster path,
+starting Ray and an actor that imports TensorFlow and builds the backbone); the per-file cost is
+the difference between the two sizes, so
+
+    marginal rate = (large - small files) / (large - small seconds)
+
+compares the steady throughput of the paths without their start-up. "overhead" is the cluster
+path's marginal time per file over one process's (goal for 1 actor: within 10%). Every cluster
+store is also compared with the one-process store of the same files (ids equal, max |diff|).
+
+Usage:
+    python benchmarks/cluster_scaling.py [--backbone resnet50] [--small 64] [--large 200]
+Uses ../shared/data/flowers5 when present, else random JPEGs. Random weights (the speed and the
+equality do not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from extract_throughput import _image_folder  # noqa: E402
+
+
+def _extract(data: Path, cache: Path, args, actors: int | None) -> tuple[float, Path]:
+    cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
+           "--backbone", args.backbone, "--weights", "none", "--input-size",
+           str(args.input_size), "--batch-size", str(args.batch_size), "--cache-dir", str(cache),
+           "--engine", "tensorflow", "--no-progress"]
+    if actors:
+        cmd += ["--cluster", "ray", "--actors", str(actors)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", RAY_ADDRESS="")
+    started = time.perf_counter()
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=env, check=True)
+    return time.perf_counter() - started, Path(out.stdout.strip().splitlines()[-1])
+
+
+def _compare(path: Path, reference: Path) -> str:
+    from pipeline.store.feature_store import open_store
+
+    with open_store(path) as got, open_store(reference) as want:
+        if list(got.column("ids")) != list(want.column("ids")) or got.key != want.key:
+            return "DIFFERENT ids or key"
+        diff = np.abs(got.read_rows(np.arange(len(got))) - want.read_rows(np.arange(len(want))))
+        return f"ids equal, max |diff| {diff.max():.1e}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--small", type=int, default=64)
+    parser.add_argument("--large", type=int, default=200)
+    parser.add_argument("--actors", default="1,2", help="comma-separated actor counts")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cluster-scaling-"))
+    folders = {n: _image_folder(n, work / f"n{n}") for n in (args.small, args.large)}
+    configs = [("one process", None)] + [(f"ray, {a} actor(s)", int(a))
+                                         for a in args.actors.split(",")]
+    rows, reference = [], {}
+    for name, actors in configs:
+        times = {}
+        for n, data in folders.items():
+            seconds, store = _extract(data, work / f"cache-{actors or 0}-{n}", args, actors)
+            times[n] = seconds
+            check = "reference" if actors is None else _compare(store, reference[n])
+            reference.setdefault(n, store)
+            print(f"  {name}: {n} files in {seconds:.1f}s ({check})", flush=True)
+        marginal = (args.large - args.small) / (times[args.large] - times[args.small])
+        rows.append((name, times[args.small], times[args.large], marginal))
+
+    base = rows[0][3]
+    print(f"\n{args.backbone} {args.input_size}px, batch {args.batch_size}, random weights, "
+          f"TensorFlow, {os.cpu_count()} CPU cores; whole command (fresh process) each run\n")
+    print(f"| path | {args.small} files s | {args.large} files s | marginal files/s | "
+          "marginal time per file vs one process |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, small, large, marginal in rows:
+        print(f"| {name} | {small:.1f} | {large:.1f} | {marginal:.1f} | "
+              f"{base / marginal - 1:+.0%} |")
+
+
+if __name__ == "__main__":
+    main()
