@@ -13,7 +13,7 @@ path's marginal time per file over one process's (goal for 1 actor: within 10%).
 store is also compared with the one-process store of the same files (ids equal, max |diff|).
 
 Usage:
-    python benchmarks/cluster_scaling.py [--backbone resnet50] [--small 64] [--large 200]
+    python benchmarks/cluster_scaling.py [--backbone resnet50] [--small 64] [--large 200] [--rounds 2]
 Uses ../shared/data/flowers5 when present, else random JPEGs. Random weights (the speed and the
 equality do not depend on them).
 """
@@ -69,34 +69,43 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=64)
     parser.add_argument("--large", type=int, default=200)
     parser.add_argument("--actors", default="1,2", help="comma-separated actor counts")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cluster-scaling-"))
     folders = {n: _image_folder(n, work / f"n{n}") for n in (args.small, args.large)}
     configs = [("one process", None)] + [(f"ray, {a} actor(s)", int(a))
                                          for a in args.actors.split(",")]
-    rows, reference = [], {}
-    for name, actors in configs:
-        times = {}
-        for n, data in folders.items():
-            seconds, store = _extract(data, work / f"cache-{actors or 0}-{n}", args, actors)
-            times[n] = seconds
-            check = "reference" if actors is None else _compare(store, reference[n])
-            reference.setdefault(n, store)
-            print(f"  {name}: {n} files in {seconds:.1f}s ({check})", flush=True)
-        marginal = (args.large - args.small) / (times[args.large] - times[args.small])
-        rows.append((name, times[args.small], times[args.large], marginal))
+    # Rounds interleave the paths, so a change in the machine's load hits all of them alike;
+    # the table gives each path's median over the rounds.
+    times = {(name, n): [] for name, _ in configs for n in folders}
+    reference = {}
+    for round_number in range(args.rounds):
+        for name, actors in configs:
+            for n, data in folders.items():
+                cache = work / f"cache-{round_number}-{actors or 0}-{n}"
+                seconds, store = _extract(data, cache, args, actors)
+                times[(name, n)].append(seconds)
+                check = "reference" if actors is None else _compare(store, reference[n])
+                reference.setdefault(n, store)
+                print(f"  round {round_number + 1}, {name}: {n} files in {seconds:.1f}s "
+                      f"({check})", flush=True)
 
-    base = rows[0][3]
+    def marginal(name: str) -> float:
+        return float(np.median([(args.large - args.small) / (big - small) for small, big in
+                                zip(times[(name, args.small)], times[(name, args.large)])]))
+
+    base = marginal(configs[0][0])
     print(f"\n{args.backbone} {args.input_size}px, batch {args.batch_size}, random weights, "
-          f"TensorFlow, {os.cpu_count()} CPU cores; whole command (fresh process) each run\n")
+          f"TensorFlow, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; "
+          f"whole command (fresh process) each run; median of {args.rounds} round(s)\n")
     print(f"| path | {args.small} files s | {args.large} files s | marginal files/s | "
           "marginal time per file vs one process |")
     print("| --- | --- | --- | --- | --- |")
-    for name, small, large, marginal in rows:
-        print(f"| {name} | {small:.1f} | {large:.1f} | {marginal:.1f} | "
-              f"{base / marginal - 1:+.0%} |")
-
+    for name, _ in configs:
+        rate = marginal(name)
+        print(f"| {name} | {np.median(times[(name, args.small)]):.1f} | "
+              f"{np.median(times[(name, args.large)]):.1f} | {rate:.1f} | {base / rate - 1:+.0%} |")
 
 if __name__ == "__main__":
     main()

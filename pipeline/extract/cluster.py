@@ -163,6 +163,8 @@ def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
         root = str(Path(__file__).resolve().parents[2])  # this project, for the actors' imports
         env = {"KERAS_BACKEND": active_backend(), "TF_CPP_MIN_LOG_LEVEL": "2",
                "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        if 0 < gpus < 1:  # actors share a GPU: JAX and TensorFlow must not each take it all
+            env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true")
         started = time.perf_counter()
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ShardExtractor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),

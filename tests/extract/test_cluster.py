@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def _run(opts):
 
 def _contents(path):
     with open_store(path) as store:
-        return {"key": store.key, "ids": list(store.column("ids")),
+        return {"key": store.key, "ids": list(store.column("ids")), "name": path.name,
+                "stamps": list(store.column("stamps")),
                 "labels": store.column("labels").tolist(),
                 "features": store.read_rows(np.arange(len(store)))}
 
@@ -70,10 +72,25 @@ def _assert_same_store(got, expected):
     np.testing.assert_allclose(got["features"], expected["features"], atol=1e-5, rtol=0)
 
 
+def _publish_as_an_actor(store_dir, expected, n):
+    """What an interrupted run's actor left: a published part of n samples in its shard folder
+    (and the temporary of a part it was writing when killed)."""
+    from pipeline.extract import journal
+    from pipeline.extract.sources.base import Sample
+
+    folder = journal.parts_dir_for(store_dir / expected["name"]) / "shard-000003"
+    writer = journal.PartWriter(folder)
+    for sid, stamp, row in zip(expected["ids"][:n], expected["stamps"], expected["features"]):
+        writer.add(Sample(id=sid, path=Path(sid), stamp=stamp), row[None], [0])
+    writer.flush()
+    (folder / "part-000001.tmp").write_bytes(b"half a part")
+
+
 def test_two_actors_make_the_one_process_store(local_cluster, setup):
     root, opts, expected = setup
+    _publish_as_an_actor(root / "two", expected, n=5)  # the same command resumes it
     result = _run(dict(opts, cache_dir=str(root / "two"), cluster="ray", actors=2))
-    assert result.n_extracted == len(expected["ids"]) and not result.cache_hit
+    assert result.n_extracted == len(expected["ids"]) - 5 and not result.cache_hit
     _assert_same_store(_contents(result.path), expected)
     assert not any(result.path.parent.glob(".*.parts"))  # the journal is gone once assembled
     again = _run(dict(opts, cache_dir=str(root / "two"), cluster="ray", actors=2))
@@ -137,3 +154,25 @@ def test_without_ray_one_error_line_says_what_to_install(setup, monkeypatch, cap
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ")
     assert "pip install -r requirements-cluster.txt" in err[0]
+
+
+def test_actor_plan_and_shards():
+    from pipeline.errors import ConfigError
+    from pipeline.extract.cluster import plan_actors, shard
+
+    gpu_nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 8.0}}] * 2
+    assert plan_actors(gpu_nodes, None, None) == (16, 2.0, 1.0)  # one actor per GPU
+    assert plan_actors(gpu_nodes, None, 0.5) == (32, 1.0, 0.5)  # two share a GPU
+    cpu_nodes = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": False, "Resources": {}}]
+    assert plan_actors(cpu_nodes, None, None) == (1, 4.0, 0.0)  # one per live node
+    assert plan_actors(cpu_nodes, 3, None) == (3, 4 / 3, 0.0)
+    with pytest.raises(ConfigError, match="need 17 GPUs; the cluster has 16"):
+        plan_actors(gpu_nodes, 17, 1)
+    with pytest.raises(ConfigError, match="has none; pass --gpus-per-actor 0"):
+        plan_actors(cpu_nodes, 2, 1)
+
+    todo = list(range(100))
+    shards = shard(todo, batch_size=8, actors=2)
+    assert [x for part in shards for x in part] == todo  # every sample once, in order
+    assert all(len(part) % 8 == 0 for part in shards[:-1]) and len(shards) == 7
+    assert max(len(part) for part in shard(list(range(10 ** 6)), 32, 2)) == 64 * 32
