@@ -8,9 +8,11 @@ the difference between the two sizes, so
 
     marginal rate = (large - small files) / (large - small seconds)
 
-compares the steady throughput of the paths without their start-up. "overhead" is the cluster
-path's marginal time per file over one process's (goal for 1 actor: within 10%). Every cluster
-store is also compared with the one-process store of the same files (ids equal, max |diff|).
+compares the steady throughput of the paths without their start-up. On a machine shared with
+other work, wall time mostly measures the neighbours, so each run also sums the CPU seconds of
+its whole process tree (Ray's daemons and actors included): the cluster path's marginal CPU
+seconds per file over one process's is its overhead (goal for 1 actor: within 10%). Every
+cluster store is also compared with the one-process store of the same files (ids, max |diff|).
 
 Usage:
     python benchmarks/cluster_scaling.py [--backbone resnet50] [--small 64] [--large 200] [--rounds 2]
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +40,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from extract_throughput import _image_folder  # noqa: E402
 
 
-def _extract(data: Path, cache: Path, args, actors: int | None) -> tuple[float, Path]:
+def _extract(data: Path, cache: Path, args, actors: int | None) -> tuple[float, float, Path]:
+    """Runs one command; returns its wall seconds, the CPU seconds of its whole process tree
+    (Ray's daemons and actors included; sampled every 0.1 s) and the store it made."""
+    import psutil
+
     cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "extract", "--data", str(data),
            "--backbone", args.backbone, "--weights", "none", "--input-size",
            str(args.input_size), "--batch-size", str(args.batch_size), "--cache-dir", str(cache),
@@ -45,10 +52,29 @@ def _extract(data: Path, cache: Path, args, actors: int | None) -> tuple[float, 
     if actors:
         cmd += ["--cluster", "ray", "--actors", str(actors)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", RAY_ADDRESS="")
+    cpu: dict[int, float] = {}
     started = time.perf_counter()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env=env, check=True)
-    return time.perf_counter() - started, Path(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, text=True, env=env)
+        tree = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                members = [tree] + tree.children(recursive=True)
+            except psutil.Error:
+                members = []
+            for member in members:
+                try:
+                    times = member.cpu_times()
+                    cpu[member.pid] = max(cpu.get(member.pid, 0.0), times.user + times.system)
+                except psutil.Error:
+                    continue
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}")
+        out.seek(0)
+        store = Path(out.read().strip().splitlines()[-1])
+    return seconds, sum(cpu.values()), store
 
 
 def _compare(path: Path, reference: Path) -> str:
@@ -73,39 +99,51 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cluster-scaling-"))
+    try:
+        _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, work: Path) -> None:
     folders = {n: _image_folder(n, work / f"n{n}") for n in (args.small, args.large)}
     configs = [("one process", None)] + [(f"ray, {a} actor(s)", int(a))
                                          for a in args.actors.split(",")]
     # Rounds interleave the paths, so a change in the machine's load hits all of them alike;
     # the table gives each path's median over the rounds.
-    times = {(name, n): [] for name, _ in configs for n in folders}
+    wall = {(name, n): [] for name, _ in configs for n in folders}
+    cpu = {(name, n): [] for name, _ in configs for n in folders}
     reference = {}
     for round_number in range(args.rounds):
         for name, actors in configs:
             for n, data in folders.items():
                 cache = work / f"cache-{round_number}-{actors or 0}-{n}"
-                seconds, store = _extract(data, cache, args, actors)
-                times[(name, n)].append(seconds)
+                seconds, cpu_seconds, store = _extract(data, cache, args, actors)
+                wall[(name, n)].append(seconds)
+                cpu[(name, n)].append(cpu_seconds)
                 check = "reference" if actors is None else _compare(store, reference[n])
                 reference.setdefault(n, store)
-                print(f"  round {round_number + 1}, {name}: {n} files in {seconds:.1f}s "
-                      f"({check})", flush=True)
+                print(f"  round {round_number + 1}, {name}: {n} files in {seconds:.1f}s, "
+                      f"{cpu_seconds:.1f} CPU s ({check})", flush=True)
 
-    def marginal(name: str) -> float:
-        return float(np.median([(args.large - args.small) / (big - small) for small, big in
-                                zip(times[(name, args.small)], times[(name, args.large)])]))
+    extra = args.large - args.small
 
-    base = marginal(configs[0][0])
+    def per_file(table: dict, name: str) -> float:
+        """Median over the rounds of (large - small) seconds / (large - small) files."""
+        return float(np.median([(big - small) / extra for small, big in
+                                zip(table[(name, args.small)], table[(name, args.large)])]))
+
+    base_wall, base_cpu = per_file(wall, configs[0][0]), per_file(cpu, configs[0][0])
     print(f"\n{args.backbone} {args.input_size}px, batch {args.batch_size}, random weights, "
-          f"TensorFlow, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; "
-          f"whole command (fresh process) each run; median of {args.rounds} round(s)\n")
-    print(f"| path | {args.small} files s | {args.large} files s | marginal files/s | "
-          "marginal time per file vs one process |")
-    print("| --- | --- | --- | --- | --- |")
+          f"TensorFlow, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the "
+          f"end; whole command (fresh process) each run; median of {args.rounds} round(s)\n")
+    print(f"| path | wall s, {args.small} / {args.large} files | CPU s, {args.small} / "
+          f"{args.large} files | marginal files/s (wall) | marginal CPU s per file | "
+          "vs one process (CPU per file) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, _ in configs:
-        rate = marginal(name)
-        print(f"| {name} | {np.median(times[(name, args.small)]):.1f} | "
-              f"{np.median(times[(name, args.large)]):.1f} | {rate:.1f} | {base / rate - 1:+.0%} |")
-
-if __name__ == "__main__":
-    main()
+        w, c = per_file(wall, name), per_file(cpu, name)
+        print(f"| {name} | {np.median(wall[(name, args.small)]):.1f} / "
+              f"{np.median(wall[(name, args.large)]):.1f} | {np.median(cpu[(name, args.small)]):.1f}"
+              f" / {np.median(cpu[(name, args.large)]):.1f} | {1 / w:.1f} | {c:.3f} | "
+              f"{c / base_cpu - 1:+.0%} |")

@@ -3,8 +3,8 @@
 `extract --cluster ray` runs everything of a one-process run on this machine (the driver) --
 discovery, the cache key, the store lock, the journal index, the final assembly -- except the
 forward pass: the files still to extract are cut into shards, and Ray Data's batch inference
-(`map_batches` with a callable class; a fixed pool of N actors, `compute=ActorPoolStrategy(size=N)`,
-which replaced `concurrency=N` in Ray 2.51; `num_gpus` per actor) hands the
+(`map_batches` with a callable class on a fixed pool of N actors -- `compute=ActorPoolStrategy(
+size=N)`, which replaced `concurrency=N` in Ray 2.51 -- with `num_gpus` per actor) hands the
 shards to actors that each build the backbone once. An actor writes its finished samples with
 the journal's own crash-safe part writer into a folder of its shard (`<parts>/shard-NNNNNN/`),
 so a killed actor, worker or node costs at most its unpublished work: Ray restarts the actor and
@@ -168,8 +168,7 @@ def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
         started = time.perf_counter()
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ShardExtractor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=cpus,
-            num_gpus=gpus or None, runtime_env={"env_vars": env},
+            num_cpus=cpus, num_gpus=gpus or None, runtime_env={"env_vars": env},
             fn_constructor_kwargs={"opts": opts, "parts_dir": str(parts_dir),
                                    "clip_rows": clip_rows}).take_all()
         seconds = time.perf_counter() - started
@@ -233,7 +232,7 @@ class ShardExtractor:
         from pipeline.extract.forward_pass import extract_into_journal
         from pipeline.extract.sources.base import Sample
 
-        out = {"shard": [], "extracted": [], "feature_shape": [], "pid": []}
+        out = {"shard": [], "feature_shape": []}
         for number, samples in zip(batch["shard"], batch["samples"]):
             folder = self.parts_dir / f"{SHARD_PREFIX}{int(number):06d}"
             done = journal.index_parts(folder)  # a retried shard skips what it published
@@ -244,7 +243,5 @@ class ShardExtractor:
                 extract_into_journal(todo, self.spec, self.reader, self.opts, folder,
                                      self.clip_rows, False, self.model)
             out["shard"].append(int(number))
-            out["extracted"].append(len(todo))
             out["feature_shape"].append(self.feature_shape)
-            out["pid"].append(os.getpid())
         return out
