@@ -147,3 +147,7 @@ def _measure(args, work: Path) -> None:
               f"{np.median(wall[(name, args.large)]):.1f} | {np.median(cpu[(name, args.small)]):.1f}"
               f" / {np.median(cpu[(name, args.large)]):.1f} | {1 / w:.1f} | {c:.3f} | "
               f"{c / base_cpu - 1:+.0%} |")
+
+
+if __name__ == "__main__":
+    main()
