@@ -57,6 +57,9 @@ class ClipRecipe:
     Attributes:
         resize_shape: crop size -> (height, width) every frame is resized to before the crop.
         crop_offsets: crop size -> (top, left) of the crop in the resized frame.
+        resize: (uint8 frame, (height, width)) -> the resized frame; the same function for
+            GIFs, frame folders and videos.
+        resize_name: names `resize` (recorded in the cache key).
         mean_name: names the default mean subtraction (recorded in the cache key).
         load_mean: (path, input_shape) -> a mean cropped like the frames, for `--mean-file`.
         preprocess_with_mean: (clips, mean) -> model input, replacing the spec's preprocessing
@@ -65,6 +68,8 @@ class ClipRecipe:
 
     resize_shape: Callable[[int], tuple]
     crop_offsets: Callable[[int], tuple]
+    resize: Callable[[Any, tuple], Any]
+    resize_name: str
     mean_name: str
     load_mean: Callable[[str, tuple], Any] | None = None
     preprocess_with_mean: Callable[[Any, Any], Any] | None = None

@@ -4,7 +4,8 @@ A source is read as a timeline of frames (start and duration in seconds when it 
 optionally resampled to a target fps, and cut into clips of `frames` frames: longer inputs at a
 stride (C3D: 16 frames overlapping by 8) or as N evenly spaced clips, shorter ones looped (seed
 000's rule) or padded with their last frame. Frames are decoded one at a time and converted
-(resize 128x171, centre crop 112) only when a clip needs them; `read` yields a few clips at a
+(the backbone's recipe: C3D resizes to 128x171 without antialiasing and crops rows 8:120,
+columns 30:142) only when a clip needs them; `read` yields a few clips at a
 time, so a long or 1080p video never sits whole in memory.
 
 Usage:
@@ -92,6 +93,7 @@ class ClipReader:
                               f"stride={self.stride}, num_clips={self.num_clips}, fps={self.fps}")
         self.resize_to = recipe.resize_shape(self.size)
         self.crop_at = recipe.crop_offsets(self.size)
+        self.resize, self.resize_name = recipe.resize, recipe.resize_name
         self.mean_id = recipe.mean_name
         mean_file = options.get("mean_file")
         if mean_file and recipe.load_mean is None:
@@ -115,8 +117,8 @@ class ClipReader:
         height, width = self.resize_to
         return {"reader": "clip", "frames": self.frames, "short": self.short,
                 "sampling": self.sampling, **window, "fps": self.fps,
-                "resize": f"{height}x{width} bilinear (Pillow; FFmpeg for videos), "
-                          f"centre crop {self.size} at {self.crop_at}",
+                "resize": f"{height}x{width} {self.resize_name}, "
+                          f"crop {self.size} at (top, left) {self.crop_at}",
                 "alpha": "white", "gif_default_duration": GIF_DEFAULT_DURATION,
                 "mean": self.mean_id}
 
@@ -163,22 +165,18 @@ class ClipReader:
         return _resample(frames, self.fps) if self.fps is not None else frames
 
     def _fit(self, img: Image.Image) -> np.ndarray:
-        """RGB, squashed to 128x171 (at 112) as in C3D's training data, then centre-cropped."""
-        height, width = self.resize_to
-        img = to_rgb(img)
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
-        return self._crop(np.asarray(img, dtype=np.uint8))
+        """RGB, resized as the recipe says (C3D: 128x171 at 112), then cropped."""
+        return self._fit_array(np.asarray(to_rgb(img), dtype=np.uint8))
 
     def _fit_video(self, frame) -> np.ndarray:
-        """As `_fit`, with FFmpeg's scaler: YUV to RGB at full 1080p size costs 4x more."""
-        height, width = self.resize_to
-        small = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
-        return self._crop(small.to_ndarray())
+        """As `_fit`: FFmpeg only converts YUV to RGB (at full size); its own scaler would
+        antialias, so the recipe's resize does the scaling, exactly as for GIFs and frames."""
+        return self._fit_array(frame.to_ndarray(format="rgb24"))
 
-    def _crop(self, array: np.ndarray) -> np.ndarray:
+    def _fit_array(self, array: np.ndarray) -> np.ndarray:
         top, left = self.crop_at
-        return np.ascontiguousarray(array[top:top + self.size, left:left + self.size])
+        small = self.resize(array, self.resize_to)
+        return np.ascontiguousarray(small[top:top + self.size, left:left + self.size])
 
 
 def _count_from(start: int, step: int) -> Iterator[int]:
