@@ -53,8 +53,12 @@ class _Runner:
         # the time from the end of the first batch (build and compile excluded) to the last.
         self.t0 = self.t_last = None
         self.inputs_after_first = 0
+        self.inputs = 0  # real (not padding) model inputs: images, or clips
 
     def predict(self, batch: np.ndarray, n_real: int) -> np.ndarray:
+        self.inputs += n_real
+        if self.spec.kind == "clip":
+            self.bar.set_postfix(clips=self.inputs, refresh=False)
         if self.t0 is None:
             with _engine_guard(self.spec, "run"):  # the first call compiles: bad ops show here
                 feats = np.asarray(self.model.predict_on_batch(batch))
@@ -98,16 +102,16 @@ class _Runner:
         self.bar.close()
         elapsed = (self.t_last - self.t0) if self.t0 is not None else 0.0
         rate = self.inputs_after_first / elapsed if elapsed > 0 else 0.0  # 0: one batch only
-        return self.feature_shape, rate
+        return self.feature_shape, rate, self.inputs
 
 
 def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
     """Runs the backbone over `todo`, writing finished samples to part files as it goes.
 
     Returns:
-        (feature_shape, steady_rate): model inputs (images, or clips) per second after the
-        first batch, so model building and tracing do not hide whether decoding keeps up;
-        0.0 when everything fit in one batch.
+        (feature_shape, steady_rate, n_inputs): steady_rate is model inputs (images, or clips)
+        per second after the first batch, so model building and tracing do not hide whether
+        decoding keeps up (0.0 when everything fit in one batch); n_inputs counts them all.
     """
     runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
