@@ -53,7 +53,20 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
     except ValueError:
         rel = path.as_posix()
     stamp = _folder_stamp(path) if path.is_dir() else file_stamp(path)
-    return Sample(id=rel, path=path, label=label, split=split, group=group, stamp=stamp)
+    return Sample(id=text_id(rel), path=path, label=text_id(label), split=split, group=group,
+                  stamp=stamp)
+
+
+def text_id(name: str) -> str:
+    r"""A file name as valid UTF-8 text, for ids and labels.
+
+    Bytes that are not UTF-8 (Python holds them as lone surrogates) are written as the four
+    characters `\xNN`: `café.png` saved in Latin-1 gets the id `caf\xe9.png`. Lossless for every
+    name that does not itself contain such a backslash sequence (two names that would meet are
+    refused by the duplicate check)."""
+    if name.isascii():
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _folder_stamp(folder: Path) -> str:
