@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DecodeError
-from pipeline.extract.sources.base import ClipRecipe
+from pipeline.extract.sources.base import ClipRecipe, environment_problem
 from pipeline.extract.sources.discover import FRAME_EXTENSIONS
 from pipeline.extract.sources.images import to_rgb
 
@@ -127,6 +127,7 @@ class ClipReader:
 
         Raises:
             DecodeError: the source is unreadable, truncated or holds no frames.
+            ResourceError: the machine failed (permission, open files, memory, vanished file).
         """
         path = Path(path)
         chunk = []
@@ -137,7 +138,10 @@ class ClipReader:
                     yield np.stack(chunk)
                     chunk = []
         except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError,
-                Image.DecompressionBombError) as exc:
+                Image.DecompressionBombError, MemoryError) as exc:
+            problem = environment_problem(exc, path)
+            if problem is not None:
+                raise problem from None
             raise DecodeError(f"{path.name}: {_first_line(exc)}") from None
         if chunk:
             yield np.stack(chunk)
@@ -278,6 +282,8 @@ def _video_frames(path: Path, fit) -> Iterator[_LazyFrame]:
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
+        if environment_problem(exc, path) is not None:
+            raise  # PyAV's errors are OSErrors too: `read` turns it into a ResourceError
         raise DecodeError(f"{path.name}: not a readable video ({_first_line(exc)})") from None
     with container:
         if not container.streams.video:
@@ -316,6 +322,9 @@ def _folder_frames(path: Path, fit) -> Iterator[_LazyFrame]:
                     img.load()
                     return fit(img)
             except (OSError, SyntaxError, ValueError) as exc:
+                problem = environment_problem(exc, file)
+                if problem is not None:
+                    raise problem from None
                 raise DecodeError(f"frame {file.name}: {_first_line(exc)}") from None
 
         yield _LazyFrame(convert)
