@@ -152,3 +152,35 @@ def test_a_killed_decode_worker_ends_the_run_with_an_error(tmp_path, what):
     assert proc.returncode == 2, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("error: a decoding worker process died")
     assert "Traceback" not in err
+
+
+CHATTER = ("cudart_stub", "cuInit", "absl::InitializeLog", "oneDNN", "cpu_feature_guard",
+           "This TensorFlow binary is optimized")
+
+
+def test_tensorflow_start_up_chatter_never_reaches_the_terminal(tmp_path):
+    """extract with decode worker processes, then grid-search with the Keras head in joblib's
+    worker processes: stderr holds none of TensorFlow's start-up notices."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    data = write_images(tmp_path / "data", per_class=6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "GLOG", "ABSL"))}
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, str(root / "run_pipeline.py"), *args], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        noise = [line for line in proc.stderr.splitlines() if any(c in line for c in CHATTER)]
+        assert not noise, noise
+        return proc.stdout.strip().splitlines()[-1]
+
+    store = run("extract", "--data", str(data), "--backbone", "mobilenet", "--weights", "none",
+                "--input-size", "32", "--decode", "processes", "--workers", "2",
+                "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    grid = tmp_path / "grid.toml"  # one small Keras head: TensorFlow in each joblib worker
+    grid.write_text('[models.keras_head]\n[models.keras_head.params]\nhidden_units = [[8]]\n'
+                    'epochs = 2\n')
+    run("grid-search", "--store", store, "--grid", str(grid), "--cv", "2", "--n-jobs", "2",
+        "--top-k", "1", "--no-progress", "--out", str(tmp_path / "runs"))
