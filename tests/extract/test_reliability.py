@@ -184,3 +184,28 @@ def test_tensorflow_start_up_chatter_never_reaches_the_terminal(tmp_path):
                     'epochs = 2\n')
     run("grid-search", "--store", store, "--grid", str(grid), "--cv", "2", "--n-jobs", "2",
         "--top-k", "1", "--no-progress", "--out", str(tmp_path / "runs"))
+
+
+def test_too_many_open_files_is_the_machines_fault_not_the_files(tmp_path):
+    """A real EMFILE: the open-file limit is lowered to what a process already holds."""
+    import subprocess
+    import sys
+
+    data = write_images(tmp_path / "data", classes=("a",), per_class=1)
+    script = f"""
+import os, resource, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pipeline.errors import DecodeError, ResourceError
+from pipeline.extract.sources.images import load_image
+n_open = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (n_open - 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+try:
+    load_image({str(data / "a" / "a_0.png")!r}, (8, 8))
+except ResourceError as exc:
+    print("resource:", exc)
+except DecodeError as exc:
+    print("decode:", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert out.startswith("resource:") and "open-file limit" in out, out
