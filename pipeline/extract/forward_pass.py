@@ -120,10 +120,14 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
     runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
     mode = _decode_mode(opts.get("decode") or "auto", reader, runner)
-    if mode == "image_processes":
-        _feed_from_processes(runner, reader, workers)
-    else:
-        _feed_chunks(runner, reader, workers, processes=mode == "clip_processes")
+    try:
+        if mode == "image_processes":
+            _feed_from_processes(runner, reader, workers)
+        else:
+            _feed_chunks(runner, reader, workers, processes=mode == "clip_processes")
+    except (PipelineError, KeyboardInterrupt):
+        runner.writer.flush()  # a clean stop keeps every finished sample for the next run
+        raise
     return runner.close()
 
 

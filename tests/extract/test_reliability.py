@@ -55,10 +55,11 @@ def test_a_file_that_vanishes_mid_run_stops_it_and_is_never_cached(tmp_path):
                         "layer": "pooled", "pooling": "avg", "input_size": 32, "batch_size": 4,
                         "workers": 2, "dtype": "float32", "cache_dir": str(tmp_path / "cache"),
                         "decode": "threads"}, progress=False, echo=remove_after_discovery)
-    parts = list((tmp_path / "cache").glob(".*.parts/part-*.h5"))
     import h5py
 
-    for part in parts:  # what was finished is kept; the vanished file is not a "failure"
+    parts = list((tmp_path / "cache").glob(".*.parts/part-*.h5"))
+    assert parts  # what was finished before the stop is kept for the next run
+    for part in parts:  # and the vanished file is not recorded as a "failure"
         with h5py.File(part, "r") as fh:
             assert fh["fail_ids"].shape == (0,)
     result = _extract(data, tmp_path / "cache")
