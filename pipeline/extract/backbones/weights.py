@@ -120,7 +120,7 @@ def match_layers(wanted: list, file_layers: list, file_name: str, arch: str,
     elif len(file_layers) < len(wanted):
         raise WeightsError(
             f"weights file {file_name} does not fit {arch}: {counts}, and no layer names in "
-            f"common, so every trunk layer cannot receive weights.")
+            f"common, so not every trunk layer can receive weights.")
     else:  # no name in common: a legacy file of another naming, matched in layer order
         pairs = [(layer, source) for (layer, _), source in zip(wanted, file_layers)]
     for layer, source in pairs:
