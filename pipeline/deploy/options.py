@@ -14,8 +14,9 @@ PREDICT_OPTIONS = (
            metavar="CSV"),
     Option("cache_dir", str, "cache", "folder of the feature stores (new vectors are cached "
            "there too)", metavar="DIR"),
-    Option("batch_size", int, 32, "images (or clips) per backbone forward pass"),
-    Option("workers", int, None, "decoding threads or processes [default: one per core, at most 32]"),
+    Option("batch_size", int, 32, "images (or clips) per backbone forward pass", minimum=1),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at most "
+           "32]", minimum=1),
     Option("progress", bool, True, "show a progress bar"),
 )
 

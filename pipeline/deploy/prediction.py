@@ -46,6 +46,9 @@ class LoadedRun:
 def read_run_info(run_dir) -> dict:
     """`run.json` of a run folder, with a clear error when it is not one."""
     path = Path(run_dir) / "run.json"
+    if not Path(run_dir).exists():
+        raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
+                          "grid-search printed as its last line (with --run).")
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
                           "fit-head or grid-search printed as its last line.")

@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -217,14 +218,12 @@ class FeatureStore:
                              "first; it prints the store's path as its last line.")
         try:
             self.file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreError(f"{path} is not a readable HDF5 feature store ({exc}); delete it "
-                             "and run extract again.") from None
+        except OSError:
+            raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION)) from None
         version = self.file.attrs.get("schema_version")
         if version != SCHEMA_VERSION or "features" not in self.file:
             self.file.close()
-            raise StoreError(f"{path} has store schema {version!r}, this version reads "
-                             f"{SCHEMA_VERSION}; run extract again to rebuild it.")
+            raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION))
         self.class_names = json.loads(self.file.attrs["class_names"])
         self.provenance = json.loads(self.file.attrs["provenance"])
         self.key = str(self.file.attrs["cache_key"])

@@ -125,6 +125,10 @@ def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
         for line_no, row in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             file = Path(row["path"])
+            if not file.is_absolute() and ".." in file.parts:
+                raise DataError(f"{csv_path}:{line_no}: {row['path']} points outside the "
+                                "manifest's folder; keep the files below the manifest (paths "
+                                "are relative to it) or give an absolute path.")
             file = file if file.is_absolute() else root / file
             if not file.exists():
                 raise DataError(f"{csv_path}:{line_no}: file not found: {row['path']} "
