@@ -59,7 +59,8 @@ def _chunk_rows(feature_shape: tuple, itemsize: int) -> int:
 
 
 class StoreLock:
-    """An exclusive lock beside the store. The OS drops it when the holder dies, even by SIGKILL."""
+    """An exclusive lock beside the store. The OS drops it when the holder dies, even by SIGKILL;
+    a holder that ends normally or with an error also removes the `.lock` file."""
 
     def __init__(self, path: Path):
         self.path = Path(str(path) + ".lock")
@@ -67,15 +68,21 @@ class StoreLock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
+        while True:
+            self._fh = open(self.path, "a+")
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._fh.seek(0)
+                holder = self._fh.read().strip() or "another process"
+                self._fh.close()
+                raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; wait "
+                                 "for that extract to finish (or use another --cache-dir).") from None
+            # The previous holder may have removed the file between our open and our lock:
+            # then we hold a lock on a name nobody else can see, so take the new file instead.
+            if _same_file(self._fh, self.path):
+                break
             self._fh.close()
-            raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; wait for "
-                             "that extract to finish (or use another --cache-dir).") from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(f"pid {os.getpid()}")
@@ -83,8 +90,16 @@ class StoreLock:
         return self
 
     def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
         fcntl.flock(self._fh, fcntl.LOCK_UN)
         self._fh.close()
+
+
+def _same_file(fh, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class StoreWriter:
