@@ -104,6 +104,9 @@ def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs:
         for class_dir in class_dirs:
             for item in _list_inputs(class_dir, extensions, leaf_dirs):
                 samples.append(_sample(item, root, class_dir.name, split, ""))
+    if not require_labels and not split_dirs:  # predict: loose files beside subfolders count too
+        loose = [p for p in _list_inputs(root, extensions, leaf_dirs) if p.parent == root]
+        samples += [_sample(p, root, "", "", "") for p in loose]
     if not samples and not require_labels:
         samples = [_sample(p, root, "", "", "") for p in _list_inputs(root, extensions, leaf_dirs)]
     if not samples:
