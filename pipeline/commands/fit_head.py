@@ -31,10 +31,12 @@ def _check_keras_names(opts: dict) -> None:
 
     from pipeline.errors import ConfigError
 
-    for key, lookup in (("activation", keras.activations.get), ("optimizer", keras.optimizers.get)):
+    checks = (("activation", keras.activations.get, "relu, gelu, tanh"),
+              ("optimizer", keras.optimizers.get, "adam, sgd, rmsprop"))
+    for key, lookup, examples in checks:
         try:
             lookup(opts[key])
         except (ValueError, TypeError):
             raise ConfigError(f"--{key} {opts[key]!r} is not a Keras {key} name (e.g. "
-                              f"{'relu, gelu, tanh' if key == 'activation' else 'adam, sgd, rmsprop'})"
-                              f"; pass one with --{key} (or {key} = \"...\" in [fit_head]).") from None
+                              f"{examples}); pass one with --{key} (or {key} = \"...\" in "
+                              "[fit_head]).") from None

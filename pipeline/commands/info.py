@@ -58,9 +58,10 @@ def describe_reader(prov: dict) -> str:
     mean_file = (prov.get("extract_options") or {}).get("mean_file")
     mean = f"mean file {mean_file} ({reader.get('mean')})" if mean_file else \
         f"mean {reader.get('mean')}"
-    return (f"clips of {reader.get('frames')} frames, sampling {window}, short {reader.get('short')}"
-            f", fps {reader.get('fps') or 'as decoded'}; {reader.get('resize')}; aggregate "
-            f"{prov.get('aggregate', 'mean')}, L2 normalise {'yes' if prov.get('l2_normalize') else 'no'}"
+    l2 = "yes" if prov.get("l2_normalize") else "no"
+    return (f"clips of {reader.get('frames')} frames, sampling {window}, short "
+            f"{reader.get('short')}, fps {reader.get('fps') or 'as decoded'}; "
+            f"{reader.get('resize')}; aggregate {prov.get('aggregate', 'mean')}, L2 normalise {l2}"
             f"; {mean}")
 
 

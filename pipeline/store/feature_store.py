@@ -76,8 +76,9 @@ class StoreLock:
                 self._fh.seek(0)
                 holder = self._fh.read().strip() or "another process"
                 self._fh.close()
-                raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; wait "
-                                 "for that extract to finish (or use another --cache-dir).") from None
+                raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; "
+                                 "wait for that extract to finish (or use another --cache-dir)."
+                                 ) from None
             # The previous holder may have removed the file between our open and our lock:
             # then we hold a lock on a name nobody else can see, so take the new file instead.
             if _same_file(self._fh, self.path):
