@@ -83,6 +83,11 @@ def files(tmp_path_factory):
         empty.write_bytes(b"")
     f["not_a_run"] = root / "not_a_run"
     f["not_a_run"].mkdir()
+    from pipeline.search.run import run_grid_search
+
+    f["knn_run"] = run_grid_search(f["store"], {"models": "knn", "cv": 2, "progress": False,
+                                                "n_jobs": 1}, out_dir=root / "grid",
+                                   echo=lambda *_: None)  # its best model has no Keras form
     return f
 
 
@@ -119,7 +124,7 @@ CASES = [
     ("extract-manifest-path-outside", ["extract", "--data", "{outside_csv}"], "outside"),
     ("extract-manifest-file-missing", ["extract", "--data", "{missing_row_csv}"],
      "file not found"),
-    ("extract-gif-of-one-frame-with-fps",
+    ("extract-gif-of-one-frame-at-fps-0",
      ["extract", "--data", "{root}/one_frame", *CLIP, "--fps", "0", "--cache-dir", "{root}/c3"],
      "fps"),
     ("extract-only-zero-length-videos",
@@ -174,6 +179,8 @@ CASES = [
                                  "--batch-size", "0"], "batch"),
     ("export-missing-run", ["export", "--run", "{root}/runs/gone"], "not found"),
     ("export-no-run", ["export"], "--run"),
+    ("export-grid-search-without-keras-form", ["export", "--run", "{knn_run}"],
+     "logistic regression or a linear SVM"),
     # the CLI itself
     ("unknown-command", ["extrakt"], "extrakt"),
     ("unknown-flag", ["fit-head", "--store", "{store}", "--epoks", "3"], "--epoks"),
