@@ -135,7 +135,8 @@ def mismatched_fields(trained: dict, new: dict) -> list[str]:
             != json.dumps(new.get(f), sort_keys=True, default=str)]
 
 
-def locate_recorded_file(recorded: str, run_dir, given: str | None, fix: str) -> str:
+def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
+                         command: str) -> str:
     """A file the run's store was made with (weights, mean cube), found again.
 
     A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
@@ -144,11 +145,12 @@ def locate_recorded_file(recorded: str, run_dir, given: str | None, fix: str) ->
     its parents, nearest first and longest tail first. Contents are checked by sha256 later.
 
     Raises:
-        WeightsError: not found anywhere; the message names `fix`, the option that fixes it.
+        ConfigError: not found anywhere; the message names the flag and the config key.
     """
+    flag = "--" + key.replace("_", "-")
     if given:
         if not Path(given).is_file():
-            raise WeightsError(f"file not found: {given} (given with {fix.split(' (')[0]}).")
+            raise ConfigError(f"file not found: {given} (given with {flag}).")
         return str(Path(given).resolve())
     path = Path(recorded)
     if path.is_file():
@@ -160,8 +162,9 @@ def locate_recorded_file(recorded: str, run_dir, given: str | None, fix: str) ->
             candidate = anchor.joinpath(*tail[-k:])
             if candidate.is_file():
                 return str(candidate)
-    raise WeightsError(f"{recorded} (the file this run's vectors were made with) is not there "
-                       f"any more, nor beside the run folder; pass its new location with {fix}.")
+    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
+                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
+                      f"(or {key} = \"...\" under [{command}] in the config file).")
 
 
 def reuse_extract_options(run_dir, info: dict, options: dict, command: str) -> dict:
@@ -172,10 +175,8 @@ def reuse_extract_options(run_dir, info: dict, options: dict, command: str) -> d
         if key == "weights" and recorded in ("imagenet", "none"):
             continue
         if recorded or options.get(key):
-            flag = "--" + key.replace("_", "-")
-            extract_opts[key] = locate_recorded_file(
-                recorded or "", run_dir, options.get(key),
-                f"{flag} FILE (or {key} = \"...\" under [{command}] in the config file)")
+            extract_opts[key] = locate_recorded_file(recorded or "", run_dir, options.get(key),
+                                                     key, command)
     check_weights_unchanged(extract_opts, info.get("provenance") or {})
     return extract_opts
 
