@@ -61,7 +61,9 @@ def _help_text(opt: Option) -> str:
     text = opt.help
     if opt.choices:
         text += f" (one of: {', '.join(map(str, opt.choices))})"
-    if opt.default not in (None, "", ()):
+    if isinstance(opt.default, bool):  # a switch: the flag that gives the default
+        text += f" [default: {opt.flag if opt.default else '--no-' + opt.flag[2:]}]"
+    elif opt.default not in (None, "", ()):
         text += f" [default: {as_typed(opt.default)}]"
     return text
 

@@ -62,7 +62,9 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("command, shown", [("fit-head", "[default: 256]"),
                                             ("extract", "[default: 32]"),
-                                            ("demo", "[default: 90.0]")])
+                                            ("demo", "[default: 90.0]"),
+                                            ("fit-head", "[default: --standardize]"),
+                                            ("fit-head", "[default: --no-batch-norm]")])
 def test_help_shows_defaults_as_a_user_types_them(command, shown, capsys):
     from run_pipeline import main
 
