@@ -18,8 +18,8 @@ _STORE_NAME = re.compile(r"^.+-.+-.+-[0-9a-f]{10}\.h5$")
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF"),
           (b"RIFF", "a RIFF file (WebP, AVI or WAV)"), (b"PK\x03\x04", "a zip archive (a .keras "
           "model?)"))
-EXPECTED = ("expected a feature store (.h5) made by `run_pipeline.py extract`, which prints its "
-            "path as its last line")
+EXPECTED = ("info, fit-head and grid-search expect a feature store (.h5) made by "
+            "`run_pipeline.py extract`, which prints its path as its last line")
 
 
 def describe_file(path: Path) -> str:
@@ -52,19 +52,19 @@ def made_by_us(path: Path, attrs) -> bool:
 def not_a_store_message(path: Path, schema_version: int) -> str:
     """The one-line reason `path` cannot be opened as a store of `schema_version`."""
     if not h5py.is_hdf5(path):
-        return f"{path} is not an HDF5 file: it looks like {describe_file(path)}; {EXPECTED}."
+        return f"{path} is not an HDF5 file: it looks like {describe_file(path)}. {EXPECTED}."
     try:
         with h5py.File(path, "r") as fh:
             attrs = dict(fh.attrs)
             has_features = "features" in fh
     except OSError as exc:
         return (f"{path} is an HDF5 file that cannot be read ({str(exc).splitlines()[0]}); it is "
-                f"damaged or still being written. If extract made it, run the same extract "
-                "command again; otherwise " + EXPECTED + ".")
+                "damaged or still being written. If extract made it, run the same extract "
+                f"command again. {EXPECTED}.")
     version = attrs.get("schema_version")
     if version is None or not has_features:
         return (f"{path} is an HDF5 file but not a feature store (no schema_version attribute or "
-                f"features dataset); {EXPECTED}.")
+                f"features dataset). {EXPECTED}.")
     if made_by_us(path, attrs):
         return (f"{path} is a feature store of schema {version}; this version reads "
                 f"{schema_version}. Run the same extract command again to rebuild it (this "
