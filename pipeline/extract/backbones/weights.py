@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.errors import WeightsError
+from pipeline.errors import PipelineError, WeightsError
 from pipeline.extract.backbones import weight_files
 
 KNOWN_WEIGHTS = ("imagenet", "none")
@@ -47,6 +47,8 @@ def load_trunk(spec, weights: str, input_shape: tuple):
     if weights == "imagenet":
         try:
             return spec.build("imagenet", input_shape)
+        except PipelineError:
+            raise  # e.g. an input size below the backbone's minimum: not a download problem
         except Exception as exc:  # Keras raises several types for a failed download
             raise WeightsError(
                 f"could not get ImageNet weights for {spec.name} through Keras' download "

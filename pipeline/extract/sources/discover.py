@@ -117,6 +117,9 @@ def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs:
         for class_dir in class_dirs:
             for item in _list_inputs(class_dir, extensions, leaf_dirs):
                 samples.append(_sample(item, root, class_dir.name, split, ""))
+    if not require_labels and not split_dirs:  # predict: loose files beside subfolders count too
+        loose = [p for p in _list_inputs(root, extensions, leaf_dirs) if p.parent == root]
+        samples += [_sample(p, root, "", "", "") for p in loose]
     if not samples and not require_labels:
         samples = [_sample(p, root, "", "", "") for p in _list_inputs(root, extensions, leaf_dirs)]
     if not samples:
@@ -138,6 +141,10 @@ def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
         for line_no, row in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             file = Path(row["path"])
+            if not file.is_absolute() and ".." in file.parts:
+                raise DataError(f"{csv_path}:{line_no}: {row['path']} points outside the "
+                                "manifest's folder; keep the files below the manifest (paths "
+                                "are relative to it) or give an absolute path.")
             file = file if file.is_absolute() else root / file
             if not file.exists():
                 raise DataError(f"{csv_path}:{line_no}: file not found: {row['path']} "
