@@ -77,7 +77,7 @@ def _decode_into(tasks) -> list:
         try:
             _WORKER["ring"][slot] = next(iter(_WORKER["reader"].read(path)))[0]
             out.append(None)
-        except BaseException as exc:  # noqa: BLE001  (sorted out by _outcome)
+        except Exception as exc:  # sorted out by _outcome (Ctrl-C is not a file's failure)
             out.append(_outcome(exc))
     return out
 
@@ -153,7 +153,7 @@ def _read_whole_file(path):
     """All of one file's chunks, or why it could not be read (a reason, or an error to raise)."""
     try:
         return None, [chunk for chunk in _WORKER["reader"].read(path)]
-    except BaseException as exc:  # noqa: BLE001  (sorted out by _outcome)
+    except Exception as exc:  # sorted out by _outcome (Ctrl-C is not a file's failure)
         return _outcome(exc), None
 
 
