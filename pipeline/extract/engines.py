@@ -27,7 +27,9 @@ from pipeline import errors
 from pipeline.errors import ConfigError, EngineError
 
 ENGINES = ("auto", "tensorflow", "openvino", "jax", "torch")
-PRECISIONS = ("float32", "float16", "bfloat16")
+PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+# Engines that run outside Keras build the model with this Keras backend, then convert it.
+NATIVE_ENGINES = {"openvino": "tensorflow"}
 # (engine, backbone) pairs that a backend cannot run; `auto` skips them.
 UNSUPPORTED: dict[tuple[str, str], str] = {}
 
@@ -41,6 +43,11 @@ def has_nvidia_gpu() -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def keras_backend_for(engine: str) -> str:
+    """The Keras backend a process must use to run `engine` (a native engine builds on TF)."""
+    return NATIVE_ENGINES.get(engine, engine)
 
 
 def active_backend() -> str:
@@ -89,7 +96,7 @@ def run_in_worker(opts: dict, engine: str, progress: bool, require_labels: bool)
     Returns the ExtractResult fields as a dict; re-raises the worker's PipelineError.
     """
     root = str(Path(__file__).resolve().parents[2])  # the project root, for -m pipeline...
-    env = dict(os.environ, KERAS_BACKEND=engine,
+    env = dict(os.environ, KERAS_BACKEND=keras_backend_for(engine),
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     request = {"opts": dict(opts, engine=engine), "progress": progress,
