@@ -25,6 +25,9 @@ EXTRACT_OPTIONS = (
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
            "images on machines with 8+ cores; processes for clips only when asked, as each "
            "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
+    Option("jpeg_draft", bool, True, "decode JPEGs at least twice the input size at 1/2-1/8 "
+           "scale in libjpeg (DCT domain; several times faster on large photos; pixels differ "
+           "slightly, so it is part of the cache key)"),
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),

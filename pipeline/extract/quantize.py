@@ -77,6 +77,11 @@ def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict,
     """Returns (int8 ov.Model, guard report) for a float32 OpenVINO model."""
     nncf = _import_nncf()
     plan = CalibrationPlan(samples, {"calibration_size": calibration["images"]})
+    if plan.settings() != calibration:  # predict asked for a training store's int8 model
+        raise EngineError(
+            f"the int8 model calibrated on set {calibration['fingerprint']} is not in this "
+            "cache's openvino/ folder and these files cannot recreate it; pass the --cache-dir "
+            "the training store was extracted in")
     images = _decode(reader, plan.calibration)
     if not images:
         raise EngineError("no calibration image could be decoded for --precision int8; "

@@ -31,7 +31,7 @@ from pipeline.extract.sources import create_reader, discover
 CLIP_AGGREGATES = ("mean", "per_clip")
 # Options that change the vectors (the rest -- batch size, workers, paths -- do not).
 VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
-                  "precision", "calibration_size",
+                  "precision", "calibration_size", "jpeg_draft",
                   "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
                   "l2_normalize", "mean_file")
 
@@ -127,7 +127,9 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
     if precision == "int8":  # the calibration images shape the int8 model: keyed
         from pipeline.extract.quantize import CalibrationPlan
 
-        settings["calibration"] = CalibrationPlan(dataset.samples, opts).settings()
+        # predict passes the training store's calibration, so its int8 model is reused.
+        settings["calibration"] = opts.get("calibration") or \
+            CalibrationPlan(dataset.samples, opts).settings()
     key = fs.cache_key(settings)
     path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
 
