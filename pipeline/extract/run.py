@@ -101,7 +101,9 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
     started = time.perf_counter()
     if opts.get("precision") == "int8" and opts.get("engine") in (None, "auto"):
         opts = dict(opts, engine="openvino")  # int8 runs on the native OpenVINO engine only
-    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower())
+    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower(),
+                            native_ok=not opts.get("mean_file") and
+                            opts.get("precision") != "float16")
     if keras_backend_for(engine) != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(opts, engine, progress, require_labels)
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
