@@ -105,6 +105,29 @@ def test_int8_needs_the_openvino_engine(case):
         _extract(case, "cache", engine="tensorflow", precision="int8")
 
 
+def test_calibration_choice_is_seeded_and_stable():
+    from pipeline.extract.quantize import CalibrationPlan
+    from pipeline.extract.sources import Sample
+
+    samples = [Sample(id=f"c/{i}.jpg", path=None, label="c", stamp="1:2") for i in range(50)]
+    plan = CalibrationPlan(samples, {"calibration_size": 10})
+    again = CalibrationPlan(list(reversed(samples)), {"calibration_size": 10})
+    assert [s.id for s in plan.calibration] == [s.id for s in again.calibration]
+    assert plan.settings() == again.settings() and len(plan.held_back) == 40
+    assert not {s.id for s in plan.calibration} & {s.id for s in plan.held_back}
+    touched = [Sample(id=s.id, path=None, label="c", stamp="1:3") if s is plan.calibration[0]
+               else s for s in samples]  # a calibration file changed on disk: another model
+    assert CalibrationPlan(touched, {"calibration_size": 10}).settings() != plan.settings()
+
+
+def test_auto_keeps_host_preprocessing_off_the_native_engine():
+    from pipeline.extract.engines import has_nvidia_gpu, resolve_engine
+
+    if not has_nvidia_gpu():
+        assert resolve_engine("auto") == "openvino"
+        assert resolve_engine("auto", native_ok=False) == "tensorflow"
+
+
 def test_missing_nncf_is_one_clear_error(monkeypatch):
     from pipeline.extract.quantize import _import_nncf
 
