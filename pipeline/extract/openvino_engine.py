@@ -160,7 +160,7 @@ class NativeModel:
         self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
         self.queue.set_callback(self._collect)
         self._out = None
-        self._padded = np.zeros((self.streams * self.part, *shape_of(model)), np.uint8)
+        self._padded = np.zeros((self.streams * self.part, *_input_shape_of(model)), np.uint8)
 
     def _collect(self, request, index: int) -> None:
         self._out[index * self.part:(index + 1) * self.part] = request.get_output_tensor(0).data
@@ -179,5 +179,5 @@ class NativeModel:
         return self._out[:n]
 
 
-def shape_of(model) -> tuple:
+def _input_shape_of(model) -> tuple:
     return tuple(int(d) for d in model.input(0).get_shape()[1:])
