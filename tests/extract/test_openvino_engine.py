@@ -126,6 +126,7 @@ def test_auto_keeps_host_preprocessing_off_the_native_engine():
     if not has_nvidia_gpu():
         assert resolve_engine("auto") == "openvino"
         assert resolve_engine("auto", native_ok=False) == "tensorflow"
+        assert resolve_engine("auto", "mobilenet") == "tensorflow"  # measured faster there
 
 
 def test_missing_nncf_is_one_clear_error(monkeypatch):
