@@ -135,12 +135,16 @@ def adopt_actor_parts(parts_dir: Path) -> None:
 
 
 def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
-                       progress: bool, echo=print) -> tuple:
+                       progress: bool, echo=print, native=None) -> tuple:
     """Extracts `todo` on Ray actors into the journal at `parts_dir` (see the module doc).
 
+    `native` is the OpenVINO IR prepared by the driver for the native engine (its files must be
+    readable by every node, like the cache folder they live in).
+
     Returns:
-        (feature_shape or None when every shard was already published, images per second of
-        the whole cluster stage, actor start-up included).
+        (feature_shape or None when every shard was already published, model inputs (images,
+        or clips) per second of the whole cluster stage, actor start-up included, and how many
+        inputs the actors ran).
 
     Raises:
         ConfigError: Ray is not installed, the cluster cannot be joined or cannot hold the
@@ -170,7 +174,7 @@ def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
             ShardExtractor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus, num_gpus=gpus or None, runtime_env={"env_vars": env},
             fn_constructor_kwargs={"opts": opts, "parts_dir": str(parts_dir),
-                                   "clip_rows": clip_rows}).take_all()
+                                   "clip_rows": clip_rows, "native": native}).take_all()
         seconds = time.perf_counter() - started
     except Exception as exc:
         cause = _pipeline_error_in(exc)
@@ -182,7 +186,8 @@ def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
             ray.shutdown()
     adopt_actor_parts(parts_dir)
     shapes = [tuple(json.loads(r["feature_shape"])) for r in results]
-    return (shapes[0] if shapes else None), (len(todo) / seconds if seconds > 0 else 0.0)
+    n_inputs = sum(int(r["n_inputs"]) for r in results)
+    return (shapes[0] if shapes else None), (n_inputs / seconds if seconds > 0 else 0.0), n_inputs
 
 
 def _pipeline_error_in(exc: BaseException) -> PipelineError | None:
@@ -203,18 +208,18 @@ class ShardExtractor:
     sizes its decode workers and TensorFlow's thread pools to the CPUs Ray gave it.
     """
 
-    def __init__(self, opts: dict, parts_dir: str, clip_rows: bool):
+    def __init__(self, opts: dict, parts_dir: str, clip_rows: bool, native=None):
         import ray
 
         from pipeline.extract.backbones import get_backbone
-        from pipeline.extract.engines import active_backend
+        from pipeline.extract.engines import active_backend, keras_backend_for
         from pipeline.extract.forward_pass import build_model
         from pipeline.extract.sources import create_reader
 
         cores = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-        engine = opts.get("engine") or active_backend()
-        if engine not in ("auto", "current", active_backend()):
-            raise EngineError(f"actor runs engine {active_backend()!r}, asked for {engine!r}")
+        engine = opts.get("engine") or "current"
+        if engine not in ("auto", "current") and keras_backend_for(engine) != active_backend():
+            raise EngineError(f"actor runs Keras on {active_backend()!r}, asked for {engine!r}")
         if active_backend() == "tensorflow":  # else it sizes its pools to the whole node
             import tensorflow as tf
 
@@ -225,23 +230,28 @@ class ShardExtractor:
         self.spec = get_backbone(opts["backbone"])
         self.reader = create_reader(self.spec, self.spec.input_shape_for(opts.get("input_size")),
                                     self.opts)
-        self.model = build_model(self.spec, self.reader, self.opts)
-        self.feature_shape = json.dumps([int(d) for d in self.model.output.shape[1:]])
+        self.native = native
+        self.model = build_model(self.spec, self.reader, self.opts, native)
+        shape = getattr(self.model, "feature_shape", None) or self.model.output.shape[1:]
+        self.feature_shape = json.dumps([int(d) for d in shape])
 
     def __call__(self, batch: dict) -> dict:
         from pipeline.extract.forward_pass import extract_into_journal
         from pipeline.extract.sources.base import Sample
 
-        out = {"shard": [], "feature_shape": []}
+        out = {"shard": [], "feature_shape": [], "n_inputs": []}
         for number, samples in zip(batch["shard"], batch["samples"]):
             folder = self.parts_dir / f"{SHARD_PREFIX}{int(number):06d}"
             done = journal.index_parts(folder)  # a retried shard skips what it published
             todo = [Sample(id=sid, path=Path(path), stamp=stamp)
                     for sid, path, stamp in json.loads(samples)
                     if sid not in done or done[sid].stamp != stamp]
+            n_inputs = 0
             if todo:
-                extract_into_journal(todo, self.spec, self.reader, self.opts, folder,
-                                     self.clip_rows, False, self.model)
+                _, _, n_inputs = extract_into_journal(todo, self.spec, self.reader, self.opts,
+                                                      folder, self.clip_rows, False, self.native,
+                                                      self.model)
             out["shard"].append(int(number))
+            out["n_inputs"].append(n_inputs)
             out["feature_shape"].append(self.feature_shape)
         return out

@@ -16,23 +16,29 @@ EXTRACT_OPTIONS = (
            "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
-           metavar="PIXELS"),
+           metavar="PIXELS", minimum=1),
     Option("resize", str, "squash", "how images meet the input size",
            choices=("squash", "center_crop")),
-    Option("batch_size", int, 32, "images (or clips) per forward pass"),
+    Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1),
     Option("workers", int, None, "decoding threads or processes [default: one per core, at "
-           "most 32]"),
+           "most 32]", minimum=1),
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
            "images on machines with 8+ cores; processes for clips only when asked, as each "
            "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
+    Option("jpeg_draft", bool, True, "decode JPEGs at least twice the input size at 1/2-1/8 "
+           "scale in libjpeg (DCT domain; several times faster on large photos; pixels differ "
+           "slightly, so it is part of the cache key)"),
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),
-    Option("engine", str, "auto", "Keras backend that runs the backbone (auto: the fastest "
-           "measured here: TensorFlow on a CPU, JAX on an NVIDIA GPU)",
+    Option("engine", str, "auto", "what runs the backbone: a Keras backend, or openvino (the "
+           "model converted to OpenVINO IR, run natively; auto: the fastest measured here)",
            choices=("auto", "tensorflow", "openvino", "jax", "torch")),
-    Option("precision", str, "float32", "compute precision of the backbone (half precision is "
-           "for GPUs; vectors are stored as --dtype)", choices=("float32", "float16", "bfloat16")),
+    Option("precision", str, "float32", "compute precision of the backbone (float16/bfloat16: "
+           "mixed precision; int8: NNCF-quantized, --engine openvino; vectors are stored as "
+           "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
+    Option("calibration_size", int, 300, "images of the dataset (seeded choice) that calibrate "
+           "--precision int8"),
     # Running on a Ray cluster (pipeline/extract/cluster.py); needs requirements-cluster.txt.
     Option("cluster", str, None, "shard the files over a Ray cluster's actors (the one store "
            "is assembled here)", choices=("ray",)),
