@@ -20,4 +20,5 @@ def run(args) -> str:
     if not opts["store"]:
         raise ConfigError("fit-head needs --store STORE (the .h5 path extract printed last), or "
                           "store = \"...\" in the config file")
-    return str(fit_head(opts["store"], opts))
+    # The config file's name lets messages give its keys next to the flags.
+    return str(fit_head(opts["store"], {**opts, "config": vars(args).get("config")}))
