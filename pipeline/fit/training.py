@@ -57,10 +57,11 @@ def train_head(store, source, train_rows, stop_rows, config: HeadConfig, opts: d
                                       head_data.targets(labels[stop_rows], sigmoid)),
                   "batch_size": config.batch_size, "shuffle": True}
     # min_delta: a val_loss that creeps down by 1e-4 an epoch is not worth another 10 epochs.
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                            min_delta=opts.get("min_delta", 0.0),
+                                            restore_best_weights=True)
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      min_delta=opts.get("min_delta", 0.0),
-                                      restore_best_weights=True),
+        stopper,
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_lr=1e-6,
                                           patience=max(2, config.patience // 3)),
     ]
@@ -68,7 +69,9 @@ def train_head(store, source, train_rows, stop_rows, config: HeadConfig, opts: d
         callbacks.append(_EpochLine(echo, config.epochs, prefix))
     history = model.fit(epochs=config.epochs, class_weight=weights, callbacks=callbacks,
                         verbose=0, **fit_kw).history
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    # The epoch whose weights were restored: the last one that beat the best by min_delta
+    # (a later epoch may still have a lower val_loss by less than that).
+    best_epoch = int(stopper.best_epoch) + 1
     return model, history, best_epoch
 
 
