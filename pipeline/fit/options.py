@@ -42,10 +42,10 @@ FIT_HEAD_OPTIONS = (
     Option("batch_size", int, 32, "vectors per training step"),
     Option("epochs", int, 100, "most epochs; early stopping ends sooner once val_loss stops "
            "improving by --min-delta (\"usually\", measured on flowers5 MobileNet vectors by "
-           "benchmarks/defaults.py: after 51 to 89 epochs on 400 rows, 59 on 4,317)"),
+           "benchmarks/defaults.py: after 36 to 66 epochs on 400 rows, 56 on 4,317)"),
     Option("patience", int, 10, "epochs without a val_loss better by --min-delta before "
            "stopping (the best epoch's weights are kept)"),
-    Option("min_delta", float, 1e-3, "smallest val_loss drop that counts as better, so a loss "
+    Option("min_delta", float, 5e-3, "smallest val_loss drop that counts as better, so a loss "
            "creeping down by 1e-4 an epoch does not keep training going"),
     Option("class_weight", str, "balanced", "weight classes by inverse frequency",
            choices=("balanced", "none")),

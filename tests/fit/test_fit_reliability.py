@@ -181,3 +181,20 @@ def test_refusals_say_the_mistake_and_the_flag_not_the_projects_history(
         assert mistake in err and fix in err and "seed 0" not in err
         assert (key in err) == with_key
     assert not (tmp_path / "runs").exists()
+
+
+def test_default_training_ends_when_val_loss_stops_improving(tmp_path):
+    # The old defaults (learning rate 1e-4, no min_delta) ran all 100 epochs here while
+    # val_loss crept down by about 1e-4 an epoch.
+    from pipeline.fit.options import FIT_HEAD_OPTIONS
+
+    assert "usually" in next(o.help for o in FIT_HEAD_OPTIONS if o.name == "epochs")
+    run, metrics, _ = _fit(_store(tmp_path / "plain.h5", n=300, dim=32), tmp_path,
+                           epochs=100, patience=10, hidden_units=(256,))
+    history = _csv(run / "history.csv")
+    best = float(history[metrics["best_epoch"] - 1]["val_loss"])
+    assert metrics["epochs_run"] < 100
+    # It stopped exactly --patience epochs after the last epoch that beat the best by
+    # --min-delta, and no later epoch did.
+    assert metrics["epochs_run"] == metrics["best_epoch"] + 10
+    assert all(float(r["val_loss"]) > best - 5e-3 for r in history[metrics["best_epoch"]:])
