@@ -39,7 +39,7 @@ FIT_HEAD_OPTIONS = (
                     "sparse_categorical_crossentropy")),
     Option("optimizer", str, "adam", "Keras optimizer name", metavar="NAME"),
     Option("learning_rate", float, 1e-3, "initial learning rate (halved on plateaus)"),
-    Option("batch_size", int, 32, "vectors per training step"),
+    Option("batch_size", int, 32, "vectors per training step", minimum=1),
     Option("epochs", int, 100, "most epochs; early stopping ends sooner once val_loss stops "
            "improving by --min-delta (\"usually\", measured on flowers5 MobileNet vectors by "
            "benchmarks/defaults.py: after 36 to 66 epochs on 400 rows, 56 on 4,317)"),
