@@ -89,9 +89,8 @@ learning_rate = 0.01
 """
     run, lines = _search(_store(tmp_path / "s.h5", n=60), tmp_path, grid=grid, cv=2)
     table = "\n".join(lines)
-    for name in ("hidden_units", "pca__n_components", "learning_rate", "batch_size"):
-        assert name.removeprefix("clf__") in table or name in table, name
-    assert "hidden_un=" not in table.replace("hidden_units=", "")
+    for name in ("hidden_units=", "pca__n_components=", "learning_rate=", "batch_size="):
+        assert name in table, name  # whole names, wrapped onto continuation lines if need be
     labels = report.leaderboard_labels(_ranked(run)[:1])
     assert "pca__n_components=3" in labels[0] and "hidden_units=[4]" in labels[0]
 
