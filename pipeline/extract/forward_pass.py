@@ -31,7 +31,7 @@ DECODERS = ("auto", "threads", "processes")
 class _Runner:
     """Owns the model, the journal writer, the progress bar and the steady-state clock."""
 
-    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress):
+    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress, native=None):
         from tqdm import tqdm
 
         from pipeline.extract.backbones.feature_model import build_feature_model
@@ -40,12 +40,18 @@ class _Runner:
         # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
         # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
         self.host_preprocess = getattr(reader, "preprocess", None)
-        with _engine_guard(spec, "build"):
-            self.model = build_feature_model(
-                spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
-                opts.get("precision") or "float32", raw_input=self.host_preprocess is None)
-        self.feature_shape = tuple(int(d) for d in self.model.output.shape[1:])
         self.batch_size = int(opts.get("batch_size") or 32)
+        if native is not None:  # the native OpenVINO engine: a converted IR, not Keras
+            from pipeline.extract.openvino_engine import NativeModel
+
+            self.model = NativeModel(native.xml, self.batch_size, opts.get("precision") or "float32")
+            self.feature_shape = self.model.feature_shape
+        else:
+            with _engine_guard(spec, "build"):
+                self.model = build_feature_model(
+                    spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
+                    opts.get("precision") or "float32", raw_input=self.host_preprocess is None)
+            self.feature_shape = tuple(int(d) for d in self.model.output.shape[1:])
         self.input_shape = tuple(spec.input_shape_for(opts.get("input_size")))
         self.writer = journal.PartWriter(parts_dir)
         self.last_flush = time.monotonic()
@@ -109,15 +115,17 @@ class _Runner:
         return self.feature_shape, rate, self.inputs
 
 
-def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
+def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress,
+                         native=None) -> tuple:
     """Runs the backbone over `todo`, writing finished samples to part files as it goes.
 
     Returns:
         (feature_shape, steady_rate, n_inputs): steady_rate is model inputs (images, or clips)
         per second after the first batch, so model building and tracing do not hide whether
         decoding keeps up (0.0 when everything fit in one batch); n_inputs counts them all.
+        `native`: an IR from openvino_engine.prepare_ir to run instead of the Keras model.
     """
-    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
+    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress, native)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
     mode = _decode_mode(opts.get("decode") or "auto", reader, runner)
     try:
