@@ -57,6 +57,7 @@ def _options(options: dict | None) -> dict:
     from pipeline.search.options import GRID_SEARCH_OPTIONS
 
     opts = with_defaults(options, GRID_SEARCH_OPTIONS, "grid-search")
+    opts["config"] = (options or {}).get("config")  # named in messages next to the flags
     if opts["cv"] < 2:
         raise ConfigError(f"cv must be at least 2 folds; received: {opts['cv']}")
     if opts["top_k"] < 1:
@@ -115,16 +116,17 @@ def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
 
 def _split_rows(store, opts: dict, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.fit.splits import holdout
+    from pipeline.fit.splits import holdout, store_groups
 
     labelled = np.flatnonzero(labels >= 0)
-    groups = store.column("group") if store.has_groups else None
+    groups = store_groups(store)
     test = np.intersect1d(store.indices("test"), labelled)
     if len(test):
         return np.setdiff1d(labelled, test), test, f"the store's test split ({len(test)} rows)"
-    pool, test = holdout(labelled, labels, groups, opts["test_fraction"], opts["seed"])
+    pool, test = holdout(labelled, labels, groups, opts["test_fraction"], opts["seed"],
+                         knob="test_fraction", config=opts.get("config"))
     how = (f"held-out {'group-aware ' if groups is not None else ''}stratified "
-           f"{opts['test_fraction']:.0%} test split, seed {opts['seed']} ({len(test)} rows)")
+           f"{len(test) / len(labelled):.0%} test split, seed {opts['seed']} ({len(test)} rows)")
     return pool, test, how
 
 
@@ -167,7 +169,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     from pipeline.config import write_toml
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
-    from pipeline.fit.splits import cv_splitter
+    from pipeline.fit.splits import cv_splitter, store_groups
+    from pipeline.search.checks import fold_score_warnings, search_data_warnings
 
     opts = _options(options)
     store_path = Path(store_path).resolve()
@@ -183,7 +186,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     with open_store(store_path) as store:
         labels = store.column("labels")
         search_rows, test_rows, test_how = _split_rows(store, opts, labels)
-        groups = store.column("group") if store.has_groups else None
+        groups = store_groups(store)  # ungrouped rows are groups of their own
         splitter = cv_splitter(labels[search_rows], None if groups is None else
                                groups[search_rows], opts["cv"], opts["seed"])
         folds = [(search_rows[a], search_rows[b]) for a, b in splitter.split(
@@ -198,6 +201,11 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         del loaded
         meta = {"store": str(store_path), "store_key": store.key,
                 "provenance": store.provenance, "class_names": list(store.class_names)}
+        for line in search_data_warnings(store, features, search_rows, test_rows, folds,
+                                         test_from_store="test" in store.splits):
+            echo(line)
+        table = {"ids": store.column("ids"), "labels": labels, "names": store.class_names,
+                 "groups": store.column("group") if store.has_groups else None}
     check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], opts["seed"])
 
     out_dir = Path(out_dir or opts["out"])
@@ -206,7 +214,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     write_toml(run_dir / "config.toml", "grid_search", {**{k: v for k, v in opts.items()
                                                            if k != "config"},
                                                         "store": str(store_path)})
-    search_report.write_folds(run_dir, folds, test_rows, test_how)
+    search_report.write_folds(run_dir, folds, test_rows, test_how, table)
 
     scratch = Path(tempfile.mkdtemp(prefix="grid-search-"))
     try:
@@ -269,6 +277,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, opts["scoring"])
     best = ranked[0]
     echo(search_report.format_table(ranked, opts["scoring"]))
+    for line in fold_score_warnings(best):
+        echo(line)
     try:
         search_io.save_best_model(run_dir, best_model, meta, model=best.entry.name,
                                   family=best.entry.family, params=best.params,
