@@ -21,7 +21,7 @@ def test_summary_counts_files_and_clips(clip_data, tiny_clip_backbone, tmp_path)
     # sixteen.gif 1 clip, video.mp4 (40 frames, stride 8) 4, five.gif 1, forty.gif 4, frames 1
     assert result.n_inputs == 11 and result.kind == "clip"
     line = result.summary()
-    assert line.startswith("extracted 7 files, 11 clips in ") and " clips/s)" in line, line
+    assert line.startswith("extracted 7 files, 11 clips in ") and " clips/s" in line, line
     assert "store holds 5 rows from 7 files, 2 failures recorded" in line
 
 
