@@ -6,6 +6,7 @@
     python run_pipeline.py fit-head --store cache/<store>.h5
     python run_pipeline.py grid-search --store cache/<store>.h5
     python run_pipeline.py info cache/<store>.h5
+    python run_pipeline.py audit --store cache/<store>.h5    # leaks, label issues, outliers
 
 Each command prints the path of what it made (store or run folder) as its last line of standard
 output. Bad input ends with one line on standard error and exit status 2.
@@ -27,6 +28,7 @@ COMMANDS = {
     "grid-search": "grid_search",
     "predict": "predict",
     "export": "export",
+    "audit": "audit",
 }
 
 

@@ -1,0 +1,126 @@
+"""Seconds and memory of the audit's exact neighbour scan as N grows (2048-d vectors).
+
+Synthetic, cluster-structured vectors (100 centres, non-negative like pooled CNN features, 1%
+planted near-copies) are written to a feature store chunk by chunk, then the audit's two steps
+run on it: `prepare_vectors` (mean, centring, normalising; a memory-mapped scratch file above
+the memory limit) and `scan_neighbours` (exact 5-NN and all pairs under 0.15). Each size runs in
+its own process so peak RSS is that size's alone. At the smallest size scikit-learn's brute-force
+`NearestNeighbors` and faiss-cpu's exact `IndexFlatIP` run on the same prepared vectors, side by
+side, as the candidates the audit could have used instead.
+
+    python benchmarks/audit_scale.py                    # 10k, 50k, 200k
+    python benchmarks/audit_scale.py --sizes 10000 --dim 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def synthetic(n: int, dim: int, seed: int = 0):
+    centres = np.random.default_rng(seed).gamma(1.0, 1.0, size=(100, dim)).astype(np.float32)
+
+    def rows(a, b):
+        rng = np.random.default_rng([seed, a])
+        x = centres[rng.integers(0, 100, b - a)] + rng.gamma(1.0, 1.0, (b - a, dim))
+        copies = np.flatnonzero(np.arange(a, b) % 100 == 1)  # row i copies row i - 1, noised
+        x[copies] = x[copies - 1] * (1 + rng.normal(0, 0.02, (len(copies), dim)))
+        return x.astype(np.float32)
+    return rows
+
+
+def one_size(n: int, dim: int, compare: bool) -> dict:
+    import h5py
+
+    from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
+    from pipeline.store.feature_store import write_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_store(Path(tmp) / "synthetic.h5", synthetic(n, dim), np.zeros(n, int),
+                           class_names=["a"], chunk_rows=4096)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        tracemalloc.start()
+        started = time.perf_counter()
+        with h5py.File(path, "r") as fh:
+            prepared, _, _ = prepare_vectors(fh["features"], memory_limit_mb=512, scratch=tmp)
+        prep_s = time.perf_counter() - started
+        started = time.perf_counter()
+        scan = scan_neighbours(prepared, k=5, threshold=0.15)
+        scan_s = time.perf_counter() - started
+        traced = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        result = {"n": n, "dim": dim, "prepare_s": prep_s, "scan_s": scan_s,
+                  "pairs": len(scan.pairs), "traced_peak_mb": traced,
+                  "in_memory": isinstance(prepared, np.memmap) is False,
+                  "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_before_mb": rss0}
+        if compare:
+            x = np.asarray(prepared)
+            from sklearn.neighbors import NearestNeighbors
+
+            started = time.perf_counter()
+            NearestNeighbors(n_neighbors=6, algorithm="brute", metric="cosine").fit(x).kneighbors(x)
+            result["sklearn_brute_s"] = time.perf_counter() - started
+            try:
+                import faiss
+
+                started = time.perf_counter()
+                index = faiss.IndexFlatIP(dim)
+                index.add(x)
+                index.search(x, 6)
+                result["faiss_flat_s"] = time.perf_counter() - started
+            except ImportError:
+                result["faiss_flat_s"] = None
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,50000,200000")
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_size(args.one, args.dim, args.compare)))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for i, n in enumerate(sizes):
+        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim)]
+        out = subprocess.run(cmd + (["--compare"] if i == 0 else []), check=True,
+                             capture_output=True, text=True, env=os.environ).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"# {n}: prepare {r['prepare_s']:.1f}s scan {r['scan_s']:.1f}s", flush=True)
+    print(f"\n{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| N x D | prepare s | scan s | pairs <= 0.15 | vectors held | numpy peak MB | "
+          "peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['n']:,} x {r['dim']} | {r['prepare_s']:.1f} | {r['scan_s']:.1f} | "
+              f"{r['pairs']:,} | {'in memory' if r['in_memory'] else 'memory-mapped file'} | "
+              f"{r['traced_peak_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
+    first = rows[0]
+    if "sklearn_brute_s" in first:
+        faiss_s = first.get("faiss_flat_s")
+        print(f"\nAt {first['n']:,}: audit scan {first['scan_s']:.1f}s, scikit-learn brute "
+              f"NearestNeighbors {first['sklearn_brute_s']:.1f}s, faiss IndexFlatIP "
+              f"{'n/a' if faiss_s is None else f'{faiss_s:.1f}s'}")
+
+
+if __name__ == "__main__":
+    main()
