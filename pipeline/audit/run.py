@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audit.leaks import audit_dir_for
 from pipeline.audit.options import AUDIT_OPTIONS, DEFAULT_THRESHOLD
 from pipeline.audit.report import source_path
 from pipeline.config import with_defaults
@@ -28,11 +29,6 @@ from pipeline.errors import ConfigError, DataError
 
 DUPLICATE_COLUMNS = ("id_a", "id_b", "split_a", "split_b", "group_a", "group_b", "distance", "kind")
 SPLIT_ORDER = {"train": 0, "": 0, "val": 1, "test": 2}
-
-
-def audit_dir_for(store_path) -> Path:
-    """The audit folder's default place: beside the store, `<store name>.audit`."""
-    return Path(store_path).with_suffix(".audit")
 
 
 def _options(options: dict | None) -> dict:

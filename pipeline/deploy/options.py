@@ -17,6 +17,8 @@ PREDICT_OPTIONS = (
     Option("batch_size", int, 32, "images (or clips) per backbone forward pass"),
     Option("workers", int, None, "decoding threads or processes [default: one per core, at most 32]"),
     Option("progress", bool, True, "show a progress bar"),
+    Option("calibrate", bool, True, "apply the temperature fit-head fitted on validation "
+           "(--no-calibrate: raw softmax)"),
 )
 
 
@@ -26,4 +28,6 @@ EXPORT_OPTIONS = (
     Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
            metavar="FILE.keras"),
     Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
+    Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
+           "model (--no-calibrate: raw softmax)"),
 )

@@ -72,6 +72,9 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
         split = make_split(store, opts["val_fraction"], opts["seed"], opts["test_fraction"])
+        from pipeline.audit.leaks import audited_split
+
+        split = audited_split(store, split, opts["exclude_leaks"], echo)
         overlap = _groups_on_both_sides(store, split)
         if overlap:
             echo(f"warning: {overlap} group(s) sit in more than one of the store's own splits; "
@@ -94,8 +97,21 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
                      if len(rows)]
         results = {name: _probabilities(model, store, source, rows)
                    for name, rows in evaluated}
+        from pipeline.fit import calibration
+
+        # T fitted on val and folded into the output layer: head.keras, the recorded
+        # probabilities, predict and export are calibrated alike; argmax (accuracy) unchanged.
+        calibrated = calibration.calibrate(model, results)
+        results = {name: _probabilities(model, store, source, rows) for name, rows in evaluated}
+        curve = calibration.learning_curve(
+            lambda rows: _probabilities(_train(store, source, rows, split.val, config,
+                                               {**opts, "progress": False}, echo)[0],
+                                        store, source, split.val)[2],
+            split.train, store.column("labels"), results["val"][2], opts["seed"]) \
+            if opts["learning_curve"] else None
         run_dir = _write_run(store, opts, config, model, history, best_epoch, split, results,
-                             cv_report, streamed, seconds, output.reason, overlap, out_dir)
+                             cv_report, streamed, seconds, output.reason, overlap, out_dir,
+                             (calibrated, curve))
     echo(f"val_accuracy {results['val'][2]:.4f}"
          + (f", test_accuracy {results['test'][2]:.4f}" if "test" in results else "")
          + f" (best epoch {best_epoch} of {len(history.get('loss', []))})")
@@ -223,7 +239,7 @@ def _run_dir_name(store_path: Path, out: Path, kind: str) -> Path:
 
 
 def _write_run(store, opts, config, model, history, best_epoch, split, results, cv_report,
-               streamed, seconds, output_reason, overlap, out_dir) -> Path:
+               streamed, seconds, output_reason, overlap, out_dir, extras) -> Path:
     """Writes everything into a hidden temporary folder, then renames it: no half runs."""
     from pipeline.fit import reports
 
@@ -272,6 +288,15 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
         })
         if cv_report:
             metrics["cross_validation"] = cv_report
+        from pipeline.fit import calibration
+
+        calibrated, curve = extras  # temperature + reliability diagram; learning curve
+        _, val_labels, _, val_probs = results["val"]
+        metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
+                                                               val_probs)
+        if curve:
+            calibration.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
+            metrics["learning_curve"] = curve
         reports.write_json(tmp / "metrics.json", metrics)
         reports.write_json(tmp / "run.json", {
             "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
