@@ -141,3 +141,56 @@ def test_prepared_vectors_spill_to_a_memory_map_above_the_limit(tmp_path):
     mapped, _, _ = prepare_vectors(x, memory_limit_mb=0, scratch=tmp_path)
     assert isinstance(mapped, np.memmap) and not isinstance(small, np.memmap)
     assert np.allclose(np.asarray(mapped), small)
+
+
+def test_fit_head_warns_about_audited_leaks_and_can_drop_them(audited, folder, tmp_path):
+    from pipeline.fit.run import fit_head
+
+    fast = {"epochs": 2, "patience": 2, "hidden_units": (8,), "progress": False,
+            "learning_curve": False}
+    summary = json.loads((folder / "summary.json").read_text())
+    lines = []
+    fit_head(audited["store"], fast, out_dir=tmp_path, echo=lines.append)
+    warning = [line for line in lines if line.startswith("warning:") and "cross the splits" in line]
+    assert len(warning) == 1 and str(folder) in warning[0]
+    assert f"{summary['cross_split_pairs']} near-duplicate pair(s)" in warning[0]
+    lines = []
+    run = fit_head(audited["store"], {**fast, "exclude_leaks": True}, out_dir=tmp_path,
+                   echo=lines.append)
+    split = json.loads((run / "metrics.json").read_text())["split"]
+    n_test_rows = sum(1 for _ in (audited["root"] / "data" / "test").rglob("*.*"))
+    dropped = n_test_rows - split["n_test"]
+    assert dropped >= len(audited["planted"]["leaks"]) + 1  # every planted copy, and the exact one
+    import re
+
+    said = re.search(r"(\d+) leaking val/test row\(s\) dropped \(audit\)", split["how"])
+    assert said and int(said.group(1)) >= dropped  # test rows, plus any val rows dropped
+    assert any(line.startswith("--exclude-leaks: dropped") for line in lines)
+    tested = {r["id"] for r in _csv(run / "predictions_test.csv")}
+    assert not tested & {b for _, b in audited["planted"]["leaks"]}
+
+
+def test_exclude_leaks_without_an_audit_is_refused(audited, tmp_path, capsys):
+    copy = tmp_path / "copy.h5"
+    shutil.copy(audited["store"], copy)
+    code = audited["run_pipeline"].main(["fit-head", "--store", str(copy), "--exclude-leaks",
+                                         "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --exclude-leaks needs a current audit")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_grid_search_drops_leaking_test_rows_and_draws_a_learning_curve(audited, folder,
+                                                                         tmp_path):
+    from pipeline.search.run import run_grid_search
+
+    lines = []
+    run = run_grid_search(audited["store"], {"models": "logistic_regression", "cv": 2,
+                                             "n_jobs": 1, "progress": False,
+                                             "exclude_leaks": True},
+                          out_dir=tmp_path, echo=lines.append)
+    folds = json.loads((run / "folds.json").read_text())
+    assert "leaking test row(s) dropped (audit)" in folds["test_how"]
+    assert any("cross the splits" in line for line in lines)
+    with open(run / "learning_curve.csv", newline="") as fh:
+        assert [float(r["fraction"]) for r in csv.DictReader(fh)] == [0.1, 0.25, 0.5, 1.0]
