@@ -28,9 +28,20 @@ def _probe(seed: int):
                                                               random_state=seed))
 
 
+def _probabilities(fitted, x: np.ndarray) -> np.ndarray:
+    if hasattr(fitted, "predict_proba"):
+        return fitted.predict_proba(x)
+    # An SVM without probability=True gives decision scores: a softmax keeps their ranking.
+    scores = np.asarray(fitted.decision_function(x), dtype=np.float64)
+    if scores.ndim == 1:
+        scores = np.stack([-scores, scores], axis=1) / 2.0
+    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
 def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
                                 groups: np.ndarray | None, folds: int = 5,
-                                seed: int = 0) -> np.ndarray:
+                                seed: int = 0, model=None) -> np.ndarray:
     """(N, K) probabilities no row's own label helped to make.
 
     Args:
@@ -41,6 +52,8 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
         groups: per-row groups (None: no groups); folds never split a group.
         folds: number of cross-validation folds.
         seed: seed of the folds and the model.
+        model: an unfitted scikit-learn classifier to use instead of the logistic regression
+            (e.g. a grid-search run's best pipeline, `audit --run`); cloned for every fit.
     """
     from sklearn.base import clone
 
@@ -50,12 +63,12 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
     probs = np.zeros((len(labels), n_classes))
     y = labels[train_rows]
     splitter = cv_splitter(y, None if groups is None else groups[train_rows], folds, seed)
-    model = _probe(seed)
+    model = _probe(seed) if model is None else model
 
     def fit_predict(fit_rows, score_rows):
         fitted = clone(model).fit(x[fit_rows], labels[fit_rows])
         out = np.zeros((len(score_rows), n_classes))
-        out[:, fitted.classes_] = fitted.predict_proba(x[score_rows])
+        out[:, fitted.classes_] = _probabilities(fitted, x[score_rows])
         return out
 
     with warnings.catch_warnings():

@@ -6,12 +6,16 @@ from pipeline.config import Option
 
 # Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
 # Calibrated on flowers5 with the shared MobileNet weights (tests/audit/test_audit_flowers.py):
-# photos resized to 90% and re-encoded at JPEG quality 70 sit at <= 0.12 from their original,
-# while the nearest other photo of a row is at >= 0.20 for 99% of rows. 0.15 sits between.
+# 40 photos resized to 90% and re-encoded at JPEG quality 70 sat at median 0.068 from their
+# originals (38 of 40 under 0.15, the farthest at 0.19), while the nearest other photo of a row
+# was at >= 0.245 for 99% of rows (the closest pair of different photos: 0.134).
 DEFAULT_THRESHOLD = 0.15
 
 AUDIT_OPTIONS = (
     Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
+    Option("run_dir", str, None, "grid-search run folder whose best scikit-learn model, "
+           "cross-validated, gives the label-issue probabilities [default: logistic regression]",
+           metavar="RUN_DIR", aliases=("--run",)),
     Option("out", str, None, "audit folder to write [default: STORE without .h5 + .audit, "
            "where fit-head and grid-search look for it]", metavar="DIR"),
     Option("threshold", float, DEFAULT_THRESHOLD, "cosine distance (mean-centred vectors) at or "

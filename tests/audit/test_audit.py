@@ -194,3 +194,14 @@ def test_grid_search_drops_leaking_test_rows_and_draws_a_learning_curve(audited,
     assert any("cross the splits" in line for line in lines)
     with open(run / "learning_curve.csv", newline="") as fh:
         assert [float(r["fraction"]) for r in csv.DictReader(fh)] == [0.1, 0.25, 0.5, 1.0]
+    # Its best model, cross-validated, can rank the label issues instead (audit --run).
+    main = audited["run_pipeline"].main
+    assert main(["audit", "--store", str(audited["store"]), "--run", str(run),
+                 "--out", str(tmp_path / "by_run")]) == 0
+    summary = json.loads((tmp_path / "by_run" / "summary.json").read_text())
+    assert str(run) in summary["label_issues_from"]
+    ranked = [r["id"] for r in _csv(tmp_path / "by_run" / "label_issues.csv")]
+    flips = audited["planted"]["flips"]
+    assert sum(f in ranked[:2 * len(flips)] for f in flips) >= len(flips) / 2
+    assert main(["audit", "--store", str(audited["store"]), "--run", str(tmp_path),
+                 "--out", str(tmp_path / "bad")]) == 2
