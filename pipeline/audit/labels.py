@@ -22,8 +22,11 @@ def _probe(seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    # C = 0.1: standardised 1-2k-d vectors from a few hundred photos are separable at C = 1, and
-    # a probe that fits every label gives overconfident, less useful out-of-sample scores.
+    # Measured on flowers5 + MobileNet, 30 flipped labels in 1,000 train photos, the same five
+    # shuffled folds: flips among the 60 least self-confident train rows were 12 with C = 0.1 on
+    # standardised vectors (13 with C = 0.01 or 1) and 11 for the plain baseline (raw vectors,
+    # C = 1), which also converged several times slower. A flip or two is within fold noise:
+    # the baseline gave 15 with unshuffled folds.
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
                                                               random_state=seed))
 

@@ -66,18 +66,18 @@ def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 8192
     n = int(features.shape[0])
     dim = int(np.prod(features.shape[1:])) if n else 0
 
-    def raw(a, b):
+    def read(a, b, digests=None):
         x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+        if digests is not None:  # of the stored bytes: equal digests = identical vectors
+            digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
         if l2_normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x
 
     total = np.zeros(dim, dtype=np.float64)
-    digests = []
+    digests: list = []
     for a, b in _blocks(n, block_rows):
-        block = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
-        digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block]
-        total += raw(a, b).sum(axis=0, dtype=np.float64)
+        total += read(a, b, digests).sum(axis=0, dtype=np.float64)
     mean = (total / max(n, 1)).astype(np.float32)
     if n * dim * 4 > memory_limit_mb * (1 << 20):
         handle = tempfile.NamedTemporaryFile(dir=scratch, suffix=".audit.f32", delete=True)
@@ -86,7 +86,7 @@ def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 8192
     else:
         out = np.empty((n, dim), dtype=np.float32)
     for a, b in _blocks(n, block_rows):
-        x = raw(a, b) - mean
+        x = read(a, b) - mean
         # A row equal to the mean has no direction: leave it at zero (distance 1 to everything).
         out[a:b] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return out, digests, mean

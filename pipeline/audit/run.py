@@ -104,6 +104,30 @@ def outlier_rows(knn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return rows[np.argsort(-score[rows])], score, fence
 
 
+def _label_issues(store, splits, opts: dict, probe) -> tuple[dict | None, str]:
+    """cleanlab's ranked label issues (row indices into the store) and how they were found."""
+    from pipeline.audit import labels as label_audit
+
+    labels, groups = store.column("labels"), store.column("group")
+    labelled = np.flatnonzero(labels >= 0)
+    if not len(labelled) or len(np.unique(labels[labelled])) < 2:
+        return None, "skipped: fewer than 2 labelled classes"
+    train = np.flatnonzero(splits[labelled] == "train")
+    try:
+        probs = label_audit.out_of_sample_probabilities(
+            store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
+            train if len(train) else np.arange(len(labelled)),
+            groups[labelled] if store.has_groups else None, opts["folds"], opts["seed"], probe)
+    except DataError as exc:  # e.g. a class with fewer rows than folds
+        return None, f"skipped: {exc}"
+    issues = label_audit.rank_label_issues(labels[labelled], probs)
+    issues["rows"] = labelled[issues["rows"]]
+    model = opts["run_dir"] or "logistic regression (C = 0.1, standardised)"
+    return issues, (f"{model}, {opts['folds']}-fold cross-validated on the train rows (val/test "
+                    "rows: fit on all train rows); cleanlab find_label_issues, ranked by "
+                    "self-confidence")
+
+
 def _write_csv(path: Path, header, rows) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
@@ -129,7 +153,6 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
     Raises:
         ConfigError: a bad option. StoreError: the store cannot be read.
     """
-    from pipeline.audit import labels as label_audit
     from pipeline.audit import report
     from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
     from pipeline.store.feature_store import open_store
@@ -148,24 +171,7 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
         scan = scan_neighbours(prepared, k=opts["neighbours"], threshold=opts["threshold"])
         del prepared
         dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
-        labelled = np.flatnonzero(labels >= 0)
-        issues, label_note = None, "no labelled rows"
-        if len(labelled) and len(np.unique(labels[labelled])) >= 2:
-            train = np.flatnonzero(splits[labelled] == "train")
-            try:
-                probs = label_audit.out_of_sample_probabilities(
-                    store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
-                    train if len(train) else np.arange(len(labelled)),
-                    groups[labelled] if store.has_groups else None, opts["folds"], opts["seed"],
-                    probe)
-                issues = label_audit.rank_label_issues(labels[labelled], probs)
-                issues["rows"] = labelled[issues["rows"]]
-                label_note = (f"{opts['folds']}-fold cross-validated "
-                              f"{opts['run_dir'] or 'logistic regression'} on the standardised train "
-                              "vectors (val/test rows: fit on all train rows); cleanlab "
-                              "find_label_issues, ranked by self-confidence")
-            except DataError as exc:
-                label_note = f"skipped: {exc}"
+        issues, label_note = _label_issues(store, splits, opts, probe)
         outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
         summary = _summary(store, opts, dupes, scan, issues, outliers, fence, splits,
                            split_how, label_note)
