@@ -48,7 +48,15 @@ def _blocks(n: int, rows: int):
     return [(a, min(a + rows, n)) for a in range(0, n, rows)]
 
 
-def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 8192,
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64 (vectors of a random-weight network can be ~1e-20,
+    whose squares underflow float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048,
                     memory_limit_mb: int = 2048, scratch: Path | None = None):
     """Mean-centred, unit-length float32 copies of the rows, plus a digest of each raw row.
 
@@ -70,15 +78,13 @@ def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 8192
         x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
         if digests is not None:  # of the stored bytes: equal digests = identical vectors
             digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
-        if l2_normalize:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x
+        return _unit_rows(x) if l2_normalize else x
 
     total = np.zeros(dim, dtype=np.float64)
     digests: list = []
     for a, b in _blocks(n, block_rows):
         total += read(a, b, digests).sum(axis=0, dtype=np.float64)
-    mean = (total / max(n, 1)).astype(np.float32)
+    mean = total / max(n, 1)
     if n * dim * 4 > memory_limit_mb * (1 << 20):
         handle = tempfile.NamedTemporaryFile(dir=scratch, suffix=".audit.f32", delete=True)
         out = np.memmap(handle, dtype=np.float32, mode="w+", shape=(n, dim))
@@ -86,9 +92,8 @@ def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 8192
     else:
         out = np.empty((n, dim), dtype=np.float32)
     for a, b in _blocks(n, block_rows):
-        x = read(a, b) - mean
-        # A row equal to the mean has no direction: leave it at zero (distance 1 to everything).
-        out[a:b] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
+        out[a:b] = _unit_rows(read(a, b) - mean)
     return out, digests, mean
 
 

@@ -131,6 +131,10 @@ def test_block_scan_equals_brute_force():
     expected = {(int(i), int(j)) for i, j in np.argwhere(np.triu(dist <= 0.01, 1))}
     assert {(int(i), int(j)) for i, j, _ in scan.pairs} == expected == {(7, 400), (8, 401)}
     assert digests[8] == digests[401] != digests[7]
+    # Scale does not matter, down to a random-weight network's ~1e-20 vectors.
+    tiny, _, _ = prepare_vectors(x * np.float32(1e-20))
+    tiny_scan = scan_neighbours(tiny, k=4, threshold=0.01, block_rows=64)
+    assert np.allclose(tiny_scan.knn_distance, scan.knn_distance, atol=1e-4)
 
 
 def test_prepared_vectors_spill_to_a_memory_map_above_the_limit(tmp_path):
