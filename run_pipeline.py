@@ -6,6 +6,8 @@
     python run_pipeline.py fit-head --store cache/<store>.h5
     python run_pipeline.py grid-search --store cache/<store>.h5
     python run_pipeline.py info cache/<store>.h5
+    python run_pipeline.py predict --run cache/runs/<run> --data new_photos/
+    python run_pipeline.py export --run cache/runs/<run>
     python run_pipeline.py audit --store cache/<store>.h5    # leaks, label issues, outliers
 
 Each command prints the path of what it made (store or run folder) as its last line of standard
@@ -43,8 +45,15 @@ def _available_commands() -> dict:
     return found
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's refusals in the house format: one `error: ...` line and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.split("\n")[0])
+    parser = _OneLineErrors(prog="run_pipeline.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available_commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)

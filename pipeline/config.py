@@ -32,6 +32,7 @@ class Option:
     positional: bool = False
     metavar: str | None = None
     aliases: tuple = field(default_factory=tuple)
+    minimum: float | None = None  # smallest value allowed (a batch size of 0 is refused up front)
 
     @property
     def flag(self) -> str:
@@ -60,9 +61,20 @@ def _help_text(opt: Option) -> str:
     text = opt.help
     if opt.choices:
         text += f" (one of: {', '.join(map(str, opt.choices))})"
-    if opt.default not in (None, "", ()):
-        text += f" [default: {opt.default}]"
+    if isinstance(opt.default, bool):  # a switch: the flag that gives the default
+        text += f" [default: {opt.flag if opt.default else '--no-' + opt.flag[2:]}]"
+    elif opt.default not in (None, "", ()):
+        text += f" [default: {as_typed(opt.default)}]"
     return text
+
+
+def as_typed(value: Any) -> str:
+    """A default as a user types it on the command line: `256,128`, not `(256, 128)`."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load_config_file(path: str | Path, section: str) -> dict:
@@ -123,6 +135,8 @@ def with_defaults(options: dict | None, option_list: Sequence[Option], command: 
 def _coerce(opt: Option, value: Any, source: str) -> Any:
     if value is None:
         return None
+    # Name the option as the user gave it: the flag on the command line, the key in a file.
+    named = f"{opt.flag}" if source == "the command line" else f"option '{opt.name}' from {source}"
     try:
         if opt.type is bool and not isinstance(value, bool):
             raise TypeError
@@ -130,11 +144,12 @@ def _coerce(opt: Option, value: Any, source: str) -> Any:
             raise TypeError
         value = opt.type(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"option '{opt.name}' from {source} must be {opt.type.__name__}; "
-                          f"received: {value!r}") from None
+        raise ConfigError(f"{named} must be {opt.type.__name__}; received: {value!r}") from None
     if opt.choices and value not in opt.choices:
-        raise ConfigError(f"option '{opt.name}' from {source} must be one of "
-                          f"{', '.join(map(str, opt.choices))}; received: {value!r}")
+        raise ConfigError(f"{named} must be one of {', '.join(map(str, opt.choices))}; "
+                          f"received: {value!r}")
+    if opt.minimum is not None and value < opt.minimum:
+        raise ConfigError(f"{named} must be at least {as_typed(opt.minimum)}; received: {value!r}")
     return value
 
 

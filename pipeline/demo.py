@@ -65,7 +65,8 @@ def run_demo(opts: dict, echo=print) -> Path:
         fit_head = None
     if fit_head is not None:
         echo("[2/4] fit-head: dense head on the cached vectors")
-        run_dir = fit_head(result.path, {"epochs": 60}, out_dir=runs, echo=echo)
+        run_dir = fit_head(result.path, {"epochs": 60, "progress": opts.get("progress", True)},
+                           out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
         last = run_dir
     try:
@@ -74,7 +75,8 @@ def run_demo(opts: dict, echo=print) -> Path:
         run_grid_search = None
     if run_grid_search is not None:
         echo("[3/4] grid-search: classifiers compared on the same cache")
-        last = run_grid_search(result.path, {"time_budget": opts.get("time_budget", 90)},
+        last = run_grid_search(result.path, {"time_budget": opts.get("time_budget", 90),
+                                             "progress": opts.get("progress", True)},
                                out_dir=runs, echo=echo)
     from pipeline.audit.run import run_audit
 

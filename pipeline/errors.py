@@ -36,3 +36,9 @@ class DecodeError(PipelineError):
 
 class EngineError(PipelineError):
     """The chosen inference engine is missing or cannot run this model."""
+
+
+class ResourceError(PipelineError):
+    """The machine, not the input, failed while reading: permission denied, too many open files,
+    out of memory, a file that vanished. Never recorded as a per-sample failure: the run stops
+    (finished work is kept) and the same command retries."""

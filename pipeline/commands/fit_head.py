@@ -20,4 +20,23 @@ def run(args) -> str:
     if not opts["store"]:
         raise ConfigError("fit-head needs --store STORE (the .h5 path extract printed last), or "
                           "store = \"...\" in the config file")
+    _check_keras_names(opts)
     return str(fit_head(opts["store"], opts))
+
+
+def _check_keras_names(opts: dict) -> None:
+    """An unknown activation or optimizer is refused before the store is read, not by a
+    traceback from inside Keras halfway through building the head."""
+    import keras
+
+    from pipeline.errors import ConfigError
+
+    checks = (("activation", keras.activations.get, "relu, gelu, tanh"),
+              ("optimizer", keras.optimizers.get, "adam, sgd, rmsprop"))
+    for key, lookup, examples in checks:
+        try:
+            lookup(opts[key])
+        except (ValueError, TypeError):
+            raise ConfigError(f"--{key} {opts[key]!r} is not a Keras {key} name (e.g. "
+                              f"{examples}); pass one with --{key} (or {key} = \"...\" in "
+                              "[fit_head]).") from None

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 
-HELP = "print what a feature store holds: rows, classes, splits, failures, provenance"
+HELP = "print what a feature store holds: rows, classes, splits, groups, reader, provenance"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("store", help="path of a feature store (.h5)")
+    parser.add_argument("store", help="path of a feature store (.h5) that extract printed")
 
 
 def describe_store(path) -> str:
+    """The lines `info` prints for one store."""
     from pipeline.store.feature_store import open_store
 
     with open_store(path) as store:
         prov = store.provenance
         labels = store.column("labels")
         counts = Counter(labels.tolist())
+        made_split = "group-aware" if store.has_groups else "stratified"
         lines = [
             f"store        {store.path}",
             f"rows         {len(store)} x {store.feature_shape} "
@@ -25,14 +27,13 @@ def describe_store(path) -> str:
             f"backbone     {prov.get('backbone')}  layer {prov.get('layer')}"
             + (f"  pooling {prov['pooling']}" if prov.get("pooling") else ""),
             f"weights      {prov.get('weights_label', prov.get('weights'))}",
-            f"input        {prov.get('input_shape')}  resize {prov.get('resize', '')}  "
-            f"preprocess {prov.get('preprocess')}",
+            f"input        {prov.get('input_shape')}  preprocess {prov.get('preprocess')}",
+            f"reader       {describe_reader(prov)}",
             "classes      " + ", ".join(f"{name} ({counts.get(i, 0)})"
                                          for i, name in enumerate(store.class_names)),
             "splits       " + (", ".join(f"{s} ({len(store.indices(s))})" for s in store.splits)
-                                or "none (fit-head makes a stratified split)"),
-            "groups       " + (f"{len(set(store.column('group').tolist()))} distinct"
-                                if store.has_groups else "none"),
+                                or f"none (fit-head makes a {made_split} split)"),
+            f"groups       {describe_groups(store)}",
             f"created      {prov.get('created_at')}  keras {prov.get('versions', {}).get('keras')}"
             f" ({prov.get('versions', {}).get('keras_backend')})",
             f"cache key    {store.key[:16]}",
@@ -43,6 +44,47 @@ def describe_store(path) -> str:
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more")
     return "\n".join(lines)
+
+
+def describe_reader(prov: dict) -> str:
+    """The reader settings that made the vectors: resize policy for images; frames, sampling,
+    aggregation, L2 normalisation and mean for clips."""
+    reader = prov.get("reader") or {}
+    if reader.get("reader") != "clip":
+        return (f"images, resize {reader.get('resize', prov.get('resize', '?'))} "
+                f"({reader.get('interpolation', 'bilinear')})")
+    window = (f"stride {reader.get('stride')}" if reader.get("sampling") == "stride" else
+              f"uniform, {reader.get('num_clips')} clips")
+    mean_file = (prov.get("extract_options") or {}).get("mean_file")
+    mean = f"mean file {mean_file} ({reader.get('mean')})" if mean_file else \
+        f"mean {reader.get('mean')}"
+    l2 = "yes" if prov.get("l2_normalize") else "no"
+    return (f"clips of {reader.get('frames')} frames, sampling {window}, short "
+            f"{reader.get('short')}, fps {reader.get('fps') or 'as decoded'}; "
+            f"{reader.get('resize')}; aggregate {prov.get('aggregate', 'mean')}, L2 normalise {l2}"
+            f"; {mean}")
+
+
+def describe_groups(store) -> str:
+    """`10 distinct, 10 in more than one split` and how to fix it, or `none`."""
+    if not store.has_groups:
+        return "none"
+    groups, splits = store.column("group").tolist(), store.column("split").tolist()
+    seen: dict = {}
+    for group, split in zip(groups, splits):
+        if group and split:
+            seen.setdefault(group, set()).add(split)
+    distinct = len({g for g in groups if g})
+    text = f"{distinct} distinct"
+    ungrouped = sum(1 for g in groups if not g)
+    if ungrouped:
+        text += f", {ungrouped} row(s) without a group"
+    leaking = sum(1 for s in seen.values() if len(s) > 1)
+    if leaking:
+        text += (f", {leaking} in more than one split: validation scores will be optimistic; "
+                 "drop the split column to let fit-head make a group-aware split, or move each "
+                 "group to one split")
+    return text
 
 
 def run(args) -> None:

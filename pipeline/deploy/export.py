@@ -21,12 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import BackboneError, ConfigError
-from pipeline.deploy.prediction import check_weights_unchanged, extract_options_of, load_run
+from pipeline.errors import BackboneError, ConfigError, WeightsError
+from pipeline.deploy.prediction import load_run, reuse_extract_options
 
 
 def affine_preprocessing(preprocess, input_shape: tuple, tolerance: float = 1e-4):
     """Finds (A, b) with preprocess(x) == x @ A + b for every pixel, or None if there is none.
+
+    `b` is what preprocessing makes of black (x = 0): one value per channel for every
+    keras.applications mode, or one per position for a mean cube (C3D's `--mean-file`).
 
     Args:
         preprocess: the backbone's `preprocess` callable (numpy in, numpy out).
@@ -34,24 +37,29 @@ def affine_preprocessing(preprocess, input_shape: tuple, tolerance: float = 1e-4
         tolerance: largest error allowed, relative to the output range.
 
     Returns:
-        (A of shape (3, 3), b of shape (3,)) as float64, or None.
+        (A of shape (3, 3), b of shape (3,) or `input_shape`) as float64, or None.
     """
     rng = np.random.default_rng(0)
     probe = rng.uniform(0, 255, size=(2, *input_shape)).astype(np.float32)
     out = np.asarray(preprocess(probe.copy()), dtype=np.float64)  # copy: caffe mode edits in place
     if out.shape != probe.shape:
         return None
-    x = probe.reshape(-1, probe.shape[-1]).astype(np.float64)
-    y = out.reshape(-1, out.shape[-1])
-    design = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-    solution = np.linalg.lstsq(design, y, rcond=None)[0]
-    a, b = solution[:-1], solution[-1]
-    error = np.abs(design @ solution - y).max()
-    return (a, b) if error <= tolerance * max(1.0, np.abs(y).max()) else None
+    offset = np.asarray(preprocess(np.zeros((1, *input_shape), np.float32)), np.float64)[0]
+    channels = offset.shape[-1]
+    per_channel = np.allclose(offset, offset.reshape(-1, channels)[0], atol=1e-6)
+    b = offset.reshape(-1, channels)[0] if per_channel else offset
+    x = probe.reshape(-1, channels).astype(np.float64)
+    y = (out - offset).reshape(-1, channels)
+    a = np.linalg.lstsq(x, y, rcond=None)[0]
+    error = np.abs(x @ a - y).max()
+    return (a, b) if error <= tolerance * max(1.0, np.abs(out).max()) else None
 
 
 def describe_affine(a: np.ndarray, b: np.ndarray) -> str:
     """A readable name for a fitted preprocessing map (for model.json)."""
+    if b.ndim > 1:
+        order = "RGB->BGR, " if np.allclose(a, np.eye(3)[::-1], atol=1e-6) else ""
+        return f"{order}minus a mean cube of shape {list(b.shape)} (the --mean-file, cropped)"
     if np.allclose(a, np.eye(3), atol=1e-6) and np.allclose(b, 0, atol=1e-4):
         return "none (the backbone normalises inside itself)"
     if np.allclose(a, np.eye(3)[::-1], atol=1e-6):
@@ -65,16 +73,58 @@ def describe_affine(a: np.ndarray, b: np.ndarray) -> str:
 
 
 def apply_preprocessing(x, affine):
-    """`x @ A + b` as a frozen Dense(3) layer (identity maps add nothing); returns the tensor."""
+    """`x @ A + b` in frozen built-in layers; returns the tensor.
+
+    A per-channel map is one Dense(3) (identity maps add nothing); a mean cube is subtracted by
+    a Normalization layer holding the cube as its mean and 1 as its variance, so `x - cube`
+    is computed exactly as the reader computed it, in float32.
+    """
     import keras
 
     a, b = affine
-    if np.allclose(a, np.eye(3), atol=1e-7) and np.allclose(b, 0, atol=1e-6):
-        return x
-    layer = keras.layers.Dense(3, name="preprocess", trainable=False)
-    x = layer(x)  # Dense acts on the last (channel) axis of any rank
-    layer.set_weights([a.astype(np.float32), b.astype(np.float32)])
+    cube = b.ndim > 1
+    if not (np.allclose(a, np.eye(3), atol=1e-7) and (cube or np.allclose(b, 0, atol=1e-6))):
+        layer = keras.layers.Dense(3, name="preprocess", trainable=False, use_bias=not cube)
+        x = layer(x)  # Dense acts on the last (channel) axis of any rank
+        layer.set_weights([a.astype(np.float32)] + ([] if cube else [b.astype(np.float32)]))
+    if cube:
+        layer = keras.layers.Normalization(axis=tuple(range(-b.ndim, 0)), name="mean_cube",
+                                           trainable=False)
+        x = layer(x)
+        layer.set_weights([(-b).astype(np.float32), np.ones(b.shape, np.float32),
+                           np.asarray(0, dtype=layer.weights[2].dtype)])
+        layer.finalize_state()  # its mean tensor is taken from the weights just set
     return x
+
+
+def clip_preprocessing(spec, extract_options: dict, sample_shape: tuple, provenance: dict):
+    """The preprocessing the store's vectors went through: with `--mean-file`, the backbone's
+    own recipe loads and crops the cube (the same code the reader ran), after checking that
+    the file is the one the store recorded."""
+    import hashlib
+
+    mean_file = extract_options.get("mean_file")
+    recipe = spec.clip_recipe
+    if not mean_file or recipe is None or recipe.load_mean is None:
+        return spec.preprocess
+    with open(mean_file, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    recorded = str((provenance.get("reader") or {}).get("mean", ""))
+    if not recorded.startswith(f"file sha256:{digest}"):
+        raise WeightsError(f"mean file {mean_file} is not the one the run's vectors were made "
+                           f"with (recorded: {recorded[:30]}...); pass the original with "
+                           "--mean-file FILE (or mean_file = \"...\" under [export]).")
+    mean = recipe.load_mean(str(mean_file), sample_shape)
+    return lambda clips: recipe.preprocess_with_mean(clips, mean)
+
+
+def _best_model_name(run_dir) -> str:
+    """`rbf_svm (family rbf_svm)` from a grid-search sidecar, for messages."""
+    try:
+        sidecar = json.loads((Path(run_dir) / "best_model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "not a Keras model"
+    return f"{sidecar.get('model', '?')} (family {sidecar.get('family', '?')})"
 
 
 def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
@@ -103,14 +153,17 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
     options = dict(options or {})
     run = load_run(run_dir, calibrate=options.get("calibrate", True))
     if run.keras_head is None:
-        raise ConfigError(f"the best model of {Path(run_dir).name} is not a Keras model, so it "
-                          "cannot be joined to the backbone; export a fit-head run instead "
-                          "(or use predict, which works with every model).")
-    eo = extract_options_of(run.info)
-    check_weights_unchanged(eo, run.provenance)
+        raise ConfigError(
+            f"export joins the backbone to a Keras model, and the best model of grid-search run "
+            f"{Path(run_dir).name} is {_best_model_name(run_dir)}, which has no exact Keras "
+            "form. Only fit-head runs and grid-search runs whose best model is the Keras head, "
+            "logistic regression or a linear SVM export; use predict with this run (it works "
+            "with every model), or export a fit-head run.")
+    eo = reuse_extract_options(run_dir, run.info, options, "export")
     spec = get_backbone(eo["backbone"])
     sample_shape = tuple(spec.input_shape_for(eo.get("input_size")))
-    affine = affine_preprocessing(spec.preprocess, sample_shape)
+    preprocess = clip_preprocessing(spec, eo, sample_shape, run.provenance)
+    affine = affine_preprocessing(preprocess, sample_shape)
     if affine is None:
         raise BackboneError(f"backbone {spec.name}'s preprocessing ({spec.preprocess_name}) is "
                             "not a per-pixel affine map of RGB, so built-in Keras layers cannot "
@@ -128,7 +181,7 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
     contract = _contract(spec, eo, run, affine, sample_shape, clips_mean, out)
     out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
     if options.get("check", True):
-        error = _self_check(keras, out, spec, features, run, sample_shape, clips_mean, eo)
+        error = _self_check(keras, out, preprocess, features, run, sample_shape, clips_mean, eo)
         echo(f"check: exported model vs pipeline on a random input, max |difference| {error:.2e}")
     echo(f"exported {spec.name} + head ({len(run.class_names)} classes), input "
          f"{contract['input_shape']}")
@@ -137,16 +190,17 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
 
 def _assemble(keras, spec, features, run, affine, sample_shape, clips_mean, l2, float16):
     features.trainable = False
-    shape = ((None,) + sample_shape) if clips_mean else sample_shape
-    inputs = keras.Input(shape=shape, name="rgb")
+    inputs = keras.Input(shape=sample_shape, name="rgb")
     x = apply_preprocessing(inputs, affine)
-    if clips_mean:  # one video = several clips: backbone per clip, mean of the features
-        x = keras.layers.TimeDistributed(features, name="per_clip")(x, training=False)
-        x = keras.layers.GlobalAveragePooling1D(name="clip_mean")(x)
+    x = features(x, training=False)
+    if clips_mean:
+        # One call = the clips of one video (the batch axis), averaged as extract does. Not
+        # TimeDistributed over a clips axis: in Keras 3.15 its traced path for a clip count
+        # unknown at trace time maps over the batch size instead (model.predict retraces
+        # that way for the second clip count it sees), giving wrong probabilities.
+        x = keras.ops.mean(x, axis=0, keepdims=True)
         if l2:
             x = keras.layers.UnitNormalization(name="l2_normalize")(x)
-    else:
-        x = features(x, training=False)
     if float16:  # the store kept float16 vectors; round the same way
         x = keras.layers.Identity(dtype="float16", name="as_stored_float16")(x)
         x = keras.layers.Identity(dtype="float32", name="back_to_float32")(x)
@@ -164,11 +218,14 @@ def _contract(spec, eo, run, affine, sample_shape, clips_mean, out) -> dict:
         "load": "keras.saving.load_model(path, safe_mode=True)",
         "input_shape": (["clips"] if clips_mean else []) + list(sample_shape),
         "input": ("float32 RGB values in 0..255 (decoded frames, channels last), "
-                  + ("batch x clips x frames x height x width x 3" if clips_mean else
-                     "batch x " + " x ".join(map(str, sample_shape)))),
-        "resize_outside_the_model": {"policy": eo.get("resize") or reader.get("resize"),
-                                     "interpolation": reader.get("interpolation", "bilinear"),
-                                     "reader": reader},
+                  + ("the clips of ONE video: clips x " + " x ".join(map(str, sample_shape))
+                     + "; output 1 x classes (the mean of the clips' features, as extract "
+                     "stores it). Call model(clips) or model.predict(clips, "
+                     "batch_size=len(clips)): a smaller batch_size averages each batch apart."
+                     if clips_mean else "batch x " + " x ".join(map(str, sample_shape)))),
+        # The reader's own record, once: an image policy (squash) or a clip's resize and crop.
+        "resize_outside_the_model": {"policy": reader.get("resize") or eo.get("resize"),
+                                     **{k: v for k, v in reader.items() if k != "resize"}},
         "preprocessing_inside": describe_affine(*affine),
         "backbone": spec.name, "layer": eo["layer"], "pooling": eo.get("pooling"),
         "weights": run.provenance.get("weights_label", run.provenance.get("weights")),
@@ -178,15 +235,14 @@ def _contract(spec, eo, run, affine, sample_shape, clips_mean, out) -> dict:
     }
 
 
-def _self_check(keras, path, spec, features, run, sample_shape, clips_mean, eo) -> float:
+def _self_check(keras, path, preprocess, features, run, sample_shape, clips_mean, eo) -> float:
     """Max |exported - pipeline| on a random input; raises when they disagree."""
     rng = np.random.default_rng(1)
-    shape = (2, 2) + sample_shape if clips_mean else (2,) + sample_shape
+    shape = (3,) + sample_shape  # three clips of one video, or three images
     raw = rng.integers(0, 256, size=shape).astype(np.float32)
-    pre = np.asarray(spec.preprocess(raw.copy()), dtype=np.float32)
+    pre = np.asarray(preprocess(raw.copy()), dtype=np.float32)
     if clips_mean:
-        flat = np.asarray(features.predict(pre.reshape(-1, *sample_shape), verbose=0))
-        feats = flat.reshape(shape[0], shape[1], -1).mean(axis=1)
+        feats = np.asarray(features.predict(pre, verbose=0)).mean(axis=0, keepdims=True)
         if eo.get("l2_normalize"):
             feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     else:
@@ -195,7 +251,7 @@ def _self_check(keras, path, spec, features, run, sample_shape, clips_mean, eo) 
         feats = feats.astype(np.float16).astype(np.float32)
     expected = run.predict_proba(feats)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    got = np.asarray(loaded.predict(raw, verbose=0), dtype=np.float64)
+    got = np.asarray(loaded.predict(raw, batch_size=len(raw), verbose=0), dtype=np.float64)
     error = float(np.abs(got - expected).max())
     if error > 1e-4:
         raise BackboneError(f"the exported model disagrees with the pipeline by {error:.2e} on "

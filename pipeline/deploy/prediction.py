@@ -46,6 +46,9 @@ class LoadedRun:
 def read_run_info(run_dir) -> dict:
     """`run.json` of a run folder, with a clear error when it is not one."""
     path = Path(run_dir) / "run.json"
+    if not Path(run_dir).exists():
+        raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
+                          "grid-search printed as its last line (with --run).")
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
                           "fit-head or grid-search printed as its last line.")
@@ -138,18 +141,66 @@ def mismatched_fields(trained: dict, new: dict) -> list[str]:
             != json.dumps(new.get(f), sort_keys=True, default=str)]
 
 
+def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
+                         command: str) -> str:
+    """A file the run's store was made with (weights, mean cube), found again.
+
+    A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
+    from the command line); when it is gone because the data, the store and the run folder
+    moved together, the same tail of the path is looked for under the run folder and each of
+    its parents, nearest first and longest tail first. Contents are checked by sha256 later.
+
+    Raises:
+        ConfigError: not found anywhere; the message names the flag and the config key.
+    """
+    flag = "--" + key.replace("_", "-")
+    if given:
+        if not Path(given).is_file():
+            raise ConfigError(f"file not found: {given} (given with {flag}).")
+        return str(Path(given).resolve())
+    path = Path(recorded)
+    if path.is_file():
+        return str(path)
+    tail = path.parts[1:] if path.is_absolute() else path.parts
+    here = Path(run_dir).resolve()
+    for anchor in (here, *here.parents):
+        for k in range(len(tail), 0, -1):
+            candidate = anchor.joinpath(*tail[-k:])
+            if candidate.is_file():
+                return str(candidate)
+    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
+                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
+                      f"(or {key} = \"...\" under [{command}] in the config file).")
+
+
+def reuse_extract_options(run_dir, info: dict, options: dict, command: str) -> dict:
+    """The run's extract options with its files found again and its weights checked."""
+    extract_opts = extract_options_of(info)
+    for key in ("weights", "mean_file"):
+        recorded = extract_opts.get(key)
+        if key == "weights" and recorded in ("imagenet", "none"):
+            continue
+        if recorded or options.get(key):
+            extract_opts[key] = locate_recorded_file(recorded or "", run_dir, options.get(key),
+                                                     key, command)
+    check_weights_unchanged(extract_opts, info.get("provenance") or {})
+    return extract_opts
+
+
 def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
     """Extracts `data` as the run's store was extracted, scores it, and writes a CSV.
 
     Args:
         run_dir: a fit-head or grid-search run folder.
-        data: a folder (class folders or flat), one file, or a CSV manifest.
-        options: `out` (CSV path), `cache_dir`, `batch_size`, `workers`, `progress`,
+        data: a folder (class folders, loose files or both), one file, or a CSV manifest.
+        options: `out` (CSV path), `cache_dir` (default RUN_DIR/predict), `batch_size`,
+            `workers`, `progress`, `weights` / `mean_file` when those files have moved, and
             `calibrate` (False: raw softmax, without the fitted temperature).
         echo: where progress lines go.
 
     Returns:
-        Path of the CSV: id, [true_class,] predicted_class, p_<class> for each class.
+        Path of the CSV: id, [true_class,] predicted_class, p_<class> for each class. With
+        labelled data, the accuracy is printed and written beside it (`<csv>-accuracy.json`).
 
     Raises:
         ConfigError, StoreError, WeightsError, DataError: see their messages.
@@ -162,9 +213,9 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     trained = info.get("provenance") or {}
-    extract_opts = extract_options_of(info)
-    check_weights_unchanged(extract_opts, trained)
-    extract_opts.update(data=str(data), cache_dir=options.get("cache_dir") or "cache",
+    extract_opts = reuse_extract_options(run_dir, info, options, "predict")
+    # New vectors are cached inside the run folder: predicting never litters the shared cache.
+    extract_opts.update(data=str(data), cache_dir=options.get("cache_dir") or run_dir / "predict",
                         batch_size=options.get("batch_size") or 32,
                         workers=options.get("workers"))
     result = run_extraction(extract_opts, progress=options.get("progress", True), echo=echo,
@@ -180,27 +231,50 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
         probs = np.concatenate([run.predict_proba(x) for x, _ in
                                 store.iter_batches(batch_size=4096)]) if len(store) else \
             np.zeros((0, len(names)))
-        true = _true_labels(store, names)
+        true, unseen = _true_labels(store, names)
         out = Path(options.get("out") or
                    run_dir / f"predictions-{store.provenance.get('data_name', 'data')}.csv")
         out.parent.mkdir(parents=True, exist_ok=True)
         reports.write_predictions(out, store.column("ids"), true, probs, names)
         failures = store.failures()
+    if unseen:
+        echo(f"warning: class folder(s) {', '.join(sorted(unseen))} are not classes of this run "
+             f"(it knows {', '.join(names)}); their {sum(unseen.values())} row(s) are scored but "
+             "have no true_class and are left out of the accuracy")
     if failures:
         echo(f"{len(failures)} file(s) could not be decoded and have no prediction, e.g. "
              f"{failures[0][0]}: {failures[0][1]}")
     echo(f"predicted {len(probs)} row(s) with {run.kind} {run_dir.name}")
+    if true is not None and (true >= 0).any():
+        _report_accuracy(out, true, probs, unseen, echo)
     return out
 
 
-def _true_labels(store, names: list) -> np.ndarray | None:
-    """Labels of a labelled folder in the run's class order (-1 where unknown), else None."""
+def _report_accuracy(csv_path: Path, true: np.ndarray, probs: np.ndarray, unseen: dict,
+                     echo) -> None:
+    known = true >= 0
+    accuracy = float((probs[known].argmax(axis=1) == true[known]).mean())
+    echo(f"accuracy {accuracy:.3f} on {int(known.sum())} labelled row(s)")
+    path = csv_path.with_name(csv_path.stem + "-accuracy.json")
+    path.write_text(json.dumps({"accuracy": accuracy, "n_labelled": int(known.sum()),
+                                "n_rows": len(true), "unseen_classes": dict(sorted(unseen.items())),
+                                "predictions": csv_path.name}, indent=2) + "\n", encoding="utf-8")
+
+
+def _true_labels(store, names: list) -> tuple[np.ndarray | None, dict]:
+    """Labels of a labelled folder in the run's class order (-1 where unknown), else None; and
+    {class folder the run never saw: row count}."""
     labels = store.column("labels")
     if not len(labels) or (labels < 0).all():
-        return None
+        return None, {}
     index = {name: i for i, name in enumerate(names)}
-    mapped = [index.get(store.class_names[l], -1) if l >= 0 else -1 for l in labels.tolist()]
-    return np.asarray(mapped, dtype=np.int64)
+    found = [store.class_names[l] if l >= 0 else None for l in labels.tolist()]
+    unseen: dict = {}
+    for name in found:
+        if name is not None and name not in index:
+            unseen[name] = unseen.get(name, 0) + 1
+    mapped = [index.get(name, -1) if name is not None else -1 for name in found]
+    return np.asarray(mapped, dtype=np.int64), unseen
 
 
 def read_predictions(path) -> dict:

@@ -1,10 +1,17 @@
-"""Still images decoded in worker *processes*, straight into shared-memory batches.
+"""Decoding in worker *processes*: still images straight into shared-memory batches, clips as
+whole files. Bounded, and a worker that dies ends the run with a clear error.
 
 Measured on a 16-core GPU machine, Pillow decoding in threads stopped scaling at ~1,450 images/s
 (the GIL: Pillow's decode loop, EXIF handling and numpy glue hold it between C calls), while
 one thread alone gave ~1,190. Processes scale with cores. Each worker writes its decoded uint8
 image into a slot of a shared ring of batches, so the parent never copies or unpickles pixels:
 a full batch is handed to the model as a view of shared memory.
+
+Backpressure: only a fixed window of work is submitted ahead of the consumer (`depth` batches of
+images; two files per worker for clips), so a slow model never lets decoded data pile up.
+A worker killed by a signal, a segfault or the out-of-memory killer breaks the pool:
+`concurrent.futures` notices at once and the run stops with a `ResourceError` (finished work
+stays in the journal) instead of waiting forever for a result that will never come.
 
 Workers start with `spawn`: the parent runs TensorFlow/JAX threads, which make `fork` unsafe.
 """
@@ -13,11 +20,49 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
 
 import numpy as np
 
+from pipeline.errors import DecodeError, ResourceError
+
 _WORKER: dict = {}
+CLIP_FILES_PER_WORKER = 2  # clip files submitted ahead per worker (each holds all its clips)
+
+
+def _start_pool(processes: int, initializer, initargs) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=initializer, initargs=initargs)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stops at once: queued work is cancelled and running decodes are not waited for."""
+    # _processes is the executor's own table of workers; terminating them is the only way to
+    # stop a long decode (a whole video) that is already running.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_died() -> ResourceError:
+    return ResourceError(
+        "a decoding worker process died (killed by a signal, a crash in a decoder or the "
+        "out-of-memory killer). Finished files are kept; run the same command again, or with "
+        "--decode threads to find a file that crashes the decoder.")
+
+
+def _outcome(exc: BaseException):
+    """What a worker returns for a file it could not decode: a reason, or the error to raise."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, ResourceError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ResourceError("a decoding worker ran out of memory; pass fewer --workers")
+    return f"{type(exc).__name__}: {exc}"  # a decoder bug on one file is that file's failure
 
 
 def _init_worker(shm_name: str, shape: tuple, reader) -> None:
@@ -25,18 +70,16 @@ def _init_worker(shm_name: str, shape: tuple, reader) -> None:
     _WORKER.update(shm=shm, ring=np.ndarray(shape, dtype=np.uint8, buffer=shm.buf), reader=reader)
 
 
-def _decode_into(task) -> str | None:
-    """Decodes one file into its slot; returns None, or why the file could not be read."""
-    from pipeline.errors import DecodeError
-
-    slot, path = task
-    try:
-        _WORKER["ring"][slot] = next(iter(_WORKER["reader"].read(path)))[0]
-        return None
-    except DecodeError as exc:
-        return str(exc)
-    except Exception as exc:  # a decoder bug on one file is that file's failure
-        return f"{type(exc).__name__}: {exc}"
+def _decode_into(tasks) -> list:
+    """Decodes files into their slots; for each: None, why it could not be read, or an error."""
+    out = []
+    for slot, path in tasks:
+        try:
+            _WORKER["ring"][slot] = next(iter(_WORKER["reader"].read(path)))[0]
+            out.append(None)
+        except Exception as exc:  # sorted out by _outcome (Ctrl-C is not a file's failure)
+            out.append(_outcome(exc))
+    return out
 
 
 class ProcessBatchFeeder:
@@ -45,22 +88,27 @@ class ProcessBatchFeeder:
     `batch` is a uint8 view (batch_size, H, W, 3) of shared memory, valid until the next item is
     asked for; `slots` lists the sample indices whose images fill rows 0..len-1 (failed samples
     are squeezed out, the rest of the rows are zero); `failures` lists (sample index, reason).
+    At most `depth - 1` blocks are decoded ahead of the one being used.
+
+    Raises:
+        ResourceError: a worker died, or reading failed for a reason that is not the file's.
     """
 
     def __init__(self, reader, paths: list, batch_size: int, processes: int, depth: int = 4):
         self.paths, self.bs, self.depth = paths, batch_size, max(2, depth)
+        self.processes = max(1, processes)
         self.shape = (self.depth * batch_size, *reader.input_shape)
         self.shm = shared_memory.SharedMemory(create=True, size=int(np.prod(self.shape)))
         self.ring = np.ndarray(self.shape, dtype=np.uint8, buffer=self.shm.buf)
-        ctx = multiprocessing.get_context("spawn")
-        self.pool = ctx.Pool(processes, initializer=_init_worker,
-                             initargs=(self.shm.name, self.shape, reader))
+        self.pool = _start_pool(self.processes, _init_worker, (self.shm.name, self.shape, reader))
 
     def _submit(self, block: int):
         start = block * self.bs
         base = (block % self.depth) * self.bs
         tasks = [(base + j, p) for j, p in enumerate(self.paths[start:start + self.bs])]
-        return block, self.pool.map_async(_decode_into, tasks, chunksize=8)
+        step = max(1, -(-len(tasks) // self.processes))  # one piece per worker
+        return block, [self.pool.submit(_decode_into, tasks[i:i + step])
+                       for i in range(0, len(tasks), step)]
 
     def __iter__(self):
         n_blocks = (len(self.paths) + self.bs - 1) // self.bs
@@ -68,8 +116,11 @@ class ProcessBatchFeeder:
         next_block = len(pending)
         try:
             while pending:
-                block, result = pending.popleft()
-                reasons = result.get()
+                block, futures = pending.popleft()
+                reasons = [r for f in futures for r in f.result()]
+                for reason in reasons:
+                    if isinstance(reason, ResourceError):
+                        raise reason
                 base = (block % self.depth) * self.bs
                 region = self.ring[base:base + self.bs]
                 ok = [j for j, r in enumerate(reasons) if r is None]
@@ -81,13 +132,14 @@ class ProcessBatchFeeder:
                     pending.append(self._submit(next_block))
                     next_block += 1
                 yield region, [block * self.bs + j for j in ok], failures
+        except BrokenProcessPool:
+            raise _worker_died() from None
         finally:
             self.close()
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            _stop_pool(self.pool)
             self.pool = None
             self.shm.close()
             self.shm.unlink()
@@ -98,40 +150,49 @@ def _init_chunk_worker(reader) -> None:
 
 
 def _read_whole_file(path):
-    """All of one file's chunks, or why it could not be read."""
-    from pipeline.errors import DecodeError
-
+    """All of one file's chunks, or why it could not be read (a reason, or an error to raise)."""
     try:
         return None, [chunk for chunk in _WORKER["reader"].read(path)]
-    except DecodeError as exc:
-        return str(exc), None
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}", None
+    except Exception as exc:  # sorted out by _outcome (Ctrl-C is not a file's failure)
+        return _outcome(exc), None
 
 
 class ProcessChunkFeeder:
     """`OrderedPrefetcher`'s interface, decoding whole files in worker processes (clips).
 
     Yields `(index, kind, payload)` in sample order. Unlike the threads, a worker holds all of
-    one file's clips at once, so this suits many short clips (GIFs), not hour-long videos.
+    one file's clips at once, so this suits many short clips (GIFs), not hour-long videos; at
+    most CLIP_FILES_PER_WORKER files per worker are decoded ahead of the consumer.
+
+    Raises:
+        ResourceError: a worker died, or reading failed for a reason that is not the file's.
     """
 
     def __init__(self, items: list, reader, processes: int):
         self.items = items
-        ctx = multiprocessing.get_context("spawn")
-        self.pool = ctx.Pool(processes, initializer=_init_chunk_worker, initargs=(reader,))
-        self.processes = processes
+        self.processes = max(1, processes)
+        self.window = self.processes * CLIP_FILES_PER_WORKER
+        self.pool = _start_pool(self.processes, _init_chunk_worker, (reader,))
 
     def __iter__(self):
+        pending: deque = deque()
+        submitted = 0
         try:
-            results = self.pool.imap(_read_whole_file, [s.path for s in self.items], chunksize=2)
-            for index, (reason, chunks) in enumerate(results):
+            for index in range(len(self.items)):
+                while submitted < len(self.items) and len(pending) < self.window:
+                    pending.append(self.pool.submit(_read_whole_file,
+                                                    self.items[submitted].path))
+                    submitted += 1
+                reason, chunks = pending.popleft().result()
+                if isinstance(reason, ResourceError):
+                    raise reason
                 if reason is not None:
                     yield index, "fail", reason
                     continue
                 for chunk in chunks:
                     yield index, "chunk", chunk
                 yield index, "end", None
+        except BrokenProcessPool:
+            raise _worker_died() from None
         finally:
-            self.pool.terminate()
-            self.pool.join()
+            _stop_pool(self.pool)

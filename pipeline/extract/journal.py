@@ -116,6 +116,8 @@ class PartWriter:
         self.clip_index += list(clip_index)
 
     def add_failure(self, sample, reason: str) -> None:
+        # A reason may quote a file name that is not UTF-8: keep it storable as text.
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
         self.failures.append((sample.id, sample.stamp, reason))
 
     def flush(self) -> None:

@@ -16,12 +16,12 @@ EXTRACT_OPTIONS = (
            "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
-           metavar="PIXELS"),
+           metavar="PIXELS", minimum=1),
     Option("resize", str, "squash", "how images meet the input size",
            choices=("squash", "center_crop")),
-    Option("batch_size", int, 32, "images (or clips) per forward pass"),
+    Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1),
     Option("workers", int, None, "decoding threads or processes [default: one per core, at "
-           "most 32]"),
+           "most 32]", minimum=1),
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
            "images on machines with 8+ cores; processes for clips only when asked, as each "
            "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),

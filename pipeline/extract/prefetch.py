@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Callable, Iterator
 
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, ResourceError
 
 _END = object()
 
@@ -20,7 +20,9 @@ _END = object()
 class OrderedPrefetcher:
     """Iterates `(index, kind, payload)` in sample order.
 
-    kind is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason).
+    kind is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason). A
+    `ResourceError` or `MemoryError` in a worker is raised here, in the consumer: it is not the
+    file's failure.
     """
 
     def __init__(self, items: list, read: Callable[[object], Iterator], workers: int = 4,
@@ -69,6 +71,8 @@ class OrderedPrefetcher:
                 self._put(q, ("end", None))
             except DecodeError as exc:
                 self._put(q, ("fail", str(exc)))
+            except (ResourceError, MemoryError) as exc:  # the machine's fault: stop the run
+                self._put(q, ("error", exc))
             except Exception as exc:  # any decoder bug on one file is that file's failure
                 self._put(q, ("fail", f"{type(exc).__name__}: {exc}"))
 
@@ -83,6 +87,8 @@ class OrderedPrefetcher:
                     q = self._queues[index]
                 while True:
                     kind, payload = q.get()
+                    if kind == "error":
+                        raise _as_resource_error(payload, self.items[index])
                     yield index, kind, payload
                     if kind != "chunk":
                         break
@@ -100,3 +106,10 @@ class OrderedPrefetcher:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=1.0)
+
+
+def _as_resource_error(exc: BaseException, item) -> ResourceError:
+    if isinstance(exc, ResourceError):
+        return exc
+    return ResourceError(f"cannot read {getattr(item, 'path', item)}: out of memory. Nothing was "
+                         "recorded as broken; run the same command again with fewer --workers.")

@@ -38,7 +38,7 @@ FIT_HEAD_OPTIONS = (
                     "sparse_categorical_crossentropy")),
     Option("optimizer", str, "adam", "Keras optimizer name", metavar="NAME"),
     Option("learning_rate", float, 1e-4, "initial learning rate (halved on plateaus)"),
-    Option("batch_size", int, 32, "vectors per training step"),
+    Option("batch_size", int, 32, "vectors per training step", minimum=1),
     Option("epochs", int, 100, "most epochs (early stopping usually ends sooner)"),
     Option("patience", int, 10, "epochs without a better val_loss before stopping"),
     Option("class_weight", str, "balanced", "weight classes by inverse frequency",

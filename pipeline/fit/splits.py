@@ -51,6 +51,14 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         kept, held = next(splitter.split(np.zeros(len(rows)), y, g))
     else:
+        n_classes, n_held = int((counts > 0).sum()), int(np.ceil(fraction * len(rows)))
+        if min(n_held, len(rows) - n_held) < n_classes:  # every class on both sides
+            raise DataError(
+                f"too few rows to hold out {fraction:.0%} with all {n_classes} classes on both "
+                f"sides: {len(rows)} rows give {n_held} held-out row(s); a stratified split needs "
+                f"at least {int(np.ceil(n_classes / min(fraction, 1 - fraction)))} rows at this "
+                "fraction. Add data, change --val-fraction / --test-fraction, or give explicit "
+                "train/val folders.")
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         kept, held = next(splitter.split(np.zeros(len(rows)), y))
     return np.sort(rows[kept]), np.sort(rows[held])

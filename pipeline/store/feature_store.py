@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -58,7 +59,8 @@ def _chunk_rows(feature_shape: tuple, itemsize: int) -> int:
 
 
 class StoreLock:
-    """An exclusive lock beside the store. The OS drops it when the holder dies, even by SIGKILL."""
+    """An exclusive lock beside the store. The OS drops it when the holder dies, even by SIGKILL;
+    a holder that ends normally or with an error also removes the `.lock` file."""
 
     def __init__(self, path: Path):
         self.path = Path(str(path) + ".lock")
@@ -66,15 +68,22 @@ class StoreLock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
+        while True:
+            self._fh = open(self.path, "a+")
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._fh.seek(0)
+                holder = self._fh.read().strip() or "another process"
+                self._fh.close()
+                raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; "
+                                 "wait for that extract to finish (or use another --cache-dir)."
+                                 ) from None
+            # The previous holder may have removed the file between our open and our lock:
+            # then we hold a lock on a name nobody else can see, so take the new file instead.
+            if _same_file(self._fh, self.path):
+                break
             self._fh.close()
-            raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; wait for "
-                             "that extract to finish (or use another --cache-dir).") from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(f"pid {os.getpid()}")
@@ -82,8 +91,16 @@ class StoreLock:
         return self
 
     def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
         fcntl.flock(self._fh, fcntl.LOCK_UN)
         self._fh.close()
+
+
+def _same_file(fh, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class StoreWriter:
@@ -217,14 +234,12 @@ class FeatureStore:
                              "first; it prints the store's path as its last line.")
         try:
             self.file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreError(f"{path} is not a readable HDF5 feature store ({exc}); delete it "
-                             "and run extract again.") from None
+        except OSError:
+            raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION)) from None
         version = self.file.attrs.get("schema_version")
         if version != SCHEMA_VERSION or "features" not in self.file:
             self.file.close()
-            raise StoreError(f"{path} has store schema {version!r}, this version reads "
-                             f"{SCHEMA_VERSION}; run extract again to rebuild it.")
+            raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION))
         self.class_names = json.loads(self.file.attrs["class_names"])
         self.provenance = json.loads(self.file.attrs["provenance"])
         self.key = str(self.file.attrs["cache_key"])

@@ -124,13 +124,13 @@ def test_mean_cube_layouts(tmp_path):
     np.save(tmp_path / "caffe.npy", np.moveaxis(cube, -1, 0)[None])  # (1, 3, 16, 128, 171)
     for name in ("last.npy", "caffe.npy"):
         got = load_mean_cube(str(tmp_path / name), (16, 112, 112, 3))
-        np.testing.assert_array_equal(got, cube[:, 8:120, 29:141])
+        np.testing.assert_array_equal(got, cube[:, 8:120, 30:142])  # as the frames
     np.save(tmp_path / "wrong.npy", cube[:, :100])
     with pytest.raises(ConfigError, match=r"\(16, 100, 171, 3\)"):
         load_mean_cube(str(tmp_path / "wrong.npy"), (16, 112, 112, 3))
     clip = rng.uniform(0, 255, size=(1, 16, 112, 112, 3)).astype("float32")
-    np.testing.assert_allclose(preprocess_c3d(clip, cube[:, 8:120, 29:141]),
-                               clip[..., ::-1] - cube[:, 8:120, 29:141], rtol=0, atol=0)
+    np.testing.assert_allclose(preprocess_c3d(clip, cube[:, 8:120, 30:142]),
+                               clip[..., ::-1] - cube[:, 8:120, 30:142], rtol=0, atol=0)
 
 
 def test_cached_fc6_equals_the_models_output(c3d, legacy_file, tmp_path):
@@ -157,3 +157,65 @@ def test_cached_fc6_equals_the_models_output(c3d, legacy_file, tmp_path):
     expected = np.asarray(fc6.predict_on_batch(preprocess_c3d(clip[None].astype("float32"))))
     assert cached.shape == (1, 4096) and np.abs(expected).max() > 0
     np.testing.assert_allclose(cached, expected, rtol=1e-5, atol=1e-5)
+
+
+def _port_resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The Keras port's cv2.resize(frame, (171, 128)) written out: each output pixel from the
+    2x2 nearest source pixels, centres aligned, no antialiasing; as interpolation matrices."""
+    def matrix(n_in, n_out):
+        m = np.zeros((n_out, n_in))
+        for o in range(n_out):
+            src = min(max((o + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
+            i = int(np.floor(src))
+            m[o, i] += 1 - (src - i)
+            m[o, min(i + 1, n_in - 1)] += src - i
+        return m
+
+    rows, cols = matrix(frame.shape[0], height), matrix(frame.shape[1], width)
+    out = np.einsum("wx,hxc->hwc", cols, np.einsum("hy,yxc->hxc", rows, frame.astype(np.float64)))
+    return np.floor(out + 0.5).astype(np.uint8)
+
+
+def _port_clip(frames) -> np.ndarray:
+    """The port's recipe: resize to 128x171, then frame[8:120, 30:142]."""
+    return np.stack([_port_resize(f, 128, 171)[8:120, 30:142] for f in frames])
+
+
+def test_frames_are_prepared_exactly_as_the_keras_port(tmp_path):
+    from pipeline.extract.sources.clips import ClipReader
+
+    rng = np.random.default_rng(5)
+    # Noise with fine detail: an antialiasing filter or a crop one column off changes it all.
+    frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(16)]
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:02d}.png")
+    reader = ClipReader((16, 112, 112, 3), {}, C3D_RECIPE)
+    (clip,), = list(reader.read(folder))
+    expected = _port_clip(frames)
+    assert np.abs(clip.astype(int) - expected).max() <= 1  # float32 vs float64 rounding
+    assert (clip == expected).mean() > 0.99
+    assert C3D_RECIPE.crop_offsets(112) == (8, 30) and C3D_RECIPE.resize_shape(112) == (128, 171)
+
+
+def test_video_frames_follow_the_same_recipe(tmp_path):
+    import av
+
+    from pipeline.extract.sources.clips import ClipReader
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "noise.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv444p"
+        for _ in range(16):
+            frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")))
+        out.mux(stream.encode())
+    with av.open(str(path)) as container:  # what the decoder gives at full size
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    (clip,), = list(ClipReader((16, 112, 112, 3), {}, C3D_RECIPE).read(path))
+    expected = _port_clip(decoded[:16])
+    assert np.abs(clip.astype(int) - expected).max() <= 1
+    assert (clip == expected).mean() > 0.99

@@ -134,7 +134,7 @@ def test_bad_files_are_recorded_and_the_rest_extracted(tmp_path):
         assert set(failures) == {"cat/truncated.jpg", "cat/zero.jpg", "dog/notes.png"}
         assert "empty" in failures["cat/zero.jpg"]
         assert "dog/cmyk.jpg" in set(store.column("ids"))
-    assert "3 failure(s)" in result.summary()
+    assert "3 failures recorded" in result.summary()
     assert _extract(data, tmp_path / "cache").cache_hit  # failures are cached, not retried
 
 
@@ -209,7 +209,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     store_path = Path(out.strip().splitlines()[-1])  # the CLI contract: path is the last line
-    assert f"extracted {120 - done_before} file(s)" in out
+    assert f"extracted {120 - done_before} files in " in out
     assert not list(cache.glob(".*.parts"))  # journal cleaned up
 
     whole = _extract(data, tmp_path / "whole", input_size=96, batch_size=2)

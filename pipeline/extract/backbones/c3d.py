@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.extract.backbones import register_backbone
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources.base import ClipRecipe
+from pipeline.extract.sources import resize as frame_resize
 
 FRAMES, CROP = 16, 112
 RESIZE = (128, 171)  # (height, width) every frame is resized to before the centre crop
@@ -139,9 +140,13 @@ def resize_shape(size: int) -> tuple:
 
 
 def crop_offsets(size: int) -> tuple:
-    """(top, left) of the centre crop; integer halves as in Caffe's test-time crop (8, 29)."""
+    """(top, left) of the crop: (8, 30) at 112, the Keras port's frame[8:120, 30:142].
+
+    The odd margin of 171 - 112 = 59 columns puts the extra column on the left (30 | 29), as
+    the port did; rows split evenly (8 | 8).
+    """
     height, width = resize_shape(size)
-    return (height - size) // 2, (width - size) // 2
+    return (height - size) // 2, (width - size + 1) // 2
 
 
 def _build_trunk(weights, input_shape):
@@ -163,6 +168,9 @@ register_backbone(BackboneSpec(
     clip_recipe=ClipRecipe(
         resize_shape=resize_shape,
         crop_offsets=crop_offsets,
+        # The Keras port's cv2.resize(frame, (171, 128)): bilinear without antialiasing.
+        resize=frame_resize.resize_bilinear,
+        resize_name=frame_resize.NAME,
         mean_name="sports1m_bgr_per_channel " + ",".join(map(str, SPORTS1M_BGR_MEAN)),
         load_mean=load_mean_cube,
         preprocess_with_mean=preprocess_c3d,

@@ -62,7 +62,7 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
         keras.config.set_dtype_policy(previous)
     name = resolve_layer_name(spec, trunk, layer)
     out = trunk.get_layer(name).output
-    if layer == "pooled" and len(out.shape) > 2:
+    if layer == "pooled" and not spec.pooled_from and len(out.shape) > 2:
         rank = len(out.shape) - 2
         pools = {
             ("avg", 2): keras.layers.GlobalAveragePooling2D, ("max", 2): keras.layers.GlobalMaxPooling2D,

@@ -11,6 +11,7 @@ import sys
 
 from pipeline.extract.backbones import register_backbone
 from pipeline.extract.backbones.spec import BackboneSpec
+from pipeline.errors import ConfigError
 
 # Native input sizes of the applications that are not 224x224.
 _NATIVE_SIZE = {
@@ -37,7 +38,14 @@ def _make_spec(name: str, constructor, layer_aliases: dict | None = None,
     size = _NATIVE_SIZE.get(constructor.__name__.lower(), 224)
 
     def build(weights, input_shape):
-        return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape))
+        try:
+            return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape))
+        except ValueError as exc:
+            # Keras checks the size before it downloads anything: say so, not "download failed".
+            if "input size must be at least" not in str(exc).lower():
+                raise
+            raise ConfigError(f"--input-size {input_shape[-2]} is too small for {name}: "
+                              f"{str(exc).splitlines()[0]} Pass a larger --input-size.") from None
 
     return BackboneSpec(
         name=name,

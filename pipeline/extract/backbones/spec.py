@@ -19,7 +19,8 @@ class BackboneSpec:
         build: `build(weights, input_shape) -> keras.Model`, the headless trunk; `weights` is
             None or "imagenet" (files are loaded by `pipeline.extract.backbones.weights`).
         layer_aliases: friendly layer names, e.g. {"pool5": "conv5_block3_out"}.
-        pooled_from: the layer that `--layer pooled` pools (default: the trunk's output).
+        pooled_from: the layer that `--layer pooled` takes as it is (C3D: fc6, a vector);
+            None: the trunk's output map, globally pooled by `--pooling`.
         clip_recipe: for clip backbones, how frames are resized, cropped and mean-subtracted
             (a `sources.ClipRecipe`); the clip reader follows it.
         notes: one line for `list` and reports.

@@ -1,9 +1,11 @@
 """Weights for a backbone trunk: `imagenet`, `none`, or a file the user owns.
 
 Files: a Keras 3 `.weights.h5`, a legacy Keras 2 `.h5` (weights-only or a whole model) or a
-`.keras` model. A whole model that still has its classifier top is cut down to the trunk by
-copying weights layer by layer, by name, into a freshly built trunk, so the trunk's input size
-(`--input-size`) does not have to match the file's.
+`.keras` model. Weights are copied layer by layer into a freshly built trunk, so a whole model
+that still has its classifier top is cut down to the trunk and the trunk's input size
+(`--input-size`) does not have to match the file's. A file from another architecture is refused
+(`match_layers` states the rule); Keras' own loaders, which skip what does not match, are not
+used for files.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import h5py
-
-from pipeline.errors import WeightsError
+from pipeline.errors import PipelineError, WeightsError
+from pipeline.extract.backbones import weight_files
 
 KNOWN_WEIGHTS = ("imagenet", "none")
 RANDOM_INIT_SEED = 0
@@ -46,6 +47,8 @@ def load_trunk(spec, weights: str, input_shape: tuple):
     if weights == "imagenet":
         try:
             return spec.build("imagenet", input_shape)
+        except PipelineError:
+            raise  # e.g. an input size below the backbone's minimum: not a download problem
         except Exception as exc:  # Keras raises several types for a failed download
             raise WeightsError(
                 f"could not get ImageNet weights for {spec.name} through Keras' download "
@@ -56,86 +59,82 @@ def load_trunk(spec, weights: str, input_shape: tuple):
     weights_identity(weights)  # the not-found message
     trunk = spec.build(None, input_shape)
     name = path.name.lower()
+    keys, by_order = [layer.name for layer in trunk.layers], True
     if name.endswith(".keras"):
-        _copy_from_model_file(trunk, path, spec)
-    elif name.endswith(".weights.h5"):
-        _load_keras3_weights(trunk, path, spec)
+        file_layers = weight_files.read_keras_model(path)
     elif name.endswith((".h5", ".hdf5")):
-        _load_legacy_h5(trunk, path, spec)
+        file_layers = None if name.endswith(".weights.h5") else weight_files.read_legacy_h5(path)
+        if file_layers is None:  # Keras 3's layout (also when named .h5): storage names
+            keys, by_order = weight_files.storage_names(trunk), False
+            file_layers = weight_files.read_keras3_weights(path, set(keys))
     else:
         raise WeightsError(f"unsupported weights file {path.name}: expected .weights.h5, .h5 or "
                            ".keras (or --weights imagenet / none)")
+    wanted = [(layer, key) for layer, key in zip(trunk.layers, keys) if layer.weights]
+    for layer, source in match_layers(wanted, file_layers, path.name, spec.name, by_order):
+        layer.set_weights(source.load())
     return trunk
 
 
-def _load_keras3_weights(trunk, path: Path, spec) -> None:
-    try:
-        trunk.load_weights(str(path))
-    except Exception as exc:
+def match_layers(wanted: list, file_layers: list, file_name: str, arch: str,
+                 by_order: bool = True) -> list:
+    """Pairs every weighted trunk layer with the file layer that holds its weights.
+
+    The rule: every weighted layer of the trunk receives weights (by name when the file has all
+    the trunk's names, else -- legacy files of another naming -- in order), and the file may hold
+    other layers only after the trunk's layers in the file's own order (a classifier top such as
+    `fc1`, `predictions` or a fine-tuned `nfc8`). Anything else means the file was saved from
+    another architecture (VGG19 into vgg16, ResNet101 into resnet50).
+
+    Args:
+        wanted: (trunk layer, the name the file would know it by) of each weighted trunk layer.
+        file_layers: the file's weighted layers (`weight_files.FileLayer`), in the file's order.
+        file_name, arch: for messages.
+        by_order: whether a file sharing no names with the trunk may be matched in order.
+
+    Returns:
+        (trunk layer, FileLayer) pairs.
+
+    Raises:
+        WeightsError: naming the first layer that does not belong, and both layer counts.
+    """
+    counts = (f"the file holds {len(file_layers)} weighted layers, {arch}'s trunk "
+              f"{len(wanted)}")
+    index = {layer.name: i for i, layer in enumerate(file_layers)}
+    present = [key for _, key in wanted if key in index]
+    if len(present) == len(wanted):
+        pairs = [(layer, file_layers[index[key]]) for layer, key in wanted]
+        matched = {key for _, key in wanted}
+        last = {}  # per lane: the position of the trunk's last layer in the file
+        for _, source in pairs:
+            last[source.lane] = max(last.get(source.lane, -1), source.position)
+        for layer in file_layers:
+            if layer.name not in matched and layer.position < last.get(layer.lane, -1):
+                raise WeightsError(
+                    f"weights file {file_name} was saved from another architecture: its layer "
+                    f"'{layer.name}' sits among the layers of {arch}'s trunk, which has no such "
+                    f"layer ({counts}). Pass the weights of {arch} itself.")
+    elif present or not by_order:
+        layer, key = next((layer, key) for layer, key in wanted if key not in index)
         raise WeightsError(
-            f"weights file {path.name} does not fit {spec.name} without its top "
-            f"(include_top=False): {_first_line(exc)}. Save it from the headless model "
-            f"(include_top=False), or pass the whole model as a .keras file.") from None
-
-
-def _legacy_layer_names(path: Path) -> list[str] | None:
-    try:
-        with h5py.File(path, "r") as fh:
-            group = fh["model_weights"] if "model_weights" in fh else fh
-            names = group.attrs.get("layer_names")
-            return None if names is None else [n.decode() if isinstance(n, bytes) else str(n)
-                                               for n in names]
-    except OSError as exc:
-        raise WeightsError(f"weights file {path.name} is not a readable HDF5 file: "
-                           f"{_first_line(exc)}") from None
-
-
-def _load_legacy_h5(trunk, path: Path, spec) -> None:
-    """Keras 2 files: by layer name when the names match the trunk's, else in layer order."""
-    names = _legacy_layer_names(path)
-    if names is None:  # not Keras 2's layout: maybe a Keras 3 weights file with a plain .h5 name
-        return _load_keras3_weights(trunk, path, spec)
-    weighted = [layer.name for layer in trunk.layers if layer.weights]
-    missing = [n for n in weighted if n not in set(names)]
-    try:
-        if not missing:
-            trunk.load_weights(str(path), by_name=True)
-        elif len(missing) == len(weighted):  # other naming: rely on the layer order instead
-            trunk.load_weights(str(path))
-        else:
-            raise WeightsError(
-                f"weights file {path.name} has no weights for {len(missing)} layer(s) of "
-                f"{spec.name}, e.g. {', '.join(missing[:3])}; it was saved from another model.")
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise WeightsError(f"weights file {path.name} does not fit {spec.name}: "
-                           f"{_first_line(exc)}") from None
-
-
-def _copy_from_model_file(trunk, path: Path, spec) -> None:
-    import keras
-
-    try:
-        source = keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot load model file {path.name}: {_first_line(exc)}") from None
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in trunk.layers:
-        if not layer.weights:
-            continue
-        other = source_layers.get(layer.name)
-        if other is None:
-            raise WeightsError(f"model file {path.name} has no layer '{layer.name}' that "
-                               f"{spec.name}'s trunk needs; it was saved from another model.")
+            f"weights file {file_name} does not fit {arch}: it has no weights for the trunk's "
+            f"layer '{_label(layer, key)}' ({counts}); it was saved from another model.")
+    elif len(file_layers) < len(wanted):
+        raise WeightsError(
+            f"weights file {file_name} does not fit {arch}: {counts}, and no layer names in "
+            f"common, so not every trunk layer can receive weights.")
+    else:  # no name in common: a legacy file of another naming, matched in layer order
+        pairs = [(layer, source) for (layer, _), source in zip(wanted, file_layers)]
+    for layer, source in pairs:
         mine = [tuple(w.shape) for w in layer.weights]
-        theirs = [tuple(w.shape) for w in other.weights]
+        theirs = [tuple(s) for s in source.shapes]
         if mine != theirs:
-            raise WeightsError(f"layer '{layer.name}' in {path.name} has weight shapes {theirs}, "
-                               f"{spec.name} expects {mine}.")
-        layer.set_weights(other.get_weights())
+            raise WeightsError(
+                f"weights file {file_name} does not fit {arch}: its layer "
+                f"'{_label(layer, source.name)}' should have weight shapes {mine}, the file "
+                f"holds {theirs} ({counts}).")
+    return pairs
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _label(layer, key: str) -> str:
+    return layer.name if key == layer.name else f"{layer.name}' (stored as '{key}"

@@ -4,7 +4,8 @@ A source is read as a timeline of frames (start and duration in seconds when it 
 optionally resampled to a target fps, and cut into clips of `frames` frames: longer inputs at a
 stride (C3D: 16 frames overlapping by 8) or as N evenly spaced clips, shorter ones looped (seed
 000's rule) or padded with their last frame. Frames are decoded one at a time and converted
-(resize 128x171, centre crop 112) only when a clip needs them; `read` yields a few clips at a
+(the backbone's recipe: C3D resizes to 128x171 without antialiasing and crops rows 8:120,
+columns 30:142) only when a clip needs them; `read` yields a few clips at a
 time, so a long or 1080p video never sits whole in memory.
 
 Usage:
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DecodeError
-from pipeline.extract.sources.base import ClipRecipe
+from pipeline.extract.sources.base import ClipRecipe, environment_problem
 from pipeline.extract.sources.discover import FRAME_EXTENSIONS
 from pipeline.extract.sources.images import to_rgb
 
@@ -92,6 +93,7 @@ class ClipReader:
                               f"stride={self.stride}, num_clips={self.num_clips}, fps={self.fps}")
         self.resize_to = recipe.resize_shape(self.size)
         self.crop_at = recipe.crop_offsets(self.size)
+        self.resize, self.resize_name = recipe.resize, recipe.resize_name
         self.mean_id = recipe.mean_name
         mean_file = options.get("mean_file")
         if mean_file and recipe.load_mean is None:
@@ -115,8 +117,8 @@ class ClipReader:
         height, width = self.resize_to
         return {"reader": "clip", "frames": self.frames, "short": self.short,
                 "sampling": self.sampling, **window, "fps": self.fps,
-                "resize": f"{height}x{width} bilinear (Pillow; FFmpeg for videos), "
-                          f"centre crop {self.size} at {self.crop_at}",
+                "resize": f"{height}x{width} {self.resize_name}, "
+                          f"crop {self.size} at (top, left) {self.crop_at}",
                 "alpha": "white", "gif_default_duration": GIF_DEFAULT_DURATION,
                 "mean": self.mean_id}
 
@@ -125,6 +127,7 @@ class ClipReader:
 
         Raises:
             DecodeError: the source is unreadable, truncated or holds no frames.
+            ResourceError: the machine failed (permission, open files, memory, vanished file).
         """
         path = Path(path)
         chunk = []
@@ -135,7 +138,10 @@ class ClipReader:
                     yield np.stack(chunk)
                     chunk = []
         except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError,
-                Image.DecompressionBombError) as exc:
+                Image.DecompressionBombError, MemoryError) as exc:
+            problem = environment_problem(exc, path)
+            if problem is not None:
+                raise problem from None
             raise DecodeError(f"{path.name}: {_first_line(exc)}") from None
         if chunk:
             yield np.stack(chunk)
@@ -163,22 +169,18 @@ class ClipReader:
         return _resample(frames, self.fps) if self.fps is not None else frames
 
     def _fit(self, img: Image.Image) -> np.ndarray:
-        """RGB, squashed to 128x171 (at 112) as in C3D's training data, then centre-cropped."""
-        height, width = self.resize_to
-        img = to_rgb(img)
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
-        return self._crop(np.asarray(img, dtype=np.uint8))
+        """RGB, resized as the recipe says (C3D: 128x171 at 112), then cropped."""
+        return self._fit_array(np.asarray(to_rgb(img), dtype=np.uint8))
 
     def _fit_video(self, frame) -> np.ndarray:
-        """As `_fit`, with FFmpeg's scaler: YUV to RGB at full 1080p size costs 4x more."""
-        height, width = self.resize_to
-        small = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
-        return self._crop(small.to_ndarray())
+        """As `_fit`: FFmpeg only converts YUV to RGB (at full size); its own scaler would
+        antialias, so the recipe's resize does the scaling, exactly as for GIFs and frames."""
+        return self._fit_array(frame.to_ndarray(format="rgb24"))
 
-    def _crop(self, array: np.ndarray) -> np.ndarray:
+    def _fit_array(self, array: np.ndarray) -> np.ndarray:
         top, left = self.crop_at
-        return np.ascontiguousarray(array[top:top + self.size, left:left + self.size])
+        small = self.resize(array, self.resize_to)
+        return np.ascontiguousarray(small[top:top + self.size, left:left + self.size])
 
 
 def _count_from(start: int, step: int) -> Iterator[int]:
@@ -280,6 +282,8 @@ def _video_frames(path: Path, fit) -> Iterator[_LazyFrame]:
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
+        if environment_problem(exc, path) is not None:
+            raise  # PyAV's errors are OSErrors too: `read` turns it into a ResourceError
         raise DecodeError(f"{path.name}: not a readable video ({_first_line(exc)})") from None
     with container:
         if not container.streams.video:
@@ -318,6 +322,9 @@ def _folder_frames(path: Path, fit) -> Iterator[_LazyFrame]:
                     img.load()
                     return fit(img)
             except (OSError, SyntaxError, ValueError) as exc:
+                problem = environment_problem(exc, file)
+                if problem is not None:
+                    raise problem from None
                 raise DecodeError(f"frame {file.name}: {_first_line(exc)}") from None
 
         yield _LazyFrame(convert)

@@ -53,7 +53,20 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
     except ValueError:
         rel = path.as_posix()
     stamp = _folder_stamp(path) if path.is_dir() else file_stamp(path)
-    return Sample(id=rel, path=path, label=label, split=split, group=group, stamp=stamp)
+    return Sample(id=text_id(rel), path=path, label=text_id(label), split=split, group=group,
+                  stamp=stamp)
+
+
+def text_id(name: str) -> str:
+    r"""A file name as valid UTF-8 text, for ids and labels.
+
+    Bytes that are not UTF-8 (Python holds them as lone surrogates) are written as the four
+    characters `\xNN`: `café.png` saved in Latin-1 gets the id `caf\xe9.png`. Lossless for every
+    name that does not itself contain such a backslash sequence (two names that would meet are
+    refused by the duplicate check)."""
+    if name.isascii():
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _folder_stamp(folder: Path) -> str:
@@ -104,6 +117,9 @@ def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs:
         for class_dir in class_dirs:
             for item in _list_inputs(class_dir, extensions, leaf_dirs):
                 samples.append(_sample(item, root, class_dir.name, split, ""))
+    if not require_labels and not split_dirs:  # predict: loose files beside subfolders count too
+        loose = [p for p in _list_inputs(root, extensions, leaf_dirs) if p.parent == root]
+        samples += [_sample(p, root, "", "", "") for p in loose]
     if not samples and not require_labels:
         samples = [_sample(p, root, "", "", "") for p in _list_inputs(root, extensions, leaf_dirs)]
     if not samples:
@@ -125,6 +141,10 @@ def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
         for line_no, row in enumerate(reader, start=2):
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             file = Path(row["path"])
+            if not file.is_absolute() and ".." in file.parts:
+                raise DataError(f"{csv_path}:{line_no}: {row['path']} points outside the "
+                                "manifest's folder; keep the files below the manifest (paths "
+                                "are relative to it) or give an absolute path.")
             file = file if file.is_absolute() else root / file
             if not file.exists():
                 raise DataError(f"{csv_path}:{line_no}: file not found: {row['path']} "

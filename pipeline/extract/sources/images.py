@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
+from pipeline.extract.sources.base import environment_problem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 RESIZE_POLICIES = ("squash", "center_crop")
@@ -59,6 +60,7 @@ def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
 
     Raises:
         DecodeError: the file is empty, truncated, not an image, or unreadable.
+        ResourceError: the machine failed (permission, open files, memory, a vanished file).
     """
     try:
         with warnings.catch_warnings():
@@ -69,8 +71,13 @@ def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
                 img = ImageOps.exif_transpose(img)
                 img = fit_to_size(to_rgb(img), size, resize)
                 return np.asarray(img, dtype=np.uint8)
+    except MemoryError as exc:
+        raise environment_problem(exc, path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        problem = environment_problem(exc, path)
+        if problem is not None:
+            raise problem from None
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, UnidentifiedImageError):
             text = "not a recognised image file"
