@@ -46,8 +46,13 @@ def _first_frame(path: Path):
     from pipeline.extract.sources.base import ClipRecipe
     from pipeline.extract.sources.clips import ClipReader
 
+    def resize(frame, shape):
+        height, width = shape
+        return np.asarray(Image.fromarray(frame).resize((width, height),
+                                                        Image.Resampling.BILINEAR))
+
     recipe = ClipRecipe(resize_shape=lambda size: (size, size), crop_offsets=lambda size: (0, 0),
-                        mean_name="none")
+                        resize=resize, resize_name="pillow bilinear", mean_name="none")
     reader = ClipReader((1, 128, 128, 3), {"frames": 1}, recipe)
     return Image.fromarray(next(iter(reader.clips(path)))[0])
 
