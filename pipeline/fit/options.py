@@ -58,6 +58,6 @@ FIT_HEAD_OPTIONS = (
     # The audit and calibration (pipeline/audit, pipeline/fit/calibration.py).
     Option("exclude_leaks", bool, False, "drop the val/test side of each near-duplicate pair "
            "that `audit` found across the splits (needs a current audit of the store)"),
-    Option("learning_curve", bool, True, "retrain on 10/25/50% of the training rows for "
+    Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training rows for "
            "learning_curve.csv/png"),
 )

@@ -29,6 +29,6 @@ GRID_SEARCH_OPTIONS = (
     Option("progress", bool, True, "show a progress bar over the fits"),
     Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
            "`audit` found between search and test rows (needs a current audit of the store)"),
-    Option("learning_curve", bool, True, "refit the best model on 10/25/50/100% of the first "
+    Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent of the first "
            "fold's training rows for learning_curve.csv/png"),
 )
