@@ -1,10 +1,12 @@
 """Stage one on every engine: extract from files vs the bare forward pass, and GFLOP/s vs peak.
 
 Each engine runs in its own process (Keras fixes its backend at import); all numbers of a row
-come from that one process, on the same images, so ratios are side by side.
+come from that one process, on the same images, so ratios are side by side. `openvino` is the
+native engine (the model converted to OpenVINO IR); `ENGINE:PRECISION` (e.g. `openvino:int8`)
+overrides --precision for one engine.
 
 Usage:
-    python benchmarks/engines.py                                   # CPU: tensorflow, openvino, jax
+    python benchmarks/engines.py                                   # CPU engines and precisions
     python benchmarks/engines.py --engines jax --backbones resnet50 --batch-size 256 \
         --precision bfloat16 --images 4096 --data DIR              # a GPU machine
 """
@@ -31,6 +33,7 @@ def _image_folder(n: int, workdir: Path, source: Path | None) -> Path:
     from PIL import Image
 
     root = workdir / "images"
+    shutil.rmtree(root, ignore_errors=True)  # the previous backbone's folder
     files = sorted(source.resolve().rglob("*.jpg")) if source else []
     for i in range(n if files else 0):  # real photos, repeated under new names when n is larger
         f = files[i % len(files)]
@@ -73,6 +76,8 @@ def measure(args) -> dict:
     from pipeline.extract.run import run_extraction
     from pipeline.extract.sources import create_reader, discover
 
+    engine, precision = args.engine_now, args.precision_now
+    native = engine == "openvino"
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     try:
@@ -87,18 +92,29 @@ def measure(args) -> dict:
             opts = {"data": str(data), "backbone": name, "weights": "none", "layer": layer,
                     "pooling": "avg", "input_size": size, "resize": "squash",
                     "batch_size": args.batch_size, "dtype": "float32",
-                    "precision": args.precision, "cache_dir": str(workdir / "cache"),
-                    "workers": args.workers, "decode": args.decode}
-            row = {"backbone": name, "engine": keras.backend.backend(), "n": n, "unit": "clip" if clip else "img"}
+                    "precision": precision, "cache_dir": str(workdir / "cache"),
+                    "workers": args.workers, "decode": args.decode, "engine": engine,
+                    "jpeg_draft": True}
+            label = engine if precision == "float32" else f"{engine} {precision}"
+            row = {"backbone": name, "engine": label, "n": n, "unit": "clip" if clip else "img"}
             try:
                 # The model extract builds: uint8 pixels in, preprocessing on the device.
-                model = build_feature_model(spec, "none", layer, "avg", size, args.precision,
-                                            raw_input=True)
+                model = build_feature_model(spec, "none", layer, "avg", size,
+                                            "float32" if native else precision, raw_input=True)
                 row["gflop_per_sample"] = model_flops(model) / 1e9
                 reader = create_reader(spec, spec.input_shape_for(size), opts)
                 samples = discover(data, reader.extensions, leaf_dirs=reader.leaf_dirs).samples
                 one = np.concatenate([c for c in reader.read(samples[0].path)])[:1]
                 x = np.repeat(one, args.batch_size, axis=0)
+                t = time.perf_counter()
+                result = run_extraction(opts, progress=False, echo=lambda *_: None)
+                row["extract_whole"] = n / (time.perf_counter() - t)
+                row["extract"] = result.steady_rate
+                if native:  # the bare forward pass of the IR extract just converted
+                    from pipeline.extract.openvino_engine import NativeModel
+
+                    (xml,) = (workdir / "cache" / "openvino").glob("*.xml")
+                    model = NativeModel(xml, args.batch_size, precision)
                 model.predict_on_batch(x)  # compile
                 reps = max(2, n // args.batch_size)
                 t = time.perf_counter()
@@ -106,10 +122,6 @@ def measure(args) -> dict:
                     np.asarray(model.predict_on_batch(x))
                 row["forward"] = reps * args.batch_size / (time.perf_counter() - t)
                 del model
-                t = time.perf_counter()
-                result = run_extraction(opts, progress=False, echo=lambda *_: None)
-                row["extract_whole"] = n / (time.perf_counter() - t)
-                row["extract"] = result.steady_rate
             except Exception as exc:  # an engine that cannot run a model is a row, not a crash
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             rows.append(row)
@@ -121,7 +133,7 @@ def measure(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--engines", default="tensorflow,openvino,jax")
+    parser.add_argument("--engines", default="tensorflow,openvino,openvino:int8,jax")
     parser.add_argument("--backbones", default="resnet50,vgg19,mobilenet,c3d")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--clips", type=int, default=8)
@@ -132,18 +144,23 @@ def main() -> None:
     parser.add_argument("--decode", default="auto", choices=("auto", "threads", "processes"))
     parser.add_argument("--data", default=None, help="folder of JPEGs (default: random JPEGs)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.engine_now, _, args.precision_now = args.child.partition(":")
+        args.precision_now = args.precision_now or args.precision
         print("RESULT " + json.dumps(measure(args)), flush=True)
         return
 
     from flops import cpu_peak_gflops
 
     rows = []
+    from pipeline.extract.engines import keras_backend_for
+
     for engine in args.engines.split(","):
-        env = dict(os.environ, KERAS_BACKEND=engine, TF_CPP_MIN_LOG_LEVEL="3")
-        cmd = [sys.executable, __file__, "--child", *sys.argv[1:]]
+        env = dict(os.environ, KERAS_BACKEND=keras_backend_for(engine.partition(":")[0]),
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        cmd = [sys.executable, __file__, "--child", engine, *sys.argv[1:]]
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
         found = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if not found:
@@ -154,18 +171,18 @@ def main() -> None:
     gpu = _gpu_name()
     print(f"\nstage one, {args.precision}, batch {args.batch_size}, "
           f"{'GPU ' + gpu if gpu else 'CPU'}; CPU: {cpu}, peak {peak:.0f} GFLOP/s")
-    head = f"{'backbone':<10}{'engine':<11}{'extract/s':>10}{'forward/s':>10}{'ratio':>7}" \
+    head = f"{'backbone':<10}{'engine':<15}{'extract/s':>10}{'forward/s':>10}{'ratio':>7}" \
            f"{'GFLOP/s':>9}{'of CPU peak':>12}  note"
     print(head)
     print("-" * len(head))
     for r in rows:
         if "error" in r:
-            print(f"{r.get('backbone', '*'):<10}{r['engine']:<11}{'':>10}{'':>10}{'':>7}{'':>9}"
+            print(f"{r.get('backbone', '*'):<10}{r['engine']:<15}{'':>10}{'':>10}{'':>7}{'':>9}"
                   f"{'':>12}  cannot run: {r['error']}")
             continue
         gflops = r["forward"] * r["gflop_per_sample"]
         share = "" if gpu else f"{gflops / peak:.0%}"
-        print(f"{r['backbone']:<10}{r['engine']:<11}{r['extract']:>10.1f}{r['forward']:>10.1f}"
+        print(f"{r['backbone']:<10}{r['engine']:<15}{r['extract']:>10.1f}{r['forward']:>10.1f}"
               f"{r['extract'] / r['forward']:>7.2f}{gflops:>9.0f}{share:>12}  "
               f"{r['n']} {r['unit']}s, {r['gflop_per_sample']:.1f} GFLOP each; whole command "
               f"incl. build {r['extract_whole']:.1f}/s")

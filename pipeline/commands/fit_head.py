@@ -21,7 +21,8 @@ def run(args) -> str:
         raise ConfigError("fit-head needs --store STORE (the .h5 path extract printed last), or "
                           "store = \"...\" in the config file")
     _check_keras_names(opts)
-    return str(fit_head(opts["store"], opts))
+    # The config file's name lets messages give its keys next to the flags.
+    return str(fit_head(opts["store"], {**opts, "config": vars(args).get("config")}))
 
 
 def _check_keras_names(opts: dict) -> None:

@@ -25,4 +25,5 @@ def run(args) -> str:
     config = vars(args).get("config")
     if not opts["grid"] and config and has_models_table(config):
         opts["grid"] = config  # a config file may carry its own [models.*] grid
-    return str(run_grid_search(opts["store"], opts, out_dir=opts["out"]))
+    # The config file's name lets messages give its keys next to the flags.
+    return str(run_grid_search(opts["store"], {**opts, "config": config}, out_dir=opts["out"]))

@@ -218,6 +218,8 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
     extract_opts.update(data=str(data), cache_dir=options.get("cache_dir") or run_dir / "predict",
                         batch_size=options.get("batch_size") or 32,
                         workers=options.get("workers"))
+    if trained.get("calibration"):  # an int8 run: the same quantized model, not a new one
+        extract_opts["calibration"] = trained["calibration"]
     result = run_extraction(extract_opts, progress=options.get("progress", True), echo=echo,
                             require_labels=False)
     with open_store(result.path) as store:

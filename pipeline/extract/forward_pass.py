@@ -31,21 +31,18 @@ DECODERS = ("auto", "threads", "processes")
 class _Runner:
     """Owns the model, the journal writer, the progress bar and the steady-state clock."""
 
-    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress):
+    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress, native=None,
+                 model=None):
         from tqdm import tqdm
 
-        from pipeline.extract.backbones.feature_model import build_feature_model
-
         self.todo, self.spec, self.opts, self.clip_rows = todo, spec, opts, clip_rows
-        # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
-        # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
         self.host_preprocess = getattr(reader, "preprocess", None)
-        with _engine_guard(spec, "build"):
-            self.model = build_feature_model(
-                spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
-                opts.get("precision") or "float32", raw_input=self.host_preprocess is None)
-        self.feature_shape = tuple(int(d) for d in self.model.output.shape[1:])
         self.batch_size = int(opts.get("batch_size") or 32)
+        # The native OpenVINO engine runs a converted IR, not Keras; a cluster actor passes
+        # the model it built once.
+        self.model = model if model is not None else build_model(spec, reader, opts, native)
+        self.feature_shape = getattr(self.model, "feature_shape", None) or \
+            tuple(int(d) for d in self.model.output.shape[1:])
         self.input_shape = tuple(spec.input_shape_for(opts.get("input_size")))
         self.writer = journal.PartWriter(parts_dir)
         self.last_flush = time.monotonic()
@@ -109,15 +106,37 @@ class _Runner:
         return self.feature_shape, rate, self.inputs
 
 
-def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress) -> tuple:
+def build_model(spec, reader, opts: dict, native=None):
+    """The frozen feature model for these options (a cluster actor builds it once): the
+    native OpenVINO model of a prepared IR `native`, else the Keras model."""
+    if native is not None:
+        from pipeline.extract.openvino_engine import NativeModel
+
+        return NativeModel(native.xml, int(opts.get("batch_size") or 32),
+                           opts.get("precision") or "float32")
+    from pipeline.extract.backbones.feature_model import build_feature_model
+
+    # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
+    # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
+    with _engine_guard(spec, "build"):
+        return build_feature_model(
+            spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
+            opts.get("precision") or "float32",
+            raw_input=getattr(reader, "preprocess", None) is None)
+
+
+def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress,
+                         native=None, model=None) -> tuple:
     """Runs the backbone over `todo`, writing finished samples to part files as it goes.
 
     Returns:
         (feature_shape, steady_rate, n_inputs): steady_rate is model inputs (images, or clips)
         per second after the first batch, so model building and tracing do not hide whether
         decoding keeps up (0.0 when everything fit in one batch); n_inputs counts them all.
+        `native`: an IR from openvino_engine.prepare_ir to run instead of the Keras model.
+        `model`: one made by `build_model` for the same options (default: built here).
     """
-    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress)
+    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress, native, model)
     workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
     mode = _decode_mode(opts.get("decode") or "auto", reader, runner)
     try:

@@ -25,14 +25,30 @@ EXTRACT_OPTIONS = (
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
            "images on machines with 8+ cores; processes for clips only when asked, as each "
            "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
+    Option("jpeg_draft", bool, True, "decode JPEGs at least twice the input size at 1/2-1/8 "
+           "scale in libjpeg (DCT domain; several times faster on large photos; pixels differ "
+           "slightly, so it is part of the cache key)"),
     Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
     Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar"),
-    Option("engine", str, "auto", "Keras backend that runs the backbone (auto: the fastest "
-           "measured here: TensorFlow on a CPU, JAX on an NVIDIA GPU)",
+    Option("engine", str, "auto", "what runs the backbone: a Keras backend, or openvino (the "
+           "model converted to OpenVINO IR, run natively; auto: the fastest measured here)",
            choices=("auto", "tensorflow", "openvino", "jax", "torch")),
-    Option("precision", str, "float32", "compute precision of the backbone (half precision is "
-           "for GPUs; vectors are stored as --dtype)", choices=("float32", "float16", "bfloat16")),
+    Option("precision", str, "float32", "compute precision of the backbone (float16/bfloat16: "
+           "mixed precision; int8: NNCF-quantized, --engine openvino; vectors are stored as "
+           "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
+    Option("calibration_size", int, 300, "images of the dataset (seeded choice) that calibrate "
+           "--precision int8"),
+    # Running on a Ray cluster (pipeline/extract/cluster.py); needs requirements-cluster.txt.
+    Option("cluster", str, None, "shard the files over a Ray cluster's actors (the one store "
+           "is assembled here)", choices=("ray",)),
+    Option("actors", int, None, "Ray actors, each building the backbone once [default: one per "
+           "GPU (or per --gpus-per-actor GPUs) when the cluster has GPUs, else one per node]",
+           metavar="N"),
+    Option("gpus_per_actor", float, None, "GPUs each actor holds (0.5: two actors share one) "
+           "[default: 1 when the cluster has GPUs, else 0]", metavar="G"),
+    Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
+           "one is started]", metavar="ADDRESS"),
     # Clip options (C3D); ignored for still-image backbones.
     Option("frames", int, 16, "frames per clip (clip backbones)"),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),

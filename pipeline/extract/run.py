@@ -22,7 +22,8 @@ from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
-from pipeline.extract.engines import PRECISIONS, active_backend, resolve_engine, run_in_worker
+from pipeline.extract.engines import (PRECISIONS, active_backend, keras_backend_for,
+                                      resolve_engine, run_in_worker)
 from pipeline.errors import ConfigError
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.sources import create_reader, discover
@@ -30,7 +31,7 @@ from pipeline.extract.sources import create_reader, discover
 CLIP_AGGREGATES = ("mean", "per_clip")
 # Options that change the vectors (the rest -- batch size, workers, paths -- do not).
 VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
-                  "precision",
+                  "precision", "calibration_size", "jpeg_draft",
                   "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
                   "l2_normalize", "mean_file")
 
@@ -49,16 +50,19 @@ class ExtractResult:
     kind: str = "image"  # the backbone's kind: what a model input is
 
     def summary(self) -> str:
-        """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s); store holds ...`."""
+        """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s, steady 0.6/s); ...`."""
         if self.cache_hit:
             head = ["cache hit: nothing to extract"]
         else:
             unit = "clips" if self.kind == "clip" else "images"
             rate = self.n_inputs / self.seconds if self.seconds > 0 else 0.0
+            # `steady` (inputs per second after the first batch) is the figure benchmarks read;
+            # the whole-command rate also pays for model building and compilation.
+            steady = f", steady {self.steady_rate:.1f}/s" if self.steady_rate > 0 else ""
             head = [f"extracted {_count(self.n_extracted, 'file')}"]
             if self.kind == "clip":
                 head.append(f"{_count(self.n_inputs, 'clip')}")
-            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {unit}/s)"
+            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {unit}/s{steady})"
         return (f"{', '.join(head)}; store holds {_count(self.n_rows, 'row')} from "
                 f"{_count(self.n_samples, 'file')}, {_count(self.n_failures, 'failure')} "
                 "recorded")
@@ -111,14 +115,21 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
     extracted again; new files are added, changed ones re-extracted, removed ones dropped.
     """
     started = time.perf_counter()
-    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower())
-    if engine != active_backend():  # Keras' backend is fixed per process: use a worker
+    if opts.get("precision") == "int8" and opts.get("engine") in (None, "auto"):
+        opts = dict(opts, engine="openvino")  # int8 runs on the native OpenVINO engine only
+    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower(),
+                            native_ok=not opts.get("mean_file") and
+                            opts.get("precision") != "float16")
+    if keras_backend_for(engine) != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(opts, engine, progress, require_labels)
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
     precision = opts.get("precision") or "float32"
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
                           f"received: {precision!r}")
+    if precision == "int8" and engine != "openvino":
+        raise ConfigError(f"--precision int8 runs on --engine openvino (received: engine "
+                          f"{engine}); pass --engine openvino or --precision float32")
     spec = get_backbone(opts["backbone"])
     input_shape = spec.input_shape_for(opts.get("input_size"))
     reader = create_reader(spec, input_shape, opts)
@@ -136,6 +147,12 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
                           "l2_normalize preprocessing), or use --aggregate mean.")
     weights_id = weights_identity(opts["weights"])
     settings = vector_settings(opts, spec, reader, weights_id, dataset.root)
+    if precision == "int8":  # the calibration images shape the int8 model: keyed
+        from pipeline.extract.quantize import CalibrationPlan
+
+        # predict passes the training store's calibration, so its int8 model is reused.
+        settings["calibration"] = opts.get("calibration") or \
+            CalibrationPlan(dataset.samples, opts).settings()
     key = fs.cache_key(settings)
     path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
 
@@ -144,6 +161,10 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
         old = _open_existing(path, key)
         done = journal.index_store(old) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
+        if opts.get("cluster"):  # Ray is there; take in what an interrupted run's actors wrote
+            from pipeline.extract import cluster
+
+            cluster.prepare(opts, parts_dir)
         done.update(journal.index_parts(parts_dir))
         current = {s.id: s.stamp for s in dataset.samples}
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
@@ -159,19 +180,35 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
                                  time.perf_counter() - started, True, kind=spec.kind)
         feature_shape = tuple(old.feature_shape) if old is not None else None
         steady_rate, n_inputs = 0.0, 0
+        # An appended store keeps the guard measured when its int8 model was made.
+        native_report = dict(old.provenance.get("int8_guard") or {}) if old is not None else {}
         if old is not None:
             old.close()
 
         if todo:
             echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
                  f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
-            feature_shape, steady_rate, n_inputs = extract_into_journal(
-                todo, spec, reader, opts, parts_dir, clip_rows, progress)
+            native = None
+            if engine == "openvino":
+                from pipeline.extract.openvino_engine import prepare_ir
+
+                native = prepare_ir(spec, reader, opts, settings, dataset.samples, echo)
+                native_report.update(native.report)
+            if opts.get("cluster"):  # the same journal, written by Ray actors
+                from pipeline.extract.cluster import extract_on_cluster
+
+                feature_shape, steady_rate, n_inputs = extract_on_cluster(
+                    todo, opts, parts_dir, clip_rows, progress, echo, native=native)
+            else:
+                feature_shape, steady_rate, n_inputs = extract_into_journal(
+                    todo, spec, reader, opts, parts_dir, clip_rows, progress, native=native)
         done.update(journal.index_parts(parts_dir))  # what this run just added
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
         if feature_shape is None:
             feature_shape = _feature_shape_from_parts(parts_dir)
         provenance = _provenance(settings, opts, dataset, weights_id, engine)
+        if native_report:  # the int8 accuracy guard, measured when the model was quantized
+            provenance["int8_guard"] = native_report
         journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
                          dtype=opts["dtype"], clip_rows=clip_rows, key=key, provenance=provenance)
         journal.remove_parts(path)

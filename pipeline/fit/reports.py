@@ -62,32 +62,55 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_predictions(path: Path, ids, y_true, probs: np.ndarray, class_names,
-                      split: str | None = None) -> None:
-    """One row per sample: id, [split,] true class (if known), predicted class, P(each class).
+                      split: str | None = None, groups=None) -> None:
+    """One row per sample: id, [group,] [split,] true class (if known), predicted class,
+    P(each class). `groups` (the store's group column for these rows) adds the group column.
 
     Probabilities are written with 9 significant digits so a reader can compare them to 1e-7.
     """
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        header = ["id"] + (["split"] if split else []) + \
+        header = ["id"] + (["group"] if groups is not None else []) + \
+            (["split"] if split else []) + \
             (["true_class"] if y_true is not None else []) + ["predicted_class"] + \
             [f"p_{name}" for name in class_names]
         out.writerow(header)
         for i, sample_id in enumerate(ids):
-            row = [sample_id] + ([split] if split else [])
+            row = [sample_id] + ([groups[i]] if groups is not None else []) + \
+                ([split] if split else [])
             if y_true is not None:
                 row.append(class_names[y_true[i]] if y_true[i] >= 0 else "")
             row.append(class_names[int(np.argmax(probs[i]))])
             out.writerow(row + [f"{p:.9g}" for p in probs[i]])
 
 
-def write_misclassified(path: Path, evaluated: list, class_names) -> int:
+def write_cv_folds(path: Path, ids, groups, y_true, roles, scored_in, probs,
+                   class_names) -> None:
+    """`cv_folds.csv`: per row its role in each fold (train / stop = early stopping / scored),
+    the fold that scored it, and its out-of-fold prediction; `groups` None drops that column."""
+    k = roles.shape[1]
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id"] + (["group"] if groups is not None else []) + ["true_class"]
+                     + [f"fold{i + 1}" for i in range(k)] + ["scored_in_fold",
+                                                             "predicted_class"]
+                     + [f"p_{name}" for name in class_names])
+        for i, sample_id in enumerate(ids):
+            predicted = class_names[int(np.argmax(probs[i]))]
+            out.writerow([sample_id] + ([groups[i]] if groups is not None else [])
+                         + [class_names[y_true[i]]] + list(roles[i])
+                         + [int(scored_in[i]), predicted] + [f"{p:.9g}" for p in probs[i]])
+
+
+def write_misclassified(path: Path, evaluated: list, class_names,
+                        groups: dict | None = None) -> int:
     """Lists every wrong sample of the evaluated splits, most confident mistakes first.
 
     Args:
         path: CSV to write.
         evaluated: (split name, ids, y_true, probs) per evaluated split.
         class_names: class names in label order.
+        groups: split name -> the group of each of its rows; adds a `group` column.
 
     Returns:
         How many samples were listed.
@@ -96,14 +119,16 @@ def write_misclassified(path: Path, evaluated: list, class_names) -> int:
     for split, ids, y_true, probs in evaluated:
         pred = probs.argmax(axis=1)
         for i in np.flatnonzero(pred != y_true):
-            rows.append((float(probs[i, pred[i]]), [
-                ids[i], split, class_names[y_true[i]], class_names[pred[i]],
+            rows.append((float(probs[i, pred[i]]), [ids[i]] + (
+                [groups[split][i]] if groups is not None else []) + [
+                split, class_names[y_true[i]], class_names[pred[i]],
                 f"{probs[i, pred[i]]:.6f}", f"{probs[i, y_true[i]]:.6f}",
             ] + [f"{p:.6f}" for p in probs[i]]))
     rows.sort(key=lambda r: -r[0])
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        out.writerow(["id", "split", "true_class", "predicted_class", "p_predicted", "p_true"]
+        out.writerow(["id"] + (["group"] if groups is not None else [])
+                     + ["split", "true_class", "predicted_class", "p_predicted", "p_true"]
                      + [f"p_{name}" for name in class_names])
         out.writerows(r[1] for r in rows)
     return len(rows)

@@ -4,11 +4,15 @@ Rules, in order:
   1. The store's own splits (train / val / test) when it has them.
   2. Otherwise a stratified split with a fixed seed.
   3. Whenever the store has groups (video, subject, source), splitting is group-aware: no group
-     ever sits on both sides (seed 001's frames-of-one-video leak).
+     ever sits on both sides (frames of one video on both sides make validation a memory test).
+     A row without a group is a group of its own, never one giant group "".
+  4. A held-out share is as close to the asked fraction as the groups allow (0.4 means 40% of
+     the rows, not the 50% that a 2-fold group split would give).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,46 +30,128 @@ class Split:
     how: str  # one line for reports: where the split came from
 
 
-def _groups_or_none(groups: np.ndarray) -> np.ndarray | None:
-    return groups if groups is not None and any(g for g in groups.tolist()) else None
+def effective_groups(groups: np.ndarray | None) -> np.ndarray | None:
+    """The groups to split by: None when no row has one; else each ungrouped row its own group.
+
+    Without this, every ungrouped row would share the group "" and land on one side together.
+    """
+    if groups is None:
+        return None
+    groups = np.asarray(groups, dtype=object)
+    empty = groups == ""
+    if empty.all():
+        return None
+    if empty.any():
+        groups = groups.copy()
+        # "\0" cannot come from a manifest or a folder name, so no real group is matched.
+        groups[empty] = [f"\0row{i}" for i in np.flatnonzero(empty)]
+    return groups
+
+
+def store_groups(store) -> np.ndarray | None:
+    """`effective_groups` of every row of an open store."""
+    return effective_groups(store.column("group")) if store.has_groups else None
+
+
+def _flag(knob: str, value, config: str | None = None) -> str:
+    """A fix as the user types it: `--val-fraction 0.5`, plus the TOML key if a file was used."""
+    text = f"--{knob.replace('_', '-')} {value}"
+    return text + (f" ({knob} = {value} in {config})" if config else "")
+
+
+def rows_needed_per_class(fraction: float) -> int:
+    """Fewest rows a class needs for a `fraction` holdout to put it on both sides."""
+    return max(2, math.ceil(1.0 / min(fraction, 1.0 - fraction) - 1e-9))
+
+
+def _group_holdout(y: np.ndarray, g: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of held-out rows: whole groups, each class as close to `fraction` as the
+    group sizes allow (greedy: large groups first, in a seeded order among equal sizes)."""
+    names, inverse = np.unique(g.astype(str), return_inverse=True)
+    per_group = np.zeros((len(names), int(y.max()) + 1))
+    np.add.at(per_group, (inverse, y), 1)
+    target = fraction * per_group.sum(axis=0)
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-per_group[order].sum(axis=1), kind="stable")]
+    held = np.zeros(per_group.shape[1])
+    chosen = np.zeros(len(names), dtype=bool)
+    for i in order:
+        if np.abs(held + per_group[i] - target).sum() < np.abs(held - target).sum():
+            held += per_group[i]
+            chosen[i] = True
+    # A class left out of the held-out side gets its smallest group there, if it has another.
+    for c in np.flatnonzero((held == 0) & (per_group.sum(axis=0) > 0)):
+        spare = [i for i in np.flatnonzero(per_group[:, c] > 0) if not chosen[i]]
+        if len(spare) >= 2:
+            chosen[min(spare, key=lambda i: per_group[i].sum())] = True
+    return chosen[inverse]
+
+
+def _close_enough(share: float, fraction: float) -> bool:
+    """A grouped holdout's share is accepted within half the asked fraction either way."""
+    return 0.0 < share < 1.0 and 0.5 * fraction <= share <= 1.5 * fraction
 
 
 def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits `rows` into (kept, held_out) of about `fraction`, stratified and group-aware."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
+            seed: int, knob: str = "val_fraction",
+            config: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Splits `rows` into (kept, held_out) of about `fraction`, stratified and group-aware.
+
+    Args:
+        rows: store rows to split.
+        labels, groups: the store's label and group columns (all rows; groups may be None).
+        fraction: share of the rows to hold out.
+        seed: seed of the split.
+        knob: the option that sets `fraction` (named in the error when the split cannot be made).
+        config: the config file in use, if any (its key is named next to the flag).
+    """
+    from sklearn.model_selection import StratifiedShuffleSplit
 
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"validation/test fraction must be between 0 and 1; received: {fraction}")
+        raise DataError(f"{knob} must be between 0 and 1; received: {fraction}")
+    what = "a validation set" if knob == "val_fraction" else "a test set"
     y = labels[rows]
-    counts = np.bincount(y[y >= 0]) if len(y) else np.array([])
-    if len(rows) < 4 or (counts[counts > 0].min() if counts.size else 0) < 2:
-        raise DataError(f"too few samples to hold out a validation set ({len(rows)} rows, "
-                        "fewest per class < 2); add data or give explicit train/val folders.")
-    g = _groups_or_none(groups[rows]) if groups is not None else None
+    counts = np.bincount(y[y >= 0]) if len(y) else np.array([], dtype=int)
+    present = counts[counts > 0]
+    n_held = int(round(fraction * len(rows)))
+    need = rows_needed_per_class(fraction)
+    if not len(present) or present.min() < 2 or n_held < len(present) or \
+            len(rows) - n_held < len(present):
+        smallest = int(present.min()) if len(present) else 0
+        enough = math.ceil(100 * len(present) / max(len(rows), 1)) / 100  # one row per class
+        fix = "Add rows (every class needs at least 2)" if smallest < 2 else "Add rows"
+        if smallest >= 2 and fraction < enough <= 0.5:
+            fix += f", or raise {_flag(knob, enough, config)}"
+        raise DataError(
+            f"too few rows to hold out {fraction:.0%} as {what} with every class on both sides "
+            f"({len(rows)} rows, {len(present)} classes, the smallest has {smallest}); at "
+            f"--{knob.replace('_', '-')} {fraction:g} each class needs about {need} rows. {fix}, "
+            "or give explicit train/val splits (folders or a manifest split column).")
+    g = effective_groups(groups[rows]) if groups is not None else None
     if g is not None:
-        n_splits = max(2, int(round(1.0 / fraction)))
-        if len(set(g.tolist())) < n_splits:
-            raise DataError(f"only {len(set(g.tolist()))} distinct groups: too few to hold out "
-                            f"{fraction:.0%} of them; add groups or give explicit splits.")
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        kept, held = next(splitter.split(np.zeros(len(rows)), y, g))
+        held = _group_holdout(y, g, fraction, seed)
+        if not _close_enough(held.mean(), fraction):
+            n_groups = len(set(g.tolist()))
+            # Suggest a fraction that the groups can honour: the share some larger fraction
+            # actually gives, checked to give itself back within tolerance.
+            shares = [round(float(_group_holdout(y, g, f, seed).mean()), 2)
+                      for f in (0.25, 1 / 3, 0.4, 0.5) if f > fraction]
+            works = [f for f in shares
+                     if 0 < f < 1 and _close_enough(_group_holdout(y, g, f, seed).mean(), f)]
+            fix = (f"use {_flag(knob, works[0], config)}" if works else "add groups")
+            raise DataError(f"only {n_groups} distinct groups: too few to hold out {fraction:.0%} "
+                            f"of the rows as whole groups with every class on both sides (the "
+                            f"nearest is {held.mean():.0%}); {fix}, or give explicit train/val "
+                            "splits (folders or a manifest split column).")
+        kept, held = np.flatnonzero(~held), np.flatnonzero(held)
     else:
-        n_classes, n_held = int((counts > 0).sum()), int(np.ceil(fraction * len(rows)))
-        if min(n_held, len(rows) - n_held) < n_classes:  # every class on both sides
-            raise DataError(
-                f"too few rows to hold out {fraction:.0%} with all {n_classes} classes on both "
-                f"sides: {len(rows)} rows give {n_held} held-out row(s); a stratified split needs "
-                f"at least {int(np.ceil(n_classes / min(fraction, 1 - fraction)))} rows at this "
-                "fraction. Add data, change --val-fraction / --test-fraction, or give explicit "
-                "train/val folders.")
-        splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
         kept, held = next(splitter.split(np.zeros(len(rows)), y))
     return np.sort(rows[kept]), np.sort(rows[held])
 
 
 def make_split(store, val_fraction: float = 0.2, seed: int = 0,
-               test_fraction: float = 0.0) -> Split:
+               test_fraction: float = 0.0, config: str | None = None) -> Split:
     """Train/val/test row indices for a store (see the module docstring for the rules).
 
     Args:
@@ -74,15 +160,17 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         seed: seed of every random split.
         test_fraction: when > 0 and the store has no test split, this share of the rows is held
             out first (stratified, group-aware) as an untouched test split.
+        config: the config file in use, if any (named in errors next to the flag).
     """
     labels = store.column("labels")
-    groups = store.column("group") if store.has_groups else None
+    groups = store_groups(store)
     test = store.indices("test")
     test_how = ""
     if not len(test) and test_fraction:
-        rest, test = holdout(np.arange(len(store)), labels, groups, test_fraction, seed)
+        rest, test = holdout(np.arange(len(store)), labels, groups, test_fraction, seed,
+                             knob="test_fraction", config=config)
         test_how = (f"; {'group-aware ' if groups is not None else ''}stratified "
-                    f"{test_fraction:.0%} test split held out first, seed {seed}")
+                    f"{len(test) / len(store):.0%} test split held out first, seed {seed}")
         if "val" in store.splits:  # the store's val rows stay val, never test
             val_rows = store.indices("val")
             test = np.setdiff1d(test, val_rows)
@@ -93,18 +181,22 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         return Split(train, store.indices("val"), test, "the store's own train/val split" + test_how)
     pool = store.indices("train") if "train" in store.splits else np.arange(len(store))
     pool = np.setdiff1d(pool, test)
-    train, val = holdout(pool, labels, groups, val_fraction, seed)
-    how = (f"{'group-aware ' if groups is not None else ''}stratified {val_fraction:.0%} "
-           f"validation split, seed {seed}{test_how}")
+    train, val = holdout(pool, labels, groups, val_fraction, seed, config=config)
+    how = (f"{'group-aware ' if groups is not None else ''}stratified "
+           f"{len(val) / len(pool):.0%} validation split, seed {seed}{test_how}")
     return Split(train, val, test, how)
 
 
 def cv_splitter(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int = 0):
-    """A scikit-learn CV splitter: StratifiedGroupKFold with groups, else StratifiedKFold."""
+    """A scikit-learn CV splitter: StratifiedGroupKFold with groups, else StratifiedKFold.
+
+    Pass `effective_groups(...)` to both this and the splitter's `split`, so ungrouped rows
+    are groups of their own.
+    """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if _groups_or_none(groups) is not None:
-        n_groups = len(set(groups.tolist()))
+    if effective_groups(groups) is not None:
+        n_groups = len(set(effective_groups(groups).tolist()))
         if n_groups < k:
             raise DataError(f"{k}-fold group cross-validation needs at least {k} groups; the "
                             f"store has {n_groups}. Lower --cv.")

@@ -17,6 +17,9 @@ GRID_SEARCH_OPTIONS = (
     Option("cv", int, 5, "cross-validation folds (stratified; group k-fold when the store has "
            "groups)", metavar="K"),
     Option("n_jobs", int, -1, "parallel fits through joblib (-1 = all cores)", metavar="N"),
+    Option("backend", str, "loky", "where the fits run: this machine's processes (loky), or a "
+           "Ray or Dask cluster (pip install -r requirements-cluster.txt; see "
+           "pipeline/search/backends.py)", choices=("loky", "ray", "dask")),
     Option("time_budget", float, 0.0, "seconds after which no new candidate is launched; the "
            "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
     Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
@@ -29,6 +32,6 @@ GRID_SEARCH_OPTIONS = (
     Option("progress", bool, True, "show a progress bar over the fits"),
     Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
            "`audit` found between search and test rows (needs a current audit of the store)"),
-    Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent of the first "
-           "fold's training rows for learning_curve.csv/png"),
+    Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
+           "of the first fold's training rows for learning_curve.csv/png"),
 )

@@ -57,6 +57,7 @@ def _options(options: dict | None) -> dict:
     from pipeline.search.options import GRID_SEARCH_OPTIONS
 
     opts = with_defaults(options, GRID_SEARCH_OPTIONS, "grid-search")
+    opts["config"] = (options or {}).get("config")  # named in messages next to the flags
     if opts["cv"] < 2:
         raise ConfigError(f"cv must be at least 2 folds; received: {opts['cv']}")
     if opts["top_k"] < 1:
@@ -115,16 +116,17 @@ def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
 
 def _split_rows(store, opts: dict, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.fit.splits import holdout
+    from pipeline.fit.splits import holdout, store_groups
 
     labelled = np.flatnonzero(labels >= 0)
-    groups = store.column("group") if store.has_groups else None
+    groups = store_groups(store)
     test = np.intersect1d(store.indices("test"), labelled)
     if len(test):
         return np.setdiff1d(labelled, test), test, f"the store's test split ({len(test)} rows)"
-    pool, test = holdout(labelled, labels, groups, opts["test_fraction"], opts["seed"])
+    pool, test = holdout(labelled, labels, groups, opts["test_fraction"], opts["seed"],
+                         knob="test_fraction", config=opts.get("config"))
     how = (f"held-out {'group-aware ' if groups is not None else ''}stratified "
-           f"{opts['test_fraction']:.0%} test split, seed {opts['seed']} ({len(test)} rows)")
+           f"{len(test) / len(labelled):.0%} test split, seed {opts['seed']} ({len(test)} rows)")
     return pool, test, how
 
 
@@ -161,12 +163,14 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     from tqdm.auto import tqdm
 
     from pipeline.search import io as search_io
+    from pipeline.search.backends import joblib_backend
 
     from pipeline.search import report as search_report
     from pipeline.config import write_toml
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
-    from pipeline.fit.splits import cv_splitter
+    from pipeline.fit.splits import cv_splitter, store_groups
+    from pipeline.search.checks import fold_score_warnings, search_data_warnings
 
     opts = _options(options)
     store_path = Path(store_path).resolve()
@@ -186,7 +190,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
 
         search_rows, test_rows, test_how = audited_search_rows(
             store, search_rows, test_rows, test_how, opts["exclude_leaks"], echo)
-        groups = store.column("group") if store.has_groups else None
+        groups = store_groups(store)  # ungrouped rows are groups of their own
         splitter = cv_splitter(labels[search_rows], None if groups is None else
                                groups[search_rows], opts["cv"], opts["seed"])
         folds = [(search_rows[a], search_rows[b]) for a, b in splitter.split(
@@ -201,6 +205,11 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         del loaded
         meta = {"store": str(store_path), "store_key": store.key,
                 "provenance": store.provenance, "class_names": list(store.class_names)}
+        for line in search_data_warnings(store, features, search_rows, test_rows, folds,
+                                         test_from_store="test" in store.splits):
+            echo(line)
+        table = {"ids": store.column("ids"), "labels": labels, "names": store.class_names,
+                 "groups": store.column("group") if store.has_groups else None}
     check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], opts["seed"])
 
     out_dir = Path(out_dir or opts["out"])
@@ -209,7 +218,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     write_toml(run_dir / "config.toml", "grid_search", {**{k: v for k, v in opts.items()
                                                            if k != "config"},
                                                         "store": str(store_path)})
-    search_report.write_folds(run_dir, folds, test_rows, test_how)
+    search_report.write_folds(run_dir, folds, test_rows, test_how, table)
 
     scratch = Path(tempfile.mkdtemp(prefix="grid-search-"))
     try:
@@ -238,7 +247,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
              f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
              f"test: {test_how}; folds: {type(splitter).__name__}")
-        results = _run_tasks(tasks(), opts, n_fits, tqdm)
+        with joblib_backend(opts["backend"], X, y):  # this machine, or a Ray/Dask cluster
+            results = _run_tasks(tasks(), opts, n_fits, tqdm)
         for cand, fold, res in results:
             if "error" in res:
                 cand.status = f"failed: {res['error']}"
@@ -281,6 +291,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)")
     best = ranked[0]
     echo(search_report.format_table(ranked, opts["scoring"]))
+    for line in fold_score_warnings(best):
+        echo(line)
     try:
         search_io.save_best_model(run_dir, best_model, meta, model=best.entry.name,
                                   family=best.entry.family, params=best.params,
@@ -310,6 +322,8 @@ def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
     """Runs (delayed call, candidate, fold) triples; yields (candidate, fold, result)."""
     from joblib import Parallel
 
+    from pipeline.search.backends import streams_results
+
     tagged = []  # joblib sees only the calls; keep the tags in launch order
 
     def calls():
@@ -317,10 +331,12 @@ def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
             tagged.append((cand, fold))
             yield call
 
-    n_jobs = _n_jobs(opts)
+    # On a cluster backend, -1 means every core of the cluster (the backend counts them).
+    n_jobs = _n_jobs(opts) if opts["backend"] == "loky" else int(opts["n_jobs"])
     # return_as="generator" keeps launch order, so results line up with `tagged`; launching
     # is lazy (pre_dispatch), which is what lets the time budget stop new candidates.
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")
+    parallel = Parallel(n_jobs=n_jobs, pre_dispatch="n_jobs",
+                        return_as="generator" if streams_results(opts["backend"]) else "list")
     bar = tqdm(total=n_fits, desc="fits", unit="fit", disable=not opts["progress"],
                dynamic_ncols=True)
     out = []

