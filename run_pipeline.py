@@ -8,6 +8,7 @@
     python run_pipeline.py info cache/<store>.h5
     python run_pipeline.py predict --run cache/runs/<run> --data new_photos/
     python run_pipeline.py export --run cache/runs/<run>
+    python run_pipeline.py audit --store cache/<store>.h5    # leaks, label issues, outliers
 
 Each command prints the path of what it made (store or run folder) as its last line of standard
 output. Bad input ends with one line on standard error and exit status 2.
@@ -29,6 +30,7 @@ COMMANDS = {
     "grid-search": "grid_search",
     "predict": "predict",
     "export": "export",
+    "audit": "audit",
 }
 
 

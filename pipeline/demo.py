@@ -1,8 +1,9 @@
 """The embedded default: scikit-learn's handwritten digits, end to end, offline.
 
 `python run_pipeline.py demo` writes the 1,797 digits (8x8, upscaled) as a PNG folder with a
-train/test split, then runs every stage on it: extract -> fit-head -> grid-search. It needs no
-download, so it works on a fresh clone without internet; it says plainly which weights it used.
+train/test split, then runs every stage on it: extract -> fit-head -> grid-search -> audit. It
+needs no download, so it works on a fresh clone without internet; it says plainly which weights
+it used.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
 
 
 def run_demo(opts: dict, echo=print) -> Path:
-    """extract -> fit-head -> grid-search on the digits; returns the last run folder."""
+    """extract -> fit-head -> grid-search -> audit on the digits; returns the last run folder."""
     from pipeline.extract.run import run_extraction
 
     cache = Path(opts.get("cache_dir") or "cache")
@@ -48,7 +49,7 @@ def run_demo(opts: dict, echo=print) -> Path:
              "Pass --weights imagenet or --weights FILE for pretrained vectors.")
     else:
         echo(f"demo weights: {weights}")
-    echo(f"[1/3] extract: {opts['backbone']} over {data} (1,797 digit images, 32x32)")
+    echo(f"[1/4] extract: {opts['backbone']} over {data} (1,797 digit images, 32x32)")
     result = run_extraction({"data": str(data), "backbone": opts["backbone"], "weights": weights,
                              "layer": "pooled", "pooling": "avg", "input_size": opts["input_size"],
                              "resize": "squash", "batch_size": 64, "dtype": "float32",
@@ -63,7 +64,7 @@ def run_demo(opts: dict, echo=print) -> Path:
     except ImportError:
         fit_head = None
     if fit_head is not None:
-        echo("[2/3] fit-head: dense head on the cached vectors")
+        echo("[2/4] fit-head: dense head on the cached vectors")
         run_dir = fit_head(result.path, {"epochs": 60, "progress": opts.get("progress", True)},
                            out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
@@ -73,8 +74,12 @@ def run_demo(opts: dict, echo=print) -> Path:
     except ImportError:
         run_grid_search = None
     if run_grid_search is not None:
-        echo("[3/3] grid-search: classifiers compared on the same cache")
+        echo("[3/4] grid-search: classifiers compared on the same cache")
         last = run_grid_search(result.path, {"time_budget": opts.get("time_budget", 90),
                                              "progress": opts.get("progress", True)},
                                out_dir=runs, echo=echo)
+    from pipeline.audit.run import run_audit
+
+    echo("[4/4] audit: leaks across splits, suspected label errors, outliers of the store")
+    echo(f"audit report: {run_audit(result.path, echo=echo) / 'report.html'}")
     return Path(last)

@@ -67,6 +67,7 @@ def test_no_import_circles():
     ("pipeline.extract", ("pipeline.fit", "pipeline.search", "pipeline.deploy")),
     ("pipeline.fit", ("pipeline.extract", "pipeline.search", "pipeline.deploy")),
     ("pipeline.search", ("pipeline.extract", "pipeline.deploy")),
+    ("pipeline.audit", ("pipeline.extract.backbones", "pipeline.search", "pipeline.deploy")),
 ])
 def test_stage_dependency_rules(package, forbidden):
     broken = sorted(f"{m} -> {t}" for m in GRAPH if m == package or m.startswith(package + ".")

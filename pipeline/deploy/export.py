@@ -133,7 +133,8 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
     Args:
         run_dir: a fit-head run folder (or a grid-search one whose best model is a Keras head).
         options: `out` (the .keras path, default RUN_DIR/export/model.keras), `check` (compare
-            with the pipeline's own preprocessing + backbone + head on a random input).
+            with the pipeline's own preprocessing + backbone + head on a random input),
+            `calibrate` (False: raw softmax, without the fitted temperature).
         echo: where progress lines go.
 
     Returns:
@@ -150,7 +151,7 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
     from pipeline.extract.backbones.feature_model import build_feature_model
 
     options = dict(options or {})
-    run = load_run(run_dir)
+    run = load_run(run_dir, calibrate=options.get("calibrate", True))
     if run.keras_head is None:
         raise ConfigError(
             f"export joins the backbone to a Keras model, and the best model of grid-search run "

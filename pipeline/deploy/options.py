@@ -22,6 +22,8 @@ PREDICT_OPTIONS = (
            "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
     Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
            "(checked by sha256)", metavar="NPY"),
+    Option("calibrate", bool, True, "apply the temperature fit-head fitted on validation "
+           "(--no-calibrate: raw softmax)"),
 )
 
 
@@ -36,4 +38,6 @@ EXPORT_OPTIONS = (
            "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
     Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
            "(checked by sha256)", metavar="NPY"),
+    Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
+           "model (--no-calibrate: raw softmax)"),
 )

@@ -63,13 +63,15 @@ def read_run_info(run_dir) -> dict:
     return info
 
 
-def load_run(run_dir, provenance: dict | None = None) -> LoadedRun:
+def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) -> LoadedRun:
     """Loads a run folder's model.
 
     Args:
         run_dir: folder written by fit-head (`head.keras`) or grid-search.
         provenance: provenance of the vectors about to be scored; a grid-search model refuses
             vectors of another backbone, layer, pooling, size, preprocessing or weights.
+        calibrate: keep the temperature fit-head folded into head.keras; False gives the raw
+            softmax (`--no-calibrate`).
 
     Returns:
         A `LoadedRun` whose `predict_proba(features)` gives (n, K) probabilities.
@@ -90,6 +92,10 @@ def load_run(run_dir, provenance: dict | None = None) -> LoadedRun:
     if not path.is_file():
         raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
     model = keras.saving.load_model(path, safe_mode=True)
+    from pipeline.fit.calibration import read_temperature, scale_output_layer
+
+    if not calibrate and read_temperature(run_dir):
+        scale_output_layer(model, 1.0 / read_temperature(run_dir))
     return LoadedRun(run_dir, "keras_head", info, list(info["class_names"]),
                      lambda x: predict_proba(model, x), model)
 
@@ -188,7 +194,8 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
         run_dir: a fit-head or grid-search run folder.
         data: a folder (class folders, loose files or both), one file, or a CSV manifest.
         options: `out` (CSV path), `cache_dir` (default RUN_DIR/predict), `batch_size`,
-            `workers`, `progress`, and `weights` / `mean_file` when those files have moved.
+            `workers`, `progress`, `weights` / `mean_file` when those files have moved, and
+            `calibrate` (False: raw softmax, without the fitted temperature).
         echo: where progress lines go.
 
     Returns:
@@ -220,7 +227,8 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
         if wrong:
             raise StoreError(f"new vectors differ from the training vectors in {', '.join(wrong)}"
                              f" (store {store.path.name}); extract them with the run's settings.")
-        run = load_run(run_dir, provenance=store.provenance)
+        run = load_run(run_dir, provenance=store.provenance,
+                       calibrate=options.get("calibrate", True))
         names = run.class_names
         probs = np.concatenate([run.predict_proba(x) for x, _ in
                                 store.iter_batches(batch_size=4096)]) if len(store) else \

@@ -61,4 +61,9 @@ FIT_HEAD_OPTIONS = (
            "auto streams when they exceed --memory-limit-mb", choices=("auto", "always", "never")),
     Option("memory_limit_mb", int, 1024, "largest vector set loaded into memory (auto mode)"),
     Option("progress", bool, True, "print one line per epoch"),
+    # The audit and calibration (pipeline/audit, pipeline/fit/calibration.py).
+    Option("exclude_leaks", bool, False, "drop the val/test side of each near-duplicate pair "
+           "that `audit` found across the splits (needs a current audit of the store)"),
+    Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
+           "rows for learning_curve.csv/png"),
 )

@@ -80,6 +80,9 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
                             "folder or manifest).")
         split = make_split(store, opts["val_fraction"], opts["seed"], opts["test_fraction"],
                            config=config_file)
+        from pipeline.audit.leaks import audited_split
+
+        split = audited_split(store, split, opts["exclude_leaks"], echo)
         needed = np.concatenate([split.train, split.val, split.test])
         streamed = should_stream(store, len(needed), opts)
         echo(f"{store.path.name}: {len(store)} vectors {store.feature_shape}, "
@@ -103,9 +106,21 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
         evaluated = [(name, rows) for name, rows in (("val", split.val), ("test", split.test))
                      if len(rows)]
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
+        from pipeline.fit import calibration
+
+        # T fitted on val and folded into the output layer: head.keras, the recorded
+        # probabilities, predict and export are calibrated alike; argmax (accuracy) unchanged.
+        calibrated = calibration.calibrate(model, results)
+        results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
+        curve = calibration.learning_curve(
+            lambda rows: probabilities(train_head(store, source, rows, split.val, config,
+                                                  {**opts, "progress": False}, echo)[0],
+                                       store, source, split.val)[2],
+            split.train, store.column("labels"), results["val"][2], opts["seed"]) \
+            if opts["learning_curve"] else None
         run_dir = _write_run(store, opts, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
-                             data_checks, out_dir)
+                             data_checks, out_dir, (calibrated, curve))
     epochs = f"epoch {best_epoch} of {len(history.get('loss', []))} kept"
     echo(f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose the "
          f"epoch: optimistic)"
@@ -159,7 +174,7 @@ def _run_dir_name(store_path: Path, out: Path, kind: str) -> Path:
 
 
 def _write_run(store, opts, config, model, history, best_epoch, split, results, cv, streamed,
-               seconds, output_reason, data_checks, out_dir) -> Path:
+               seconds, output_reason, data_checks, out_dir, extras) -> Path:
     """Writes everything into a hidden temporary folder, then renames it: no half runs."""
     from pipeline.fit import reports
 
@@ -222,6 +237,15 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
                                    None if groups is None else groups[rows],
                                    store.column("labels")[rows], cv_table["roles"],
                                    cv_table["scored_in"], cv_table["probs"], names)
+        from pipeline.fit import calibration
+
+        calibrated, curve = extras  # temperature + reliability diagram; learning curve
+        _, val_labels, _, val_probs = results["val"]
+        metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
+                                                               val_probs)
+        if curve:
+            calibration.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
+            metrics["learning_curve"] = curve
         reports.write_json(tmp / "metrics.json", metrics)
         reports.write_json(tmp / "run.json", {
             "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,

@@ -30,4 +30,8 @@ GRID_SEARCH_OPTIONS = (
     Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
     Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar over the fits"),
+    Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
+           "`audit` found between search and test rows (needs a current audit of the store)"),
+    Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
+           "of the first fold's training rows for learning_curve.csv/png"),
 )

@@ -186,6 +186,10 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     with open_store(store_path) as store:
         labels = store.column("labels")
         search_rows, test_rows, test_how = _split_rows(store, opts, labels)
+        from pipeline.audit.leaks import audited_search_rows
+
+        search_rows, test_rows, test_how = audited_search_rows(
+            store, search_rows, test_rows, test_how, opts["exclude_leaks"], echo)
         groups = store_groups(store)  # ungrouped rows are groups of their own
         splitter = cv_splitter(labels[search_rows], None if groups is None else
                                groups[search_rows], opts["cv"], opts["seed"])
@@ -270,11 +274,21 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         for cand, (_, score) in zip(top, refits):
             cand.test_score = score
         best_model = refits[0][0]
+        from pipeline.fit.calibration import learning_curve
+
+        curve = learning_curve(  # the best candidate on shares of the first fold's training rows
+            lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
+                                        folds[0][1], "accuracy").get("score", float("nan")),
+            folds[0][0], y, seed=opts["seed"]) if opts["learning_curve"] else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     search_report.write_tables(run_dir, ranked, len(folds), opts["scoring"])
     search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, opts["scoring"])
+    if curve:
+        from pipeline.fit.calibration import write_learning_curve
+
+        write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)")
     best = ranked[0]
     echo(search_report.format_table(ranked, opts["scoring"]))
     for line in fold_score_warnings(best):
