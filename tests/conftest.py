@@ -32,6 +32,23 @@ def write_images(root: Path, classes=("cat", "dog"), per_class=4, size=(40, 48),
     return root
 
 
+def write_resnet50_weights(path: Path, input_size: int = 32, seed: int = 0) -> Path:
+    """A ResNet50 `.weights.h5` whose BatchNorm statistics are not trivial (so engines and
+    inference mode can disagree if they are wrong); returns `path`."""
+    import keras
+
+    trunk = keras.applications.ResNet50(include_top=False, weights=None,
+                                        input_shape=(input_size, input_size, 3))
+    rng = np.random.default_rng(seed)
+    for w in trunk.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
+        elif "moving_mean" in w.path:
+            w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
+    trunk.save_weights(path)
+    return path
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return write_images(tmp_path / "data")

@@ -33,8 +33,8 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, monkeypatch, capsys):
     write_images(tmp_path / "new_photos", classes=("cat", "dog"), per_class=2, size=(24, 24),
                  seed=1)
     commands = _walkthrough()
-    assert [c.split()[2] for c in commands] == ["extract", "info", "fit-head", "grid-search",
-                                                "predict", "export"]
+    assert [c.split()[2] for c in commands] == ["extract", "info", "audit", "fit-head",
+                                                "grid-search", "predict", "export"]
     printed = {}
     for command in commands:
         line = command.replace("--weights imagenet", "--weights none --input-size 32")
@@ -44,7 +44,7 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, monkeypatch, capsys):
         argv = line.split()[2:]
         if argv[0] == "grid-search":
             argv += ["--models", "logistic_regression,knn", "--cv", "3"]
-        if argv[0] not in ("info", "export"):
+        if argv[0] not in ("info", "export", "audit"):
             argv.append("--no-progress")
         code = main(argv)
         out = capsys.readouterr().out.strip().splitlines()
@@ -57,6 +57,7 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, monkeypatch, capsys):
         printed.update({"extract": {"store": str(last)}, "fit-head": {"run": str(last)}}.get(
             argv[0], {}))
     assert last.name == "model.keras" and last.with_suffix(".json").is_file()
+    assert (Path(printed["store"]).with_suffix(".audit") / "report.html").is_file()
     assert (Path(printed["run"]) / "predictions-new_photos-accuracy.json").is_file()
 
 

@@ -7,25 +7,15 @@ from pipeline.extract.engines import installed, resolve_engine
 from pipeline.errors import ConfigError, EngineError
 from pipeline.extract.run import run_extraction
 from pipeline.store.feature_store import open_store
-from tests.conftest import write_images
+from tests.conftest import write_images, write_resnet50_weights
 
 
 @pytest.fixture(scope="module")
 def tiny_case(tmp_path_factory):
     """Images plus a ResNet50 weights file with non-trivial BatchNorm statistics."""
-    import keras
-
     root = tmp_path_factory.mktemp("engines")
     data = write_images(root / "data", per_class=3, size=(40, 40))
-    trunk = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    rng = np.random.default_rng(0)
-    for w in trunk.weights:
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
-        elif "moving_mean" in w.path:
-            w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
-    weights = root / "r50.weights.h5"
-    trunk.save_weights(weights)
+    weights = write_resnet50_weights(root / "r50.weights.h5")
     return root, data, weights
 
 

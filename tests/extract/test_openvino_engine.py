@@ -9,7 +9,7 @@ from pipeline.errors import ConfigError, EngineError
 from pipeline.extract.engines import installed
 from pipeline.extract.run import run_extraction
 from pipeline.store.feature_store import open_store
-from tests.conftest import write_images
+from tests.conftest import write_images, write_resnet50_weights
 
 pytestmark = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
 
@@ -17,19 +17,9 @@ pytestmark = pytest.mark.skipif(not installed("openvino"), reason="openvino is n
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """Ten images per class plus ResNet50 weights whose BatchNorm statistics are not trivial."""
-    import keras
-
     root = tmp_path_factory.mktemp("native")
     data = write_images(root / "data", per_class=10, size=(40, 40))
-    trunk = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    rng = np.random.default_rng(0)
-    for w in trunk.weights:
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
-        elif "moving_mean" in w.path:
-            w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
-    weights = root / "r50.weights.h5"
-    trunk.save_weights(weights)
+    weights = write_resnet50_weights(root / "r50.weights.h5")
     return root, data, weights
 
 

@@ -66,12 +66,7 @@ def _snake_case(name: str) -> str:
 
 def read_legacy_h5(path: Path) -> list[FileLayer] | None:
     """Keras 2's layout, or None when the file does not have it (a Keras 3 file named .h5)."""
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise WeightsError(f"weights file {path.name} is not a readable HDF5 file: "
-                           f"{_first_line(exc)}") from None
-    with fh:
+    with _open_h5(path) as fh:
         group = fh["model_weights"] if "model_weights" in fh else fh
         names = group.attrs.get("layer_names")
         if names is None:
@@ -93,6 +88,14 @@ def read_legacy_h5(path: Path) -> list[FileLayer] | None:
         return layers
 
 
+def _open_h5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightsError(f"weights file {path.name} is not a readable HDF5 file: "
+                           f"{_first_line(exc)}") from None
+
+
 def _h5_loader(path: Path, group: str, layer: str, weights: list):
     def load():
         with h5py.File(path, "r") as fh:
@@ -102,12 +105,7 @@ def _h5_loader(path: Path, group: str, layer: str, weights: list):
 
 def read_keras3_weights(path: Path, trunk_names: set) -> list[FileLayer]:
     """A Keras 3 `.weights.h5`: the layers of the model (or nested model) holding the trunk's."""
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise WeightsError(f"weights file {path.name} is not a readable HDF5 file: "
-                           f"{_first_line(exc)}") from None
-    with fh:
+    with _open_h5(path) as fh:
         scopes = _layer_scopes(fh)
         if not scopes:
             raise WeightsError(f"weights file {path.name} holds no Keras layers; save it with "
