@@ -206,6 +206,10 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
          f"({counts['cross_split_pairs']} across splits, {counts['cross_group_pairs']} across "
          f"groups), {counts['label_issues']} suspected label issue(s), {counts['outliers']} "
          f"outlier(s); {summary['seconds']}s")
+    if summary["provenance"].get("weights") == "none":
+        # The threshold is calibrated on pretrained vectors; random ones put most pairs close.
+        echo("note: this store holds RANDOM-weight vectors (--weights none), so distances say "
+             "little about the images; audit a store extracted with pretrained weights")
     return final
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pipeline.config import Option, add_options, resolve_options
 
-HELP = ("run extract -> fit-head -> grid-search on scikit-learn's digits (offline, about 3 minutes "
-        "on 2 CPU cores)")
+HELP = ("run extract -> fit-head -> grid-search -> audit on scikit-learn's digits (offline, "
+        "about 2 minutes on 2 CPU cores)")
 
 DEMO_OPTIONS = (
     Option("backbone", str, "resnet50", "backbone to extract with", metavar="NAME"),

@@ -202,7 +202,15 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = N
 
 def predict_proba(model, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Class probabilities, shape (n, n_classes), for either output kind."""
-    probs = np.asarray(model.predict(features, batch_size=batch_size, verbose=0), dtype=np.float64)
+    import keras
+
+    # Calling the model directly (inference mode) traces no predict function per model, so the
+    # several heads of one run (learning curve, calibration) stay free of TF's retracing warnings.
+    parts = [keras.ops.convert_to_numpy(model(np.asarray(features[i:i + batch_size]),
+                                              training=False))
+             for i in range(0, len(features), batch_size)]
+    probs = (np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1])))
+    probs = probs.astype(np.float64)
     if probs.shape[1] == 1:  # one sigmoid unit: P(class 1)
         probs = np.concatenate([1.0 - probs, probs], axis=1)
     return probs
