@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pipeline.config import Option
 
+# Where a run's input files are now, when they have moved: predict and export look them up alike.
+MOVED_FILE_OPTIONS = (
+    Option("weights", str, None, "where the run's backbone weights file is now, when it has "
+           "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
+    Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
+           "(checked by sha256)", metavar="NPY"),
+)
 
 PREDICT_OPTIONS = (
     Option("run_dir", str, None, "run folder printed by fit-head or grid-search",
@@ -18,10 +25,7 @@ PREDICT_OPTIONS = (
     Option("workers", int, None, "decoding threads or processes [default: one per core, at most "
            "32]", minimum=1),
     Option("progress", bool, True, "show a progress bar"),
-    Option("weights", str, None, "where the run's backbone weights file is now, when it has "
-           "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
-    Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
-           "(checked by sha256)", metavar="NPY"),
+    *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "apply the temperature fit-head fitted on validation "
            "(--no-calibrate: raw softmax)"),
 )
@@ -34,10 +38,7 @@ EXPORT_OPTIONS = (
     Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
            metavar="FILE.keras"),
     Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
-    Option("weights", str, None, "where the run's backbone weights file is now, when it has "
-           "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
-    Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
-           "(checked by sha256)", metavar="NPY"),
+    *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
            "model (--no-calibrate: raw softmax)"),
 )
