@@ -54,6 +54,14 @@ def image_folder(tmp_path):
     return write_images(tmp_path / "data")
 
 
+def read_csv(path) -> list[dict]:
+    """The rows of a CSV the pipeline wrote, as dicts keyed by its header."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def needs_shared(*paths):
     """Skip cleanly when ../shared (or a file in it) is absent, e.g. on a user's fresh clone."""
     missing = [p for p in paths if not Path(p).exists()]

@@ -10,11 +10,7 @@ import numpy as np
 import pytest
 
 from planted import register_thumbnail_backbone, write_planted
-
-
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+from conftest import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +61,7 @@ def test_audit_folder_sits_beside_the_store_and_holds_every_file(audited, folder
 
 
 def test_planted_cross_split_copies_are_found_and_listed_first(audited, folder):
-    rows = _csv(folder / "duplicates.csv")
+    rows = read_csv(folder / "duplicates.csv")
     pairs = {(r["id_a"], r["id_b"]): r for r in rows}
     leaks = audited["planted"]["leaks"]
     found = [pairs[p] for p in leaks if p in pairs]
@@ -89,11 +85,11 @@ def test_planted_cross_split_copies_are_found_and_listed_first(audited, folder):
 
 
 def test_flipped_labels_rank_near_the_top(audited, folder):
-    ranked = [r["id"] for r in _csv(folder / "label_issues.csv")]
+    ranked = [r["id"] for r in read_csv(folder / "label_issues.csv")]
     flips = audited["planted"]["flips"]
     top = ranked[:2 * len(flips)]
     assert sum(f in top for f in flips) >= len(flips) / 2, (top, flips)
-    issue = next(r for r in _csv(folder / "label_issues.csv") if r["id"] in flips)
+    issue = next(r for r in read_csv(folder / "label_issues.csv") if r["id"] in flips)
     original = issue["id"].split("/")[1]
     assert issue["given_label"] == original and issue["suggested_label"] != original
 
@@ -170,7 +166,7 @@ def test_fit_head_warns_about_audited_leaks_and_can_drop_them(audited, folder, t
     said = re.search(r"(\d+) leaking val/test row\(s\) dropped \(audit\)", split["how"])
     assert said and int(said.group(1)) >= dropped  # test rows, plus any val rows dropped
     assert any(line.startswith("--exclude-leaks: dropped") for line in lines)
-    tested = {r["id"] for r in _csv(run / "predictions_test.csv")}
+    tested = {r["id"] for r in read_csv(run / "predictions_test.csv")}
     assert not tested & {b for _, b in audited["planted"]["leaks"]}
 
 
@@ -204,7 +200,7 @@ def test_grid_search_drops_leaking_test_rows_and_draws_a_learning_curve(audited,
                  "--out", str(tmp_path / "by_run")]) == 0
     summary = json.loads((tmp_path / "by_run" / "summary.json").read_text())
     assert str(run) in summary["label_issues_from"]
-    ranked = [r["id"] for r in _csv(tmp_path / "by_run" / "label_issues.csv")]
+    ranked = [r["id"] for r in read_csv(tmp_path / "by_run" / "label_issues.csv")]
     flips = audited["planted"]["flips"]
     assert sum(f in ranked[:2 * len(flips)] for f in flips) >= len(flips) / 2
     assert main(["audit", "--store", str(audited["store"]), "--run", str(tmp_path),

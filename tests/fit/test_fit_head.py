@@ -1,12 +1,11 @@
 """fit-head on real HDF5 stores (written through the store API) and real small Keras heads."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
-from conftest import FLOWERS, MOBILENET_WEIGHTS, needs_shared
+from conftest import FLOWERS, MOBILENET_WEIGHTS, needs_shared, read_csv
 
 FAST = {"epochs": 4, "patience": 2, "hidden_units": (16,), "progress": False}
 
@@ -20,11 +19,6 @@ def _synthetic(path, n_classes, n=160, dim=12, groups=None, seed=0, split=None):
     x[np.arange(n), labels] += 2.5  # separable enough to learn in a few epochs
     return write_store(path, x, labels, class_names=[f"class{i}" for i in range(n_classes)],
                        ids=[f"s{i:04d}" for i in range(n)], group=groups, split=split)
-
-
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +47,12 @@ def test_two_classes_give_one_sigmoid_unit_with_binary_crossentropy(stores, tmp_
     assert info["kind"] == "keras_head" and info["class_names"] == ["class0", "class1"]
     assert info["store"] == str(stores["two"].resolve()) and len(info["store_key"]) == 64
     metrics = json.loads((run / "metrics.json").read_text())
-    val = _csv(run / "predictions_val.csv")
+    val = read_csv(run / "predictions_val.csv")
     wrong = [r for r in val if r["true_class"] != r["predicted_class"]]
     assert metrics["val_accuracy"] == pytest.approx(1 - len(wrong) / len(val))
-    assert metrics["n_misclassified"] == len(_csv(run / "misclassified.csv")) == len(wrong)
+    assert metrics["n_misclassified"] == len(read_csv(run / "misclassified.csv")) == len(wrong)
     assert set(metrics["per_split"]["val"]["per_class"]) == {"class0", "class1"}
-    assert len(_csv(run / "history.csv")) == metrics["epochs_run"]
+    assert len(read_csv(run / "history.csv")) == metrics["epochs_run"]
     assert "test_accuracy" not in metrics  # no test split asked for, none invented
 
 
@@ -78,7 +72,7 @@ def test_five_classes_streamed_give_softmax_and_recorded_probabilities(stores, t
     assert metrics["training"] == "streamed from the store"
     assert "held out 20%" in metrics["split"]["test_split"] and metrics["split"]["n_test"] == 32
     # The recorded probabilities are the saved head's, on the store's vectors.
-    rows = _csv(run / "predictions_test.csv")
+    rows = read_csv(run / "predictions_test.csv")
     with open_store(stores["five"]) as store:
         index = {sid: i for i, sid in enumerate(store.column("ids"))}
         x = store.read_rows(np.array([index[r["id"]] for r in rows]))
@@ -109,9 +103,9 @@ def test_groups_never_sit_on_both_sides(tmp_path):
     store = _synthetic(tmp_path / "frames.h5", 2, n=n, groups=groups)
     run = fit_head(store, {**FAST, "test_fraction": 0.2}, out_dir=tmp_path, echo=lambda *_: None)
     group_of = {f"s{i:04d}": g for i, g in enumerate(groups)}
-    val = {group_of[r["id"]] for r in _csv(run / "predictions_val.csv")}
-    test = {group_of[r["id"]] for r in _csv(run / "predictions_test.csv")}
-    evaluated = {r["id"] for name in ("val", "test") for r in _csv(run / f"predictions_{name}.csv")}
+    val = {group_of[r["id"]] for r in read_csv(run / "predictions_val.csv")}
+    test = {group_of[r["id"]] for r in read_csv(run / "predictions_test.csv")}
+    evaluated = {r["id"] for name in ("val", "test") for r in read_csv(run / f"predictions_{name}.csv")}
     train = {g for sid, g in group_of.items() if sid not in evaluated}
     assert val and test and train
     assert not (train & val) and not (train & test) and not (val & test)

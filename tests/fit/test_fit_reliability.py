@@ -2,13 +2,13 @@
 cross-validation scored on rows that chose nothing, messages that name the fix, tiny-data and
 copied-row warnings, and the group column in every per-row CSV. Real stores, real small heads."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError, DataError
+from conftest import read_csv
 
 FAST = {"epochs": 4, "patience": 2, "hidden_units": (8,), "progress": False}
 
@@ -23,11 +23,6 @@ def _store(path, n_classes=2, n=100, dim=8, groups=None, split=None, seed=0, x=N
         x[np.arange(n), labels] += 2.5
     return write_store(path, x, labels, class_names=[f"class{i}" for i in range(n_classes)],
                        ids=[f"s{i:04d}" for i in range(n)], group=groups, split=split)
-
-
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _fit(store, tmp_path, **opts):
@@ -46,7 +41,7 @@ def test_rows_without_a_group_are_groups_of_their_own(tmp_path):
     assert 18 <= metrics["split"]["n_val"] <= 22
     assert metrics["split"]["rows_without_group"] == 80
     assert any("80 of 100 rows have no group" in line for line in lines)
-    val = _csv(run / "predictions_val.csv")
+    val = read_csv(run / "predictions_val.csv")
     train_groups = {groups[i] for i in range(100)} - {groups[int(r["id"][1:])] for r in val}
     assert not ({r["group"] for r in val} - {""}) & train_groups  # videos stay whole
 
@@ -98,7 +93,7 @@ def test_cross_validation_scores_come_from_rows_that_chose_nothing(tmp_path):
     groups = [f"v{i // 4}" for i in range(120)]
     run, metrics, lines = _fit(_store(tmp_path / "cv.h5", n=120, groups=groups), tmp_path, cv=3)
     cv = metrics["cross_validation"]
-    table = _csv(run / "cv_folds.csv")
+    table = read_csv(run / "cv_folds.csv")
     assert len(table) == 120 and {r["group"] for r in table} == set(groups)
     for fold in (1, 2, 3):
         roles = {role: {r["id"] for r in table if r[f"fold{fold}"] == role}
@@ -124,8 +119,8 @@ def test_store_split_leak_warning_says_how_to_fix_it(tmp_path):
     warning = next(line for line in lines if line.startswith("warning: 10 group(s)"))
     assert "without its `split` column" in warning and "move each of these groups" in warning
     assert metrics["split"]["groups_in_more_than_one_split"] == 10
-    assert _csv(run / "misclassified.csv") == [] or "group" in _csv(run / "misclassified.csv")[0]
-    assert _csv(run / "predictions_val.csv")[0]["group"] == "g0"
+    assert read_csv(run / "misclassified.csv") == [] or "group" in read_csv(run / "misclassified.csv")[0]
+    assert read_csv(run / "predictions_val.csv")[0]["group"] == "g0"
 
 
 def test_tiny_validation_and_copied_vectors_are_said_out_loud(tmp_path):
@@ -191,7 +186,7 @@ def test_default_training_ends_when_val_loss_stops_improving(tmp_path):
     assert "usually" in next(o.help for o in FIT_HEAD_OPTIONS if o.name == "epochs")
     run, metrics, _ = _fit(_store(tmp_path / "plain.h5", n=300, dim=32), tmp_path,
                            epochs=100, patience=10, hidden_units=(256,))
-    history = _csv(run / "history.csv")
+    history = read_csv(run / "history.csv")
     best = float(history[metrics["best_epoch"] - 1]["val_loss"])
     assert metrics["epochs_run"] < 100
     # It stopped exactly --patience epochs after the last epoch that beat the best by

@@ -2,12 +2,12 @@
 sit in the search rows, tiny folds, identical fold scores, copied vectors; its fold CSV names the
 groups, and its leaderboard never cuts a parameter name. Real stores, real scikit-learn fits."""
 
-import csv
 
 import numpy as np
 
 from pipeline.search.run import run_grid_search
 from pipeline.store.feature_store import write_store
+from conftest import read_csv
 
 GRID = """
 [models.logistic_regression]
@@ -35,15 +35,10 @@ def _search(store, tmp_path, grid=GRID, **opts):
     return run, lines
 
 
-def _csv(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_ungrouped_rows_are_their_own_groups_and_folds_csv_names_groups(tmp_path):
     groups = [""] * 100 + [f"video{i // 5}" for i in range(20)]
     run, lines = _search(_store(tmp_path / "mixed.h5", groups=groups), tmp_path)
-    folds = _csv(run / "folds.csv")
+    folds = read_csv(run / "folds.csv")
     assert len(folds) == 120 and folds[110]["group"] == "video2"
     test = [r for r in folds if r["fold1"] == "test"]
     assert 20 <= len(test) <= 28  # a 20% test split, not 100 ungrouped rows in one piece
@@ -100,6 +95,6 @@ def _ranked(run):
     import json
     from types import SimpleNamespace
 
-    rows = [r for r in _csv(run / "leaderboard.csv") if r["status"] == "done"]
+    rows = [r for r in read_csv(run / "leaderboard.csv") if r["status"] == "done"]
     return [SimpleNamespace(entry=SimpleNamespace(name=r["model"]), cv_mean=float(r["cv_mean"]),
                             params=json.loads(r["params"])) for r in rows]
