@@ -65,9 +65,14 @@ def test_no_import_circles():
     ("pipeline.store", ("pipeline.extract", "pipeline.fit", "pipeline.search", "pipeline.deploy")),
     ("pipeline.extract.sources", ("pipeline.extract.backbones",)),
     ("pipeline.extract", ("pipeline.fit", "pipeline.search", "pipeline.deploy")),
-    ("pipeline.fit", ("pipeline.extract", "pipeline.search", "pipeline.deploy")),
-    ("pipeline.search", ("pipeline.extract", "pipeline.deploy")),
-    ("pipeline.audit", ("pipeline.extract.backbones", "pipeline.search", "pipeline.deploy")),
+    # The evaluation layer (splits, data checks, exclusions, curves, calibration) sits below
+    # every stage that scores a model, and imports none of them.
+    ("pipeline.evaluation", ("pipeline.extract", "pipeline.fit", "pipeline.search",
+                             "pipeline.audit", "pipeline.deploy")),
+    ("pipeline.fit", ("pipeline.extract", "pipeline.search", "pipeline.deploy", "pipeline.audit")),
+    ("pipeline.search", ("pipeline.extract", "pipeline.deploy", "pipeline.audit")),
+    ("pipeline.audit", ("pipeline.extract.backbones", "pipeline.fit", "pipeline.search",
+                        "pipeline.deploy")),
 ])
 def test_stage_dependency_rules(package, forbidden):
     broken = sorted(f"{m} -> {t}" for m in GRAPH if m == package or m.startswith(package + ".")

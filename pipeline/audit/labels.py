@@ -60,7 +60,7 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
     """
     from sklearn.base import clone
 
-    from pipeline.fit.splits import cv_splitter
+    from pipeline.evaluation.splits import cv_splitter
 
     n_classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), n_classes))

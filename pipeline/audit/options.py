@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.settings import settings_class
 
 # Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
 # Calibrated on flowers5 with the shared MobileNet weights (tests/audit/test_audit_flowers.py):
@@ -28,3 +29,6 @@ AUDIT_OPTIONS = (
     Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
            "scratch file"),
 )
+
+# The typed, frozen settings of `audit`, one field per option above (pipeline/settings.py).
+AuditConfig = settings_class("AuditConfig", AUDIT_OPTIONS, section="audit", command="audit")

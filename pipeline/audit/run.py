@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audit.leaks import audit_dir_for
+from pipeline.evaluation.exclusions import audit_dir_for
 from pipeline.audit.options import AUDIT_OPTIONS, DEFAULT_THRESHOLD
 from pipeline.audit.report import source_path
 from pipeline.config import with_defaults
@@ -45,7 +45,7 @@ def _options(options: dict | None) -> dict:
 
 def row_splits(store, seed: int) -> tuple[np.ndarray, str]:
     """Each row's split: the store's own, else the one fit-head makes by default."""
-    from pipeline.fit.splits import make_split
+    from pipeline.evaluation.splits import make_split
 
     own = store.column("split")
     if store.splits:
@@ -189,7 +189,7 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
                        ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
             _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                        [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
-            from pipeline.fit.reports import write_json
+            from pipeline.outputs import write_json
 
             summary["seconds"] = round(time.perf_counter() - started, 2)
             write_json(tmp / "summary.json", summary)

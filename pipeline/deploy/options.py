@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.settings import settings_class
 
 # Where a run's input files are now, when they have moved: predict and export look them up alike.
 MOVED_FILE_OPTIONS = (
@@ -42,3 +43,8 @@ EXPORT_OPTIONS = (
     Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
            "model (--no-calibrate: raw softmax)"),
 )
+
+# The typed, frozen settings of `predict` and `export` (pipeline/settings.py).
+PredictConfig = settings_class("PredictConfig", PREDICT_OPTIONS, section="predict",
+                               command="predict")
+ExportConfig = settings_class("ExportConfig", EXPORT_OPTIONS, section="export", command="export")

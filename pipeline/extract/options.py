@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.settings import settings_class
 
 
 EXTRACT_OPTIONS = (
@@ -61,3 +62,6 @@ EXTRACT_OPTIONS = (
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
     Option("mean_file", str, None, "Sports-1M mean cube (.npy) for C3D", metavar="NPY"),
 )
+
+# The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
+ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract")

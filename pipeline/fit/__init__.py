@@ -3,8 +3,8 @@
     from pipeline.fit import fit_head
     run_dir = fit_head("cache/<store>.h5", {"hidden_units": (256,)})
 
-`heads.py` builds heads and picks the output layer and loss from the labels, `splits.py` makes
-honest (stratified, group-aware) splits shared with the comparison stage, `head_data.py` feeds
+`heads.py` builds heads and picks the output layer and loss from the labels (splits, data
+checks and calibration figures come from `pipeline.evaluation`), `head_data.py` feeds
 vectors from memory or streamed from HDF5, `reports.py` writes the run folder's tables and plots,
 and `run.py` ties them together. It reads the store, never the backbone.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.fit.splits import cv_splitter, holdout, store_groups
+from pipeline.evaluation.splits import cv_splitter, holdout, store_groups
 from pipeline.fit.training import probabilities, train_head
 
 SCORED_ON = ("each fold's held-out rows, which took no part in training or in choosing the "

@@ -11,12 +11,13 @@ Usage:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.outputs import pyplot
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names) -> dict:
@@ -54,11 +55,6 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names) -
                       for i, name in enumerate(class_names)},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
-                          encoding="utf-8")
 
 
 def write_predictions(path: Path, ids, y_true, probs: np.ndarray, class_names,
@@ -150,7 +146,7 @@ def write_history(run_dir: Path, history: dict, best_epoch: int | None, title: s
         out.writerow(["epoch"] + keys)
         for e in range(n):
             out.writerow([e + 1] + [f"{float(history[k][e]):.6g}" for k in keys])
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = np.arange(1, n + 1)
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
@@ -183,7 +179,7 @@ def write_confusion_matrix(run_dir: Path, matrix, class_names, split: str) -> No
         out.writerow(["true \\ predicted"] + list(class_names))
         for name, row in zip(class_names, matrix):
             out.writerow([name] + [int(v) for v in row])
-    plt = _pyplot()
+    plt = pyplot()
     k = len(class_names)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(4.5, 0.75 * k + 2.5)
@@ -206,12 +202,3 @@ def write_confusion_matrix(run_dir: Path, matrix, class_names, split: str) -> No
     fig.tight_layout()
     fig.savefig(Path(run_dir) / "confusion_matrix.png", dpi=110)
     plt.close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -23,10 +23,12 @@ import numpy as np
 from pipeline.fit.options import FIT_HEAD_OPTIONS
 from pipeline.config import with_defaults, write_toml
 from pipeline.errors import ConfigError, DataError
+from pipeline.outputs import write_json
 from pipeline.store.feature_store import open_store
-from pipeline.fit import checks
+from pipeline.evaluation import checks
 from pipeline.fit.heads import HeadConfig, resolve_output
-from pipeline.fit.splits import make_split
+from pipeline.evaluation import curves
+from pipeline.evaluation.splits import make_split
 
 HEAD_KEYS = ("hidden_units", "standardize", "dropout", "l2", "batch_norm", "activation", "spatial", "output",
              "loss", "optimizer", "learning_rate", "batch_size", "epochs", "patience",
@@ -80,7 +82,7 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
                             "folder or manifest).")
         split = make_split(store, opts["val_fraction"], opts["seed"], opts["test_fraction"],
                            config=config_file)
-        from pipeline.audit.leaks import audited_split
+        from pipeline.evaluation.exclusions import audited_split
 
         split = audited_split(store, split, opts["exclude_leaks"], echo)
         needed = np.concatenate([split.train, split.val, split.test])
@@ -112,7 +114,7 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
         # probabilities, predict and export are calibrated alike; argmax (accuracy) unchanged.
         calibrated = calibration.calibrate(model, results)
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
-        curve = calibration.learning_curve(
+        curve = curves.learning_curve(
             lambda rows: probabilities(train_head(store, source, rows, split.val, config,
                                                   {**opts, "progress": False}, echo)[0],
                                        store, source, split.val)[2],
@@ -188,7 +190,7 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
         model.save(tmp / "head.keras")
         write_toml(tmp / "config.toml", "fit_head",
                    {k: v for k, v in opts.items() if k not in ("config",)})
-        reports.write_json(tmp / "provenance.json", store.provenance)
+        write_json(tmp / "provenance.json", store.provenance)
         reports.write_history(tmp, history, best_epoch,
                               f"{store.path.stem}: head {list(config.hidden_units)} "
                               f"({output_reason})")
@@ -244,10 +246,10 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
         metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
                                                                val_probs)
         if curve:
-            calibration.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
+            curves.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
             metrics["learning_curve"] = curve
-        reports.write_json(tmp / "metrics.json", metrics)
-        reports.write_json(tmp / "run.json", {
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "run.json", {
             "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
             "provenance": store.provenance, "class_names": list(names),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.fit import checks
+from pipeline.evaluation import checks
 
 
 def search_data_warnings(store, features: np.ndarray, search_rows: np.ndarray,

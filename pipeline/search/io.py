@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.outputs import write_json
 
 SIDECAR = "best_model.json"
 SKOPS_FILE = "best_model.skops"
@@ -59,19 +59,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_run_json(run_dir: Path, meta: dict) -> None:
     """run.json, the contract shared with fit-head's run folders (predict/export read it)."""
-    _write_json(Path(run_dir) / "run.json", {"kind": "grid_search", **meta, "created_at": _now()})
+    write_json(Path(run_dir) / "run.json", {"kind": "grid_search", **meta, "created_at": _now()})
 
 
 def save_best_model(run_dir: Path, fitted, meta: dict, **info) -> Path:
@@ -120,7 +114,7 @@ def save_best_model(run_dir: Path, fitted, meta: dict, **info) -> Path:
     sidecar = {"format": kind, "files": {name: sha256_file(run_dir / name) for name in files},
                "classes": [int(c) for c in final.classes_], **info, **meta,
                "versions": versions, "created_at": _now()}
-    _write_json(run_dir / SIDECAR, sidecar)
+    write_json(run_dir / SIDECAR, sidecar)
     return run_dir / SIDECAR
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.settings import settings_class
 
 
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
@@ -35,3 +36,6 @@ GRID_SEARCH_OPTIONS = (
     Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
            "of the first fold's training rows for learning_curve.csv/png"),
 )
+
+# The typed, frozen settings of `grid-search`, one field per option above (pipeline/settings.py).
+SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search", command="grid-search")

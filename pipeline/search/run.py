@@ -116,7 +116,7 @@ def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
 
 def _split_rows(store, opts: dict, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.fit.splits import holdout, store_groups
+    from pipeline.evaluation.splits import holdout, store_groups
 
     labelled = np.flatnonzero(labels >= 0)
     groups = store_groups(store)
@@ -169,7 +169,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     from pipeline.config import write_toml
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
-    from pipeline.fit.splits import cv_splitter, store_groups
+    from pipeline.evaluation.splits import cv_splitter, store_groups
     from pipeline.search.checks import fold_score_warnings, search_data_warnings
 
     opts = _options(options)
@@ -186,7 +186,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     with open_store(store_path) as store:
         labels = store.column("labels")
         search_rows, test_rows, test_how = _split_rows(store, opts, labels)
-        from pipeline.audit.leaks import audited_search_rows
+        from pipeline.evaluation.exclusions import audited_search_rows
 
         search_rows, test_rows, test_how = audited_search_rows(
             store, search_rows, test_rows, test_how, opts["exclude_leaks"], echo)
@@ -274,7 +274,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         for cand, (_, score) in zip(top, refits):
             cand.test_score = score
         best_model = refits[0][0]
-        from pipeline.fit.calibration import learning_curve
+        from pipeline.evaluation.curves import learning_curve
 
         curve = learning_curve(  # the best candidate on shares of the first fold's training rows
             lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
@@ -286,7 +286,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     search_report.write_tables(run_dir, ranked, len(folds), opts["scoring"])
     search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, opts["scoring"])
     if curve:
-        from pipeline.fit.calibration import write_learning_curve
+        from pipeline.evaluation.curves import write_learning_curve
 
         write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)")
     best = ranked[0]

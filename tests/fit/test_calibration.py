@@ -19,8 +19,8 @@ def _overconfident(n=2000, k=4, sharpen=6.0, seed=0):
 
 
 def test_temperature_scaling_keeps_argmax_and_lowers_nll_and_ece():
-    from pipeline.fit.calibration import (apply_temperature, expected_calibration_error,
-                                          fit_temperature, nll)
+    from pipeline.evaluation.calibration import (apply_temperature, expected_calibration_error,
+                                                 fit_temperature, nll)
 
     probs, labels = _overconfident()
     t = fit_temperature(probs, labels)
@@ -35,7 +35,7 @@ def test_temperature_scaling_keeps_argmax_and_lowers_nll_and_ece():
 
 
 def test_sigmoid_temperature_divides_the_logit_and_ece_counts_bins():
-    from pipeline.fit.calibration import apply_temperature, expected_calibration_error
+    from pipeline.evaluation.calibration import apply_temperature, expected_calibration_error
 
     p = np.array([0.01, 0.3, 0.5, 0.9, 0.999])
     two = np.column_stack([1 - p, p])
@@ -50,7 +50,7 @@ def test_sigmoid_temperature_divides_the_logit_and_ece_counts_bins():
 
 
 def test_learning_curve_subsets_are_stratified_and_nested():
-    from pipeline.fit.calibration import learning_curve
+    from pipeline.evaluation.curves import learning_curve
 
     labels = np.repeat([0, 1, 2], [50, 30, 20])
     rows = np.arange(100)
@@ -106,7 +106,8 @@ def test_fit_head_records_calibration_and_learning_curve(run):
 
 def test_predict_loader_applies_the_temperature_unless_told_not_to(run):
     from pipeline.deploy.prediction import load_run, read_predictions
-    from pipeline.fit.calibration import apply_temperature, read_temperature
+    from pipeline.evaluation.calibration import apply_temperature
+    from pipeline.fit.calibration import read_temperature
     from pipeline.store.feature_store import open_store
 
     info = json.loads((run / "run.json").read_text())

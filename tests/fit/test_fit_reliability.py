@@ -48,7 +48,7 @@ def test_rows_without_a_group_are_groups_of_their_own(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.2, 0.4])
 def test_group_holdout_share_is_the_asked_fraction(fraction):
-    from pipeline.fit.splits import holdout
+    from pipeline.evaluation.splits import holdout
 
     n = 400  # 100 groups of 4 rows, two classes
     labels = np.repeat(np.arange(100) % 2, 4)
