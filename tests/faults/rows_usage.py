@@ -1,21 +1,20 @@
-"""Every bad invocation ends the same way: exit status 2, exactly one `error: ...` line on
-standard error naming the problem, and no traceback.
+"""Fault-table rows: bad invocations of every command. Each ends the same way: exit status 2,
+exactly one `error: ...` line on standard error naming the problem, and no traceback.
 
-The table runs the CLI in-process (`run_pipeline.main`) on real files written here: tiny images,
+The rows run the CLI in-process (`run_pipeline.main`) on real files written here: tiny images,
 real HDF5 stores (ours, a corrupt one, a foreign one, one of another schema version), GIFs,
 videos, CSV manifests and TOML files. Nothing here builds a big model: every case must be refused
 before (or instead of) the expensive work.
 """
 
-import json
 import shutil
 
 import h5py
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import write_images
+from fault_case import Fault
 
 MINIMUM_INPUT_SIZE = 16  # mobilenet needs 32: a size below the backbone's minimum
 
@@ -28,9 +27,8 @@ def _tiny_clip_net(weights, input_shape):
     return keras.Model(inputs, keras.layers.GlobalAveragePooling3D(name="gap")(x))
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Every bad input of the table, written once."""
+def build(root):
+    """Every bad input of these rows, written once under `root`."""
     from pipeline.extract.backbones import BackboneSpec, get_backbone, register_backbone
     from pipeline.extract.backbones.c3d import preprocess_c3d
     from pipeline.store.feature_store import write_store
@@ -39,7 +37,6 @@ def files(tmp_path_factory):
         name="tiny_clip_bad_input", kind="clip", build=_tiny_clip_net, preprocess=preprocess_c3d,
         clip_recipe=get_backbone("c3d").clip_recipe, preprocess_name="c3d (test)",
         input_shape=(16, 32, 32, 3)), overwrite=True)
-    root = tmp_path_factory.mktemp("bad")
     rng = np.random.default_rng(0)
     f = {"root": root, "images": write_images(root / "pets", per_class=3, size=(24, 24))}
     labels = np.arange(20) % 2
@@ -93,8 +90,8 @@ def files(tmp_path_factory):
 
 CLIP = ["--backbone", "tiny_clip_bad_input", "--weights", "none", "--no-progress"]
 
-# (case id, argv with {placeholders} filled from the `files` fixture, words the message must hold)
-CASES = [
+# (case id, argv with {placeholders} filled from build(), words the error line must hold)
+CASES = [Fault(*row) for row in [
     # extract
     ("extract-no-data", ["extract"], "--data"),
     ("extract-missing-data", ["extract", "--data", "{root}/nowhere"], "data not found"),
@@ -190,47 +187,4 @@ CASES = [
     # the CLI itself
     ("unknown-command", ["extrakt"], "extrakt"),
     ("unknown-flag", ["fit-head", "--store", "{store}", "--epoks", "3"], "--epoks"),
-]
-
-
-@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_invocation_is_one_error_line_and_exit_2(files, capsys, argv, expected):
-    from run_pipeline import main
-
-    argv = [a.format(**files) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own refusals
-        code = exc.code
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected.lower() in lines[0].lower(), lines[0]
-
-
-def test_the_table_is_long_enough_and_covers_every_command():
-    from run_pipeline import COMMANDS
-
-    assert len(CASES) >= 30
-    covered = {argv[0] for _, argv, _ in CASES}
-    assert set(COMMANDS) - {"demo", "audit"} <= covered
-
-
-def test_info_on_a_store_it_made_may_suggest_deleting_it(files, tmp_path, capsys):
-    """Only a file the tool recognises as its own (our name pattern and attributes) gets the
-    advice to delete it; a user's CSV or photo never does."""
-    from run_pipeline import main
-
-    for path in (files["outside_csv"], files["jpeg"], files["foreign"]):
-        assert main(["info", str(path)]) == 2
-        assert "delete" not in capsys.readouterr().err
-    ours = tmp_path / "pets-mobilenet-pooled-0123456789.h5"
-    shutil.copy(files["store"], ours)
-    with h5py.File(ours, "a") as fh:
-        fh.attrs["schema_version"] = 0
-        fh.attrs["provenance"] = json.dumps({"backbone": "mobilenet"})
-    assert main(["info", str(ours)]) == 2
-    err = capsys.readouterr().err
-    assert "schema" in err and "extract" in err
+]]
