@@ -76,7 +76,14 @@ def _raise_if_fatal(reason) -> None:
         raise reason.exc
 
 
+def _quiet_worker() -> None:
+    from pipeline import quiet_startup
+
+    quiet_startup.install()  # a reader that imports TensorFlow stays quiet
+
+
 def _init_worker(shm_name: str, shape: tuple, reader) -> None:
+    _quiet_worker()
     shm = shared_memory.SharedMemory(name=shm_name)
     _WORKER.update(shm=shm, ring=np.ndarray(shape, dtype=np.uint8, buffer=shm.buf), reader=reader)
 
@@ -156,6 +163,7 @@ class ProcessBatchFeeder:
 
 
 def _init_chunk_worker(reader) -> None:
+    _quiet_worker()
     _WORKER["reader"] = reader
 
 

@@ -18,9 +18,9 @@ _END = object()
 
 
 class OrderedPrefetcher:
-    """Iterates `(index, kind, payload)` in sample order.
+    """Iterates `(index, event, payload)` in sample order.
 
-    kind is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason). Only a
+    event is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason). Only a
     `DecodeError` (the file's content) is a "fail": a `ResourceError` or `MemoryError` (the
     machine) and any other exception (a bug in our code, e.g. a TypeError) are raised here, in
     the consumer, so they stop the run instead of being cached as the file's failure.
@@ -85,11 +85,11 @@ class OrderedPrefetcher:
                         self._cond.wait()
                     q = self._queues[index]
                 while True:
-                    kind, payload = q.get()
-                    if kind == "error":
+                    event, payload = q.get()
+                    if event == "error":
                         raise _as_resource_error(payload, self.items[index])
-                    yield index, kind, payload
-                    if kind != "chunk":
+                    yield index, event, payload
+                    if event != "chunk":
                         break
                 with self._cond:
                     del self._queues[index]

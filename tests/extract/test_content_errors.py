@@ -27,7 +27,14 @@ def _extract(data, cache, decode="threads"):
 def test_a_reader_bug_stops_the_run_and_the_fixed_reader_then_extracts_the_file(
         tmp_path, monkeypatch):
     data = write_images(tmp_path / "data", per_class=3, size=(32, 32))
-    monkeypatch.setattr(ImageReader, "read", BuggyReader.read)
+    fixed_read = ImageReader.read
+
+    def read_with_a_bug(self, path):
+        if path.name.endswith("_1.png"):
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+        yield from fixed_read(self, path)
+
+    monkeypatch.setattr(ImageReader, "read", read_with_a_bug)
     with pytest.raises(TypeError, match="unsupported operand"):
         _extract(data, tmp_path / "cache")
     monkeypatch.undo()  # the reader is fixed
