@@ -45,12 +45,9 @@ def _store_paths_absolute(config: ExtractConfig) -> ExtractConfig:
 
 def _choose_backend_before_keras_loads(config: ExtractConfig) -> ExtractConfig:
     """This process only extracts: run the engine in-process rather than in a worker."""
-    from pipeline.extract.engines import active_backend, choose_engine
+    from pipeline.extract.engines import choose_engine
     from pipeline.extract.plugins import load_plugins
 
-    if "keras" in sys.modules and config.engine == "auto" and config.precision != "int8":
-        # called in-process (tests, notebooks): no worker for auto
-        return config.replace(engine=active_backend())
     load_plugins(config.plugin)  # a plugin may register the engine
     engine = choose_engine(config)
     if "keras" not in sys.modules:

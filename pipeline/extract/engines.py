@@ -192,13 +192,20 @@ def auto_order(backbone: str = "", precision: str = "float32") -> tuple:
 
 
 def choose_engine(config) -> Engine:
-    """The engine that runs these settings: `config.engine`, or `auto`'s first that suits.
+    """The engine that runs these settings: `config.engine`, or `auto`'s first that suits
+    (in a process that has imported Keras already: its backend).
 
     Raises:
         ConfigError: an unknown engine, or one that cannot run `config.precision`.
         EngineError: the engine is not installed or cannot run the backbone.
     """
-    name = resolve_engine(config.engine, config.backbone.lower(), config=config)
+    name = config.engine
+    if name == "auto" and "keras" in sys.modules and config.precision != "int8" and \
+            active_backend() in ENGINES and ENGINES[active_backend()].suits(config):
+        # Keras is loaded here already (a notebook, a test, stage two in the same session):
+        # run on its backend, in this process, rather than start a worker or convert a model.
+        name = active_backend()
+    name = resolve_engine(name, config.backbone.lower(), config=config)
     engine = get_engine(name) if name in ENGINES else Engine(name, name, name)
     engine.check(config)
     return engine
