@@ -224,14 +224,11 @@ class ShardExtractor:
         config = ExtractConfig.from_mapping(config)
         load_plugins(config.plugin)  # before the backbone is looked up: it may be a plugin's
         cores = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-        if get_engine(config.engine).keras_backend != active_backend():
+        engine = get_engine(config.engine)
+        if engine.keras_backend != active_backend():
             raise EngineError(f"actor runs Keras on {active_backend()!r}, asked for "
                               f"{config.engine!r}")
-        if active_backend() == "tensorflow":  # else it sizes its pools to the whole node
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(cores)
-            tf.config.threading.set_inter_op_parallelism_threads(cores)
+        engine.limit_threads(cores)
         self.config = config.replace(workers=config.workers or max(2, min(32, cores)))
         self.parts_dir = Path(parts_dir)
         self.spec = get_backbone(config.backbone)

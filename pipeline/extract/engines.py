@@ -48,6 +48,8 @@ class Engine:
         host_preprocess: whether it runs a reader's host-side preprocessing (C3D's
             --mean-file); a converted model holds its preprocessing inside.
         auto_precisions: the precisions `auto` may choose it for (a subset of `precisions`).
+        reference: the engine the others are checked against: a failure there is a bug (its
+            traceback is kept); elsewhere it is a one-line EngineError naming the fix.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Engine:
     precisions: tuple = ("float32", "float16", "bfloat16")
     host_preprocess: bool = True
     auto_precisions: tuple = ("float32", "float16", "bfloat16")
+    reference: bool = False
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -73,6 +76,14 @@ class Engine:
                               f"{' or '.join(runs) or 'none installed'} (received: engine "
                               f"{self.name}); pass --engine {runs[0] if runs else 'auto'} or "
                               "--precision float32")
+
+    def limit_threads(self, cores: int) -> None:
+        """Sizes the framework's thread pools to `cores` (a Ray actor's share of a node)."""
+        if self.keras_backend == "tensorflow":  # else TensorFlow sizes them to the whole node
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(cores)
+            tf.config.threading.set_inter_op_parallelism_threads(cores)
 
     def prepare(self, spec, reader, config, settings: dict, samples, echo=print):
         """Work done once on the driver before any batch runs (a converted model); None here."""
@@ -115,7 +126,7 @@ def register_engine(engine: Engine, *, overwrite: bool = False) -> Engine:
     return engine
 
 
-register_engine(Engine("tensorflow", "tensorflow", "tensorflow"))
+register_engine(Engine("tensorflow", "tensorflow", "tensorflow", reference=True))
 register_engine(Engine("jax", "jax", "jax"))
 register_engine(Engine("torch", "torch", "torch"))
 register_engine(OpenVINOEngine("openvino", "tensorflow", "openvino",

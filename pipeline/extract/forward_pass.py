@@ -230,8 +230,11 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
 
 @contextmanager
 def _engine_guard(spec, what: str):
-    """On a non-TensorFlow engine, a model it cannot build or run is a one-line EngineError."""
+    """On a Keras backend other than the reference engine's, a model it cannot build or run is
+    a one-line EngineError."""
     import keras
+
+    from pipeline.extract.engines import ENGINES
 
     backend = keras.backend.backend()
     try:
@@ -239,7 +242,7 @@ def _engine_guard(spec, what: str):
     except PipelineError:
         raise
     except Exception as exc:
-        if backend == "tensorflow":
+        if backend in ENGINES and ENGINES[backend].reference:
             raise  # the reference engine: a failure here is a bug, keep the traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise EngineError(f"engine '{backend}' cannot {what} {spec.name}: {first}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.config import Option
 from pipeline.errors import ConfigError
-from pipeline.extract.engines import engine_names
+from pipeline.extract.engines import engine_names, get_engine
 from pipeline.extract.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
 
@@ -74,9 +74,8 @@ class _ExtractRules(Settings):
     """The rules across extract options, checked once wherever the settings are built."""
 
     def validate(self) -> None:
-        if self.precision == "int8" and self.engine not in ("auto", "openvino"):
-            raise ConfigError(f"--precision int8 runs on --engine openvino (received: engine "
-                              f"{self.engine}); pass --engine openvino or --precision float32")
+        if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
+            get_engine(self.engine).check(self)
         if self.aggregate == "per_clip" and self.l2_normalize:
             raise ConfigError("--l2-normalize normalises the per-video mean of --aggregate mean; "
                               "with --aggregate per_clip each clip's row is stored as it is. "

@@ -34,6 +34,12 @@ def _load_builtin_readers() -> None:
         READERS.setdefault(reader_class.kind, reader_class)
 
 
+def reader_class_for(kind: str):
+    """The reader class registered for a backbone kind, or None."""
+    _load_builtin_readers()
+    return READERS.get(kind)
+
+
 def create_reader(spec, input_shape: tuple, config):
     """Returns the reader for a backbone spec (by its `kind`) configured from `config`: an
     `ExtractConfig`, or a mapping of some extract options (the rest take the CLI's defaults).
@@ -58,4 +64,4 @@ def thumbnail(path, size: int):
 
 
 __all__ = ["ClipRecipe", "Dataset", "Sample", "discover", "create_reader", "register_reader",
-           "thumbnail", "READERS"]
+           "reader_class_for", "thumbnail", "READERS"]

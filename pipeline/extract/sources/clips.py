@@ -76,6 +76,7 @@ class ClipReader:
     unit = "clips"  # what one model input is called (summary, progress bar)
     process_decode = "files"  # a decode process returns a whole file's clips
     auto_processes = False  # a worker holds a whole file's clips: processes only when asked
+    needs_recipe = True  # a backbone it feeds must bring a ClipRecipe
 
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ClipReader":

@@ -117,6 +117,7 @@ class ImageReader:
     rows_per_file = 1  # stored rows per file
     process_decode = "batches"  # decode processes write images straight into batches
     auto_processes = True  # `--decode auto` may use processes (each file is small)
+    needs_recipe = False  # a backbone it feeds brings no ClipRecipe
 
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ImageReader":
