@@ -241,6 +241,10 @@ def resolve_engine(engine: str | None, backbone: str = "", native_ok: bool = Tru
                     (not native_ok and not found.host_preprocess):
                 continue
             return candidate
+        if precision in AUTO_ORDER_FOR_PRECISION:
+            needed = " or ".join(AUTO_ORDER_FOR_PRECISION[precision])
+            raise EngineError(f"--precision {precision} runs on --engine {needed}, which is not "
+                              "installed: pip install -r requirements.txt")
         raise EngineError("no inference engine is installed: pip install -r requirements.txt")
     found = get_engine(engine)
     if not found.installed():

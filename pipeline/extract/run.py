@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,7 +117,7 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
     return settings
 
 
-def run_extraction(config: ExtractConfig | dict, *, progress: bool | None = None, echo=print,
+def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = None, echo=print,
                    require_labels: bool = True, calibration: dict | None = None) -> ExtractResult:
     """Extracts features for `config.data` into the store for these settings.
 
@@ -133,7 +134,7 @@ def run_extraction(config: ExtractConfig | dict, *, progress: bool | None = None
     Returns:
         The `ExtractResult`, which is path-like: the store's path.
     """
-    if isinstance(config, dict) and "calibration" in config:
+    if isinstance(config, Mapping) and "calibration" in config:
         config = dict(config)
         calibration = calibration or config.pop("calibration")
     cfg = ExtractConfig.from_mapping(config)
