@@ -86,3 +86,4 @@ class _ExtractRules(Settings):
 # The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
 ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract",
                                base=_ExtractRules)
+ExtractConfig.__module__ = __name__  # so a config pickles (to a worker process) by this name
