@@ -75,7 +75,7 @@ def quiet_process_tree():
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(saved, 2)  # our write end closes: the pump sees the end once children exit
-        pump.join(timeout=2.0)
+        pump.join(timeout=0.5)  # workers kept for reuse (joblib) may hold the pipe open
         if not pump.is_alive():  # else a lingering worker still writes through it: keep it
             os.close(saved)
 

@@ -95,3 +95,17 @@ def test_the_cli_takes_plugins_and_a_missing_one_is_one_error_line(tmp_path, plu
 def test_load_plugins_names_a_missing_module():
     with pytest.raises(ConfigError, match="cannot import plugin module 'no_such_module_x'"):
         load_plugins(["no_such_module_x"])
+
+
+def test_an_installed_entry_point_of_the_plugin_group_is_loaded(tmp_path, monkeypatch):
+    """A distribution on sys.path declaring a `featcache.plugins` entry point (as `pip install`
+    of a package with that entry point leaves it) is imported by load_plugins()."""
+    site = tmp_path / "site"
+    info = site / "featcache_ep_demo-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: featcache-ep-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[featcache.plugins]\ndemo = featcache_ep_demo\n")
+    (site / "featcache_ep_demo.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "entry point demo" in load_plugins()
+    assert sys.modules["featcache_ep_demo"].LOADED
