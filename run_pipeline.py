@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
     args = build_parser().parse_args(argv)
     from pipeline.errors import PipelineError
+    from pipeline.quiet_startup import quiet_process_tree
 
     try:
-        output = args.run(args)
+        # TensorFlow's C++ start-up notices (here and in every worker process) are dropped.
+        with quiet_process_tree():
+            output = args.run(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

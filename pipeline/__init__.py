@@ -1,9 +1,6 @@
 """featcache: extract once with a frozen backbone, fit heads on the cached vectors.
 
-Importing the package keeps TensorFlow's start-up chatter off the terminal in this process and
-in every worker process that imports it (see `pipeline.quiet_startup`).
+Importing the package changes nothing in the importing process (no import hooks, no file
+descriptors touched). The CLI keeps TensorFlow's start-up chatter off the terminal itself
+(`pipeline.quiet_startup`), for its own process and every worker process it starts.
 """
-
-from pipeline import quiet_startup as _quiet_startup
-
-_quiet_startup.install()

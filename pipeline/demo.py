@@ -39,6 +39,7 @@ def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
 
 def run_demo(opts: dict, echo=print) -> Path:
     """extract -> fit-head -> grid-search -> audit on the digits; returns the last run folder."""
+    from pipeline.extract.options import ExtractConfig
     from pipeline.extract.run import run_extraction
 
     cache = Path(opts.get("cache_dir") or "cache")
@@ -50,11 +51,11 @@ def run_demo(opts: dict, echo=print) -> Path:
     else:
         echo(f"demo weights: {weights}")
     echo(f"[1/4] extract: {opts['backbone']} over {data} (1,797 digit images, 32x32)")
-    result = run_extraction({"data": str(data), "backbone": opts["backbone"], "weights": weights,
-                             "layer": "pooled", "pooling": "avg", "input_size": opts["input_size"],
-                             "resize": "squash", "batch_size": 64, "dtype": "float32",
-                             "cache_dir": str(cache)}, progress=opts.get("progress", True),
-                            echo=echo)
+    config = ExtractConfig.from_mapping({
+        "data": str(data), "backbone": opts["backbone"], "weights": weights,
+        "input_size": opts["input_size"], "batch_size": 64, "cache_dir": str(cache),
+        "progress": opts.get("progress", True)})
+    result = run_extraction(config, echo=echo)
     echo(result.summary())
     echo(f"store: {result.path}")
     last = result.path

@@ -3,11 +3,16 @@
 TensorFlow 2.21 writes, from C++ straight to file descriptor 2 and before its log level is
 read, lines such as "All log messages before absl::InitializeLog() ...", oneDNN and
 cpu_feature_guard notices, "cudart_stub ... Could not find cuda drivers" and, on a machine
-without a GPU, "failed call to cuInit". TF_CPP_MIN_LOG_LEVEL does not reach them. So the first
-`import tensorflow` of a process (Keras' TensorFlow backend does it) runs with fd 2 sent to a
-temporary file; afterwards every line that is not one of those notices is written back, so real
-errors and warnings still show. `install()` runs when `pipeline` is imported, so worker
-processes (engine worker, decode workers, joblib's) are quiet too.
+without a GPU, "failed call to cuInit". TF_CPP_MIN_LOG_LEVEL does not reach them.
+
+Nothing here runs on `import pipeline`: a library user's process is left as it is. Two tools:
+
+- `quiet_process_tree()`, used by the CLI (`run_pipeline.py`) around a command: fd 2 becomes a
+  pipe read by a thread that drops the notice lines and passes every other byte on, so real
+  errors, warnings and progress bars still show. Worker processes inherit fd 2 (the engine
+  worker, decode workers, joblib's and Ray's), so they are quiet too.
+- `install()`, used by a worker process started outside the CLI (the engine worker): its first
+  `import tensorflow` runs with fd 2 sent to a temporary file, written back without the notices.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import contextlib
 import importlib.abc
 import importlib.util
 import os
+import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 # Start-up notices that say nothing a user can act on (a line holding one is dropped).
@@ -35,6 +42,57 @@ def install() -> None:
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietImport())
+
+
+def _is_chatter(line: bytes) -> bool:
+    text = line.decode("utf-8", "replace")
+    return any(marker in text for marker in CHATTER)
+
+
+@contextlib.contextmanager
+def quiet_process_tree():
+    """Meanwhile, fd 2 of this process and of every process it starts drops CHATTER lines.
+
+    A line ends at a newline or a carriage return (a progress bar redraws with one), so what is
+    not chatter is passed on as soon as it is complete.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (an embedding host): leave it
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, saved), daemon=True,
+                            name="stderr-filter")
+    pump.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # our write end closes: the pump sees the end once children exit
+        pump.join(timeout=0.5)  # workers kept for reuse (joblib) may hold the pipe open
+        if not pump.is_alive():  # else a lingering worker still writes through it: keep it
+            os.close(saved)
+
+
+def _pump(read_end: int, out: int) -> None:
+    pending = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(read_end, 65536):
+            pending += chunk
+            pieces = re.split(rb"(?<=[\r\n])", pending)
+            pending = pieces.pop()  # an unfinished line waits for its end
+            kept = b"".join(p for p in pieces if not _is_chatter(p))
+            if kept:
+                os.write(out, kept)
+        if pending and not _is_chatter(pending):
+            os.write(out, pending)
+    os.close(read_end)
 
 
 @contextlib.contextmanager

@@ -39,41 +39,15 @@ def _placeholder(text: str):
     return img
 
 
-def _first_frame(path: Path):
-    """A clip's first frame through the extract stage's clip reader (128 px, uncropped)."""
-    from PIL import Image
-
-    from pipeline.extract.sources.base import ClipRecipe
-    from pipeline.extract.sources.clips import ClipReader
-
-    def resize(frame, shape):
-        height, width = shape
-        return np.asarray(Image.fromarray(frame).resize((width, height),
-                                                        Image.Resampling.BILINEAR))
-
-    recipe = ClipRecipe(resize_shape=lambda size: (size, size), crop_offsets=lambda size: (0, 0),
-                        resize=resize, resize_name="pillow bilinear", mean_name="none")
-    reader = ClipReader((1, 128, 128, 3), {"frames": 1}, recipe)
-    return Image.fromarray(next(iter(reader.clips(path)))[0])
-
-
 def thumbnail(data_root: str | None, row_id: str) -> str:
     """A data URI of the row's thumbnail, or of a placeholder when the file cannot be read."""
-    from PIL import Image, ImageOps
-
-    from pipeline.extract.sources.clips import CLIP_EXTENSIONS
+    from pipeline.extract.sources import thumbnail as read_thumbnail
 
     path = source_path(data_root, row_id)
     if path is None:
         return _jpeg_data_uri(_placeholder("file not found"))
-    try:
-        if path.is_dir() or path.suffix.lower() in CLIP_EXTENSIONS:
-            img = _first_frame(path)
-        else:
-            with Image.open(path) as opened:
-                img = ImageOps.exif_transpose(opened.convert("RGB"))
-        img.thumbnail((THUMB, THUMB))
-        return _jpeg_data_uri(img)
+    try:  # the reader that claims the file draws it (a clip: its first frame)
+        return _jpeg_data_uri(read_thumbnail(path, THUMB))
     except Exception:  # noqa: BLE001 -- a broken file must not cost the whole page
         return _jpeg_data_uri(_placeholder("unreadable"))
 

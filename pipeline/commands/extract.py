@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.config import add_options, resolve_options
-from pipeline.extract.options import EXTRACT_OPTIONS
+import os
+import sys
+
+from pipeline.config import add_options
+from pipeline.extract.options import EXTRACT_OPTIONS, ExtractConfig
 
 HELP = "run the frozen backbone once over a folder or CSV manifest and cache the vectors in HDF5"
 
@@ -16,12 +19,11 @@ def run(args) -> str:
     from pipeline.errors import ConfigError, DataError
     from pipeline.extract.run import run_extraction
 
-    opts = resolve_options(args, EXTRACT_OPTIONS, section="extract")
-    if not opts["data"]:
+    config = ExtractConfig.from_cli(args)
+    if not config.data:
         raise ConfigError("extract needs --data DIR_OR_CSV (or data = \"...\" in the config file)")
-    _store_paths_absolute(opts)
-    _choose_backend_before_keras_loads(opts)
-    result = run_extraction(opts, progress=opts["progress"])
+    config = _choose_backend_before_keras_loads(_store_paths_absolute(config))
+    result = run_extraction(config)
     print(result.summary())
     if result.n_samples and not result.n_rows:  # the store is kept: it records every failure
         raise DataError(f"none of the {result.n_samples} file(s) could be decoded, so the store "
@@ -30,27 +32,24 @@ def run(args) -> str:
     return str(result.path)
 
 
-def _store_paths_absolute(opts: dict) -> None:
+def _store_paths_absolute(config: ExtractConfig) -> ExtractConfig:
     """Files named on the command line are recorded absolute in the store's provenance, so
     predict and export find them from any working directory (sha256 and cache key unchanged)."""
-    import os
-
+    changes = {}
     for key in ("weights", "mean_file"):
-        value = opts.get(key)
+        value = getattr(config, key)
         if value and value not in ("imagenet", "none") and os.path.exists(value):
-            opts[key] = os.path.abspath(os.path.expanduser(value))
+            changes[key] = os.path.abspath(os.path.expanduser(value))
+    return config.replace(**changes) if changes else config
 
 
-def _choose_backend_before_keras_loads(opts: dict) -> None:
+def _choose_backend_before_keras_loads(config: ExtractConfig) -> ExtractConfig:
     """This process only extracts: run the engine in-process rather than in a worker."""
-    import os
-    import sys
+    from pipeline.extract.engines import choose_engine
+    from pipeline.extract.plugins import load_plugins
 
-    from pipeline.extract.engines import resolve_engine
-
-    if "keras" in sys.modules and opts["engine"] == "auto":
-        opts["engine"] = "current"  # called in-process (tests, notebooks): no worker for auto
-    engine = resolve_engine(opts["engine"], opts["backbone"].lower())
+    load_plugins(config.plugin)  # a plugin may register the engine
+    engine = choose_engine(config)
     if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = engine
-    opts["engine"] = engine
+        os.environ["KERAS_BACKEND"] = engine.keras_backend
+    return config.replace(engine=engine.name)

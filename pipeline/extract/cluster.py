@@ -15,8 +15,11 @@ Every node must read the files and write the cache at the same paths (a shared f
 the same path on each node), and find this project at the same path (it is put on the actors'
 PYTHONPATH).
 
-Usage (inside `run_extraction`, when opts["cluster"] == "ray"):
-    feature_shape, rate = extract_on_cluster(todo, opts, parts_dir, clip_rows, progress, echo)
+Usage (inside `run_extraction`, when config.cluster is "ray"):
+    feature_shape, rate, n = extract_on_cluster(todo, config, parts_dir, progress)
+
+The actors receive the settings as `config.as_dict()`, rebuild them with
+`ExtractConfig.from_mapping` and import `config.plugin` before they build the backbone.
 """
 
 from __future__ import annotations
@@ -106,11 +109,11 @@ def shard(todo: list, batch_size: int, actors: int) -> list[list]:
     return [todo[i:i + size] for i in range(0, len(todo), size)]
 
 
-def prepare(opts: dict, parts_dir: Path) -> None:
+def prepare(config, parts_dir: Path) -> None:
     """Before a cluster run indexes its journal: Ray must be there, and what the actors of an
     interrupted run published is taken in."""
-    if opts["cluster"] != "ray":
-        raise ConfigError(f"cluster must be ray; received: {opts['cluster']!r}")
+    if config.cluster != "ray":
+        raise ConfigError(f"cluster must be ray; received: {config.cluster!r}")
     import_ray()
     adopt_actor_parts(parts_dir)
 
@@ -134,12 +137,12 @@ def adopt_actor_parts(parts_dir: Path) -> None:
         folder.rmdir()
 
 
-def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
-                       progress: bool, echo=print, native=None) -> tuple:
+def extract_on_cluster(todo: list, config, parts_dir: Path, progress: bool, echo=print,
+                       prepared=None) -> tuple:
     """Extracts `todo` on Ray actors into the journal at `parts_dir` (see the module doc).
 
-    `native` is the OpenVINO IR prepared by the driver for the native engine (its files must be
-    readable by every node, like the cache folder they live in).
+    `prepared` is what the engine prepared on the driver (the native engine's OpenVINO IR,
+    whose files must be readable by every node, like the cache folder they live in).
 
     Returns:
         (feature_shape or None when every shard was already published, model inputs (images,
@@ -152,29 +155,29 @@ def extract_on_cluster(todo: list, opts: dict, parts_dir: Path, clip_rows: bool,
             fit, an engine that cannot run the backbone) is raised here as it was.
     """
     ray = import_ray()
-    from pipeline.extract.engines import active_backend
+    from pipeline.extract.engines import active_backend, plugin_paths
 
-    started_here = connect(ray, opts.get("ray_address"))
+    started_here = connect(ray, config.ray_address)
     try:
-        actors, cpus, gpus = plan_actors(ray.nodes(), opts.get("actors"),
-                                         opts.get("gpus_per_actor"))
-        shards = shard(todo, int(opts.get("batch_size") or 32), actors)
+        actors, cpus, gpus = plan_actors(ray.nodes(), config.actors, config.gpus_per_actor)
+        shards = shard(todo, config.batch_size, actors)
         echo(f"ray: {len(todo)} file(s) in {len(shards)} shard(s) on {actors} actor(s) "
              f"({cpus:g} CPU, {gpus:g} GPU each)")
         rows = [{"shard": k, "samples": json.dumps([[s.id, str(s.path), s.stamp] for s in part])}
                 for k, part in enumerate(shards)]
         ray.data.DataContext.get_current().enable_progress_bars = progress
         root = str(Path(__file__).resolve().parents[2])  # this project, for the actors' imports
+        paths = [root, os.environ.get("PYTHONPATH"), *plugin_paths()]  # and the plugins'
         env = {"KERAS_BACKEND": active_backend(), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, paths))}
         if 0 < gpus < 1:  # actors share a GPU: JAX and TensorFlow must not each take it all
             env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true")
         started = time.perf_counter()
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ShardExtractor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus, num_gpus=gpus or None, runtime_env={"env_vars": env},
-            fn_constructor_kwargs={"opts": opts, "parts_dir": str(parts_dir),
-                                   "clip_rows": clip_rows, "native": native}).take_all()
+            fn_constructor_kwargs={"config": config.as_dict(), "parts_dir": str(parts_dir),
+                                   "prepared": prepared}).take_all()
         seconds = time.perf_counter() - started
     except Exception as exc:
         cause = _pipeline_error_in(exc)
@@ -208,30 +211,31 @@ class ShardExtractor:
     sizes its decode workers and TensorFlow's thread pools to the CPUs Ray gave it.
     """
 
-    def __init__(self, opts: dict, parts_dir: str, clip_rows: bool, native=None):
+    def __init__(self, config: dict, parts_dir: str, prepared=None):
         import ray
 
         from pipeline.extract.backbones import get_backbone
-        from pipeline.extract.engines import active_backend, keras_backend_for
+        from pipeline.extract.engines import active_backend, get_engine
         from pipeline.extract.forward_pass import build_model
+        from pipeline.extract.options import ExtractConfig
+        from pipeline.extract.plugins import load_plugins
         from pipeline.extract.sources import create_reader
 
+        config = ExtractConfig.from_mapping(config)
+        load_plugins(config.plugin)  # before the backbone is looked up: it may be a plugin's
         cores = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-        engine = opts.get("engine") or "current"
-        if engine not in ("auto", "current") and keras_backend_for(engine) != active_backend():
-            raise EngineError(f"actor runs Keras on {active_backend()!r}, asked for {engine!r}")
-        if active_backend() == "tensorflow":  # else it sizes its pools to the whole node
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(cores)
-            tf.config.threading.set_inter_op_parallelism_threads(cores)
-        self.opts = dict(opts, workers=opts.get("workers") or max(2, min(32, cores)))
-        self.parts_dir, self.clip_rows = Path(parts_dir), clip_rows
-        self.spec = get_backbone(opts["backbone"])
-        self.reader = create_reader(self.spec, self.spec.input_shape_for(opts.get("input_size")),
-                                    self.opts)
-        self.native = native
-        self.model = build_model(self.spec, self.reader, self.opts, native)
+        engine = get_engine(config.engine)
+        if engine.keras_backend != active_backend():
+            raise EngineError(f"actor runs Keras on {active_backend()!r}, asked for "
+                              f"{config.engine!r}")
+        engine.limit_threads(cores)
+        self.config = config.replace(workers=config.workers or max(2, min(32, cores)))
+        self.parts_dir = Path(parts_dir)
+        self.spec = get_backbone(config.backbone)
+        self.reader = create_reader(self.spec, self.spec.input_shape_for(config.input_size),
+                                    self.config)
+        self.prepared = prepared
+        self.model = build_model(self.spec, self.reader, self.config, prepared)
         shape = getattr(self.model, "feature_shape", None) or self.model.output.shape[1:]
         self.feature_shape = json.dumps([int(d) for d in shape])
 
@@ -248,9 +252,8 @@ class ShardExtractor:
                     if sid not in done or done[sid].stamp != stamp]
             n_inputs = 0
             if todo:
-                _, _, n_inputs = extract_into_journal(todo, self.spec, self.reader, self.opts,
-                                                      folder, self.clip_rows, False, self.native,
-                                                      self.model)
+                _, _, n_inputs = extract_into_journal(todo, self.spec, self.reader, self.config,
+                                                      folder, False, self.prepared, self.model)
             out["shard"].append(int(number))
             out["n_inputs"].append(n_inputs)
             out["feature_shape"].append(self.feature_shape)

@@ -54,18 +54,36 @@ def _worker_died() -> ResourceError:
         "--decode threads to find a file that crashes the decoder.")
 
 
+class _Raise:
+    """A worker's exception that must stop the run in the parent (it is not the file's fault)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
 def _outcome(exc: BaseException):
-    """What a worker returns for a file it could not decode: a reason, or the error to raise."""
+    """What a worker returns for a file it could not decode: a reason (its content: cached as
+    the file's failure), or `_Raise` (the machine, or a bug in our code: never cached)."""
     if isinstance(exc, DecodeError):
         return str(exc)
-    if isinstance(exc, ResourceError):
-        return exc
     if isinstance(exc, MemoryError):
-        return ResourceError("a decoding worker ran out of memory; pass fewer --workers")
-    return f"{type(exc).__name__}: {exc}"  # a decoder bug on one file is that file's failure
+        return _Raise(ResourceError("a decoding worker ran out of memory; pass fewer --workers"))
+    return _Raise(exc)  # a ResourceError, or a bug (TypeError...): stop, with its traceback
+
+
+def _raise_if_fatal(reason) -> None:
+    if isinstance(reason, _Raise):
+        raise reason.exc
+
+
+def _quiet_worker() -> None:
+    from pipeline import quiet_startup
+
+    quiet_startup.install()  # a reader that imports TensorFlow stays quiet
 
 
 def _init_worker(shm_name: str, shape: tuple, reader) -> None:
+    _quiet_worker()
     shm = shared_memory.SharedMemory(name=shm_name)
     _WORKER.update(shm=shm, ring=np.ndarray(shape, dtype=np.uint8, buffer=shm.buf), reader=reader)
 
@@ -119,8 +137,7 @@ class ProcessBatchFeeder:
                 block, futures = pending.popleft()
                 reasons = [r for f in futures for r in f.result()]
                 for reason in reasons:
-                    if isinstance(reason, ResourceError):
-                        raise reason
+                    _raise_if_fatal(reason)
                 base = (block % self.depth) * self.bs
                 region = self.ring[base:base + self.bs]
                 ok = [j for j, r in enumerate(reasons) if r is None]
@@ -146,6 +163,7 @@ class ProcessBatchFeeder:
 
 
 def _init_chunk_worker(reader) -> None:
+    _quiet_worker()
     _WORKER["reader"] = reader
 
 
@@ -184,8 +202,7 @@ class ProcessChunkFeeder:
                                                     self.items[submitted].path))
                     submitted += 1
                 reason, chunks = pending.popleft().result()
-                if isinstance(reason, ResourceError):
-                    raise reason
+                _raise_if_fatal(reason)
                 if reason is not None:
                     yield index, "fail", reason
                     continue

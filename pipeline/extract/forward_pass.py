@@ -31,23 +31,22 @@ DECODERS = ("auto", "threads", "processes")
 class _Runner:
     """Owns the model, the journal writer, the progress bar and the steady-state clock."""
 
-    def __init__(self, todo, spec, reader, opts, parts_dir, clip_rows, progress, native=None,
+    def __init__(self, todo, spec, reader, config, parts_dir, progress, prepared=None,
                  model=None):
         from tqdm import tqdm
 
-        self.todo, self.spec, self.opts, self.clip_rows = todo, spec, opts, clip_rows
+        self.todo, self.spec, self.reader, self.config = todo, spec, reader, config
         self.host_preprocess = getattr(reader, "preprocess", None)
-        self.batch_size = int(opts.get("batch_size") or 32)
-        # The native OpenVINO engine runs a converted IR, not Keras; a cluster actor passes
-        # the model it built once.
-        self.model = model if model is not None else build_model(spec, reader, opts, native)
+        self.batch_size = config.batch_size
+        # A cluster actor passes the model it built once.
+        self.model = model if model is not None else build_model(spec, reader, config, prepared)
         self.feature_shape = getattr(self.model, "feature_shape", None) or \
             tuple(int(d) for d in self.model.output.shape[1:])
-        self.input_shape = tuple(spec.input_shape_for(opts.get("input_size")))
+        self.input_shape = tuple(spec.input_shape_for(config.input_size))
         self.writer = journal.PartWriter(parts_dir)
         self.last_flush = time.monotonic()
-        self.bar = tqdm(total=len(todo), unit="clip-file" if spec.kind == "clip" else "img",
-                        disable=not progress, dynamic_ncols=True, desc=f"extract {spec.name}")
+        self.bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True,
+                        desc=f"extract {spec.name}")
         self.done = 0
         # Steady-state clock: model inputs (images or clips) run after the first batch, over
         # the time from the end of the first batch (build and compile excluded) to the last.
@@ -57,8 +56,7 @@ class _Runner:
 
     def predict(self, batch: np.ndarray, n_real: int) -> np.ndarray:
         self.inputs += n_real
-        if self.spec.kind == "clip":
-            self.bar.set_postfix(clips=self.inputs, refresh=False)
+        self.bar.set_postfix({self.reader.unit: self.inputs}, refresh=False)
         if self.t0 is None:
             with _engine_guard(self.spec, "run"):  # the first call compiles: bad ops show here
                 feats = np.asarray(self.model.predict_on_batch(batch))
@@ -70,18 +68,13 @@ class _Runner:
         return feats
 
     def emit(self, index: int, clips: list) -> None:
-        """Writes one finished sample: one row per clip, or their mean."""
+        """Writes one finished sample: the rows its reader makes of its outputs (one per clip,
+        or their mean)."""
         sample = self.todo[index]
         if not clips:
             return self.fail(index, "no frames could be decoded")
-        rows = np.stack(clips).astype(np.float32)
-        if self.clip_rows:
-            self.writer.add(sample, rows, range(len(rows)))
-        else:
-            row = rows.mean(axis=0, keepdims=True)
-            if self.spec.kind == "clip" and self.opts.get("l2_normalize"):
-                row /= max(float(np.linalg.norm(row)), 1e-12)
-            self.writer.add(sample, row, [0])
+        rows = self.reader.aggregate(np.stack(clips).astype(np.float32))
+        self.writer.add(sample, rows, range(len(rows)))
         self._advance()
 
     def fail(self, index: int, reason: str) -> None:
@@ -106,44 +99,34 @@ class _Runner:
         return self.feature_shape, rate, self.inputs
 
 
-def build_model(spec, reader, opts: dict, native=None):
-    """The frozen feature model for these options (a cluster actor builds it once): the
-    native OpenVINO model of a prepared IR `native`, else the Keras model."""
-    if native is not None:
-        from pipeline.extract.openvino_engine import NativeModel
+def build_model(spec, reader, config, prepared=None):
+    """The frozen feature model for these settings (a cluster actor builds it once), made by
+    the engine of `config.engine`; `prepared` is what that engine prepared on the driver."""
+    from pipeline.extract.engines import get_engine
 
-        return NativeModel(native.xml, int(opts.get("batch_size") or 32),
-                           opts.get("precision") or "float32")
-    from pipeline.extract.backbones.feature_model import build_feature_model
-
-    # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
-    # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
     with _engine_guard(spec, "build"):
-        return build_feature_model(
-            spec, opts["weights"], opts["layer"], opts["pooling"], opts.get("input_size"),
-            opts.get("precision") or "float32",
-            raw_input=getattr(reader, "preprocess", None) is None)
+        return get_engine(config.engine).build_model(spec, reader, config, prepared)
 
 
-def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progress,
-                         native=None, model=None) -> tuple:
+def extract_into_journal(todo, spec, reader, config, parts_dir, progress, prepared=None,
+                         model=None) -> tuple:
     """Runs the backbone over `todo`, writing finished samples to part files as it goes.
 
     Returns:
         (feature_shape, steady_rate, n_inputs): steady_rate is model inputs (images, or clips)
         per second after the first batch, so model building and tracing do not hide whether
         decoding keeps up (0.0 when everything fit in one batch); n_inputs counts them all.
-        `native`: an IR from openvino_engine.prepare_ir to run instead of the Keras model.
-        `model`: one made by `build_model` for the same options (default: built here).
+        `prepared`: what the engine prepared on the driver (the OpenVINO IR to run).
+        `model`: one made by `build_model` for the same settings (default: built here).
     """
-    runner = _Runner(todo, spec, reader, opts, parts_dir, clip_rows, progress, native, model)
-    workers = int(opts.get("workers") or max(2, min(32, os.cpu_count() or 2)))  # one per core
-    mode = _decode_mode(opts.get("decode") or "auto", reader, runner)
+    runner = _Runner(todo, spec, reader, config, parts_dir, progress, prepared, model)
+    workers = config.workers or max(2, min(32, os.cpu_count() or 2))  # one per core
+    mode = _decode_mode(config.decode, reader, runner)
     try:
-        if mode == "image_processes":
+        if mode == "processes" and reader.process_decode == "batches":
             _feed_from_processes(runner, reader, workers)
         else:
-            _feed_chunks(runner, reader, workers, processes=mode == "clip_processes")
+            _feed_chunks(runner, reader, workers, processes=mode == "processes")
     except (PipelineError, KeyboardInterrupt):
         runner.writer.flush()  # a clean stop keeps every finished sample for the next run
         raise
@@ -151,7 +134,7 @@ def extract_into_journal(todo, spec, reader, opts, parts_dir, clip_rows, progres
 
 
 def _decode_mode(decode: str, reader, runner) -> str:
-    """threads, image_processes or clip_processes.
+    """threads or processes (into batches or whole files: the reader's `process_decode`).
 
     Measured: threads keep a 2-core CPU's forward pass fed; from ~8 cores (GPU hosts) up,
     Pillow in threads plateaus on the GIL and processes win (decode_pool.py). `auto` uses
@@ -164,10 +147,10 @@ def _decode_mode(decode: str, reader, runner) -> str:
         raise ConfigError("--decode processes cannot carry --mean-file preprocessing to worker "
                           "processes; use --decode threads")
     if decode == "processes":
-        return "image_processes" if reader.kind == "image" else "clip_processes"
-    if decode == "auto" and reader.kind == "image" and runner.host_preprocess is None \
+        return "processes"
+    if decode == "auto" and reader.auto_processes and runner.host_preprocess is None \
             and (os.cpu_count() or 1) >= 8:
-        return "image_processes"
+        return "processes"
     return "threads"
 
 
@@ -217,8 +200,8 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
     else:
         feed = OrderedPrefetcher(runner.todo, chunks, workers=workers)
     sent = 0
-    for index, kind, payload in feed:
-        if kind == "chunk":
+    for index, event, payload in feed:
+        if event == "chunk":
             for item in payload:
                 batch[len(owners)] = item
                 owners.append(index)
@@ -228,7 +211,7 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
                     finish_ready()
                     runner.publish_if_due()
             continue
-        if kind == "end":
+        if event == "end":
             expected[index] = sent
         else:  # a decode failure: forget whatever this sample had already sent
             keep = [row for row, owner in enumerate(owners) if owner != index]
@@ -247,8 +230,11 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
 
 @contextmanager
 def _engine_guard(spec, what: str):
-    """On a non-TensorFlow engine, a model it cannot build or run is a one-line EngineError."""
+    """On a Keras backend other than the reference engine's, a model it cannot build or run is
+    a one-line EngineError."""
     import keras
+
+    from pipeline.extract.engines import ENGINES
 
     backend = keras.backend.backend()
     try:
@@ -256,7 +242,7 @@ def _engine_guard(spec, what: str):
     except PipelineError:
         raise
     except Exception as exc:
-        if backend == "tensorflow":
+        if backend in ENGINES and ENGINES[backend].reference:
             raise  # the reference engine: a failure here is a bug, keep the traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise EngineError(f"engine '{backend}' cannot {what} {spec.name}: {first}; "

@@ -14,7 +14,7 @@ ResNet50), and it runs one synchronous request at a time. Here:
   asynchronous infer request per stream, with as many streams as cores.
 
 Usage:
-    ir = prepare_ir(spec, reader, opts, settings, samples, echo)
+    ir = prepare_ir(spec, reader, config, settings, samples, echo)
     model = NativeModel(ir.xml, batch_size=32, precision="float32")
     features = model.predict_on_batch(uint8_batch)
 """
@@ -68,7 +68,7 @@ def ir_path(cache_dir, key: str) -> Path:
     return Path(cache_dir or "cache") / "openvino" / f"{key[:20]}.xml"
 
 
-def prepare_ir(spec, reader, opts: dict, settings: dict, samples, echo=print) -> NativeIR:
+def prepare_ir(spec, reader, config, settings: dict, samples, echo=print) -> NativeIR:
     """Returns the cached IR for these settings, converting (and quantizing) it if missing."""
     precision = settings["precision"]
     if precision not in PRECISION_HINTS:
@@ -78,14 +78,14 @@ def prepare_ir(spec, reader, opts: dict, settings: dict, samples, echo=print) ->
         raise ConfigError("--engine openvino converts the model with its preprocessing inside; "
                           "--mean-file preprocessing runs on the host: use --engine tensorflow")
     key = ir_key(settings)
-    xml = ir_path(opts.get("cache_dir"), key)
+    xml = ir_path(config.cache_dir, key)
     report_file = xml.with_suffix(".json")
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
         echo(f"openvino: cached model {xml.name} ({precision}), no conversion")
         return NativeIR(xml, key, report)
     try:
-        ov_model, report = _convert(spec, opts, settings, reader, samples, echo)
+        ov_model, report = _convert(spec, config, settings, reader, samples, echo)
         _save_atomically(ov_model, xml, report)
     except PipelineError:
         raise
@@ -96,15 +96,15 @@ def prepare_ir(spec, reader, opts: dict, settings: dict, samples, echo=print) ->
     return NativeIR(xml, key, report)
 
 
-def _convert(spec, opts, settings, reader, samples, echo):
+def _convert(spec, config, settings, reader, samples, echo):
     import openvino as ov
     import tensorflow as tf
 
     from pipeline.extract.backbones.feature_model import build_feature_model
 
     # Built in float32 whatever the precision: OpenVINO applies bf16/int8 itself.
-    model = build_feature_model(spec, opts["weights"], opts["layer"], opts["pooling"],
-                                opts.get("input_size"), "float32", raw_input=True)
+    model = build_feature_model(spec, config.weights, config.layer, config.pooling,
+                                config.input_size, "float32", raw_input=True)
     signature = tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="pixels")
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     ov_model = ov.convert_model(traced)

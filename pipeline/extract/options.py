@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pipeline.config import Option
-from pipeline.settings import settings_class
+from pipeline.errors import ConfigError
+from pipeline.extract.engines import engine_names, get_engine
+from pipeline.extract.plugins import plugin_names
+from pipeline.settings import Settings, settings_class
 
 
 EXTRACT_OPTIONS = (
@@ -34,7 +37,7 @@ EXTRACT_OPTIONS = (
     Option("progress", bool, True, "show a progress bar"),
     Option("engine", str, "auto", "what runs the backbone: a Keras backend, or openvino (the "
            "model converted to OpenVINO IR, run natively; auto: the fastest measured here)",
-           choices=("auto", "tensorflow", "openvino", "jax", "torch")),
+           choices=engine_names()),
     Option("precision", str, "float32", "compute precision of the backbone (float16/bfloat16: "
            "mixed precision; int8: NNCF-quantized, --engine openvino; vectors are stored as "
            "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
@@ -61,7 +64,26 @@ EXTRACT_OPTIONS = (
            choices=("mean", "per_clip")),
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
     Option("mean_file", str, None, "Sports-1M mean cube (.npy) for C3D", metavar="NPY"),
+    Option("plugin", plugin_names, (), "modules to import first, which register backbones, "
+           "readers or engines (comma separated; also the featcache.plugins entry points)",
+           metavar="MODULE[,MODULE]"),
 )
 
+
+class _ExtractRules(Settings):
+    """The rules across extract options, checked once wherever the settings are built."""
+
+    def validate(self) -> None:
+        if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
+            get_engine(self.engine).check(self)
+        if self.aggregate == "per_clip" and self.l2_normalize:
+            raise ConfigError("--l2-normalize normalises the per-video mean of --aggregate mean; "
+                              "with --aggregate per_clip each clip's row is stored as it is. "
+                              "Leave out --l2-normalize (normalise clip rows in stage two, e.g. "
+                              "grid-search's l2_normalize preprocessing), or use --aggregate "
+                              "mean.")
+
 # The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
-ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract")
+ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract",
+                               base=_ExtractRules)
+ExtractConfig.__module__ = __name__  # so a config pickles (to a worker process) by this name

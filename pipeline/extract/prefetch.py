@@ -18,11 +18,12 @@ _END = object()
 
 
 class OrderedPrefetcher:
-    """Iterates `(index, kind, payload)` in sample order.
+    """Iterates `(index, event, payload)` in sample order.
 
-    kind is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason). A
-    `ResourceError` or `MemoryError` in a worker is raised here, in the consumer: it is not the
-    file's failure.
+    event is "chunk" (payload: array), "end" (payload: None) or "fail" (payload: reason). Only a
+    `DecodeError` (the file's content) is a "fail": a `ResourceError` or `MemoryError` (the
+    machine) and any other exception (a bug in our code, e.g. a TypeError) are raised here, in
+    the consumer, so they stop the run instead of being cached as the file's failure.
     """
 
     def __init__(self, items: list, read: Callable[[object], Iterator], workers: int = 4,
@@ -71,10 +72,8 @@ class OrderedPrefetcher:
                 self._put(q, ("end", None))
             except DecodeError as exc:
                 self._put(q, ("fail", str(exc)))
-            except (ResourceError, MemoryError) as exc:  # the machine's fault: stop the run
+            except Exception as exc:  # the machine's fault or our bug: stop the run
                 self._put(q, ("error", exc))
-            except Exception as exc:  # any decoder bug on one file is that file's failure
-                self._put(q, ("fail", f"{type(exc).__name__}: {exc}"))
 
     def __iter__(self):
         for thread in self._threads:
@@ -86,11 +85,11 @@ class OrderedPrefetcher:
                         self._cond.wait()
                     q = self._queues[index]
                 while True:
-                    kind, payload = q.get()
-                    if kind == "error":
+                    event, payload = q.get()
+                    if event == "error":
                         raise _as_resource_error(payload, self.items[index])
-                    yield index, kind, payload
-                    if kind != "chunk":
+                    yield index, event, payload
+                    if event != "chunk":
                         break
                 with self._cond:
                     del self._queues[index]
@@ -108,8 +107,9 @@ class OrderedPrefetcher:
                 thread.join(timeout=1.0)
 
 
-def _as_resource_error(exc: BaseException, item) -> ResourceError:
-    if isinstance(exc, ResourceError):
+def _as_resource_error(exc: BaseException, item) -> BaseException:
+    """Out of memory becomes a ResourceError; anything else is raised as it is."""
+    if not isinstance(exc, MemoryError):
         return exc
     return ResourceError(f"cannot read {getattr(item, 'path', item)}: out of memory. Nothing was "
                          "recorded as broken; run the same command again with fewer --workers.")

@@ -33,8 +33,8 @@ DEPTHWISE_OPS = ("GroupConvolution",)
 class CalibrationPlan:
     """The seeded choice of calibration and held-back samples for one dataset."""
 
-    def __init__(self, samples, opts: dict):
-        self.size = int(opts.get("calibration_size") or DEFAULT_CALIBRATION_SIZE)
+    def __init__(self, samples, size: int = DEFAULT_CALIBRATION_SIZE):
+        self.size = int(size)
         if self.size < 1:
             raise ConfigError(f"calibration_size must be at least 1; received: {self.size}")
         rank = lambda s: hashlib.sha256(f"{CALIBRATION_SEED}:{s.id}".encode()).hexdigest()  # noqa: E731
@@ -76,7 +76,7 @@ def _decode(reader, samples) -> list[np.ndarray]:
 def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict, echo=print):
     """Returns (int8 ov.Model, guard report) for a float32 OpenVINO model."""
     nncf = _import_nncf()
-    plan = CalibrationPlan(samples, {"calibration_size": calibration["images"]})
+    plan = CalibrationPlan(samples, calibration["images"])
     if plan.settings() != calibration:  # predict asked for a training store's int8 model
         raise EngineError(
             f"the int8 model calibrated on set {calibration['fingerprint']} is not in this "

@@ -2,8 +2,11 @@
 
 Usage:
     from pipeline.extract.run import run_extraction
-    result = run_extraction({"data": "photos/", "backbone": "resnet50", "weights": "w.weights.h5"})
-    print(result.path)
+    store = run_extraction({"data": "photos/", "backbone": "resnet50", "weights": "w.weights.h5"})
+    print(store.path)  # the result is path-like too: open_store(store), str(store)
+
+The options are any subset of the `extract` options (the rest take the CLI's defaults) or an
+`ExtractConfig`; both give the store the CLI gives for the same flags.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +26,13 @@ from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
-from pipeline.extract.engines import (PRECISIONS, active_backend, keras_backend_for,
-                                      resolve_engine, run_in_worker)
 from pipeline.errors import ConfigError
+from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
+from pipeline.extract.options import ExtractConfig
+from pipeline.extract.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover
 
-CLIP_AGGREGATES = ("mean", "per_clip")
 # Options that change the vectors (the rest -- batch size, workers, paths -- do not).
 VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
                   "precision", "calibration_size", "jpeg_draft",
@@ -48,21 +52,27 @@ class ExtractResult:
     steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
     n_inputs: int = 0  # model inputs run: images, or clips for a clip backbone
     kind: str = "image"  # the backbone's kind: what a model input is
+    unit: str = "images"  # what a model input is called: the reader's unit
+
+    def __fspath__(self) -> str:  # the store: `open_store(result)`, `Path(result)` work
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     def summary(self) -> str:
         """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s, steady 0.6/s); ...`."""
         if self.cache_hit:
             head = ["cache hit: nothing to extract"]
         else:
-            unit = "clips" if self.kind == "clip" else "images"
             rate = self.n_inputs / self.seconds if self.seconds > 0 else 0.0
             # `steady` (inputs per second after the first batch) is the figure benchmarks read;
             # the whole-command rate also pays for model building and compilation.
             steady = f", steady {self.steady_rate:.1f}/s" if self.steady_rate > 0 else ""
             head = [f"extracted {_count(self.n_extracted, 'file')}"]
-            if self.kind == "clip":
-                head.append(f"{_count(self.n_inputs, 'clip')}")
-            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {unit}/s{steady})"
+            if self.unit != "images":  # files hold several inputs: count those too
+                head.append(f"{_count(self.n_inputs, self.unit[:-1])}")
+            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {self.unit}/s{steady})"
         return (f"{', '.join(head)}; store holds {_count(self.n_rows, 'row')} from "
                 f"{_count(self.n_samples, 'file')}, {_count(self.n_failures, 'failure')} "
                 "recorded")
@@ -107,64 +117,62 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
     return settings
 
 
-def run_extraction(opts: dict, *, progress: bool = True, echo=print,
-                   require_labels: bool = True) -> ExtractResult:
-    """Extracts features for `opts["data"]` into the store for these settings.
+def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = None, echo=print,
+                   require_labels: bool = True, calibration: dict | None = None) -> ExtractResult:
+    """Extracts features for `config.data` into the store for these settings.
 
     Unchanged files already in the store (or in the journal of an interrupted run) are not
     extracted again; new files are added, changed ones re-extracted, removed ones dropped.
+
+    Args:
+        config: an `ExtractConfig`, or a mapping of any subset of the extract options (the
+            others take the CLI's defaults; a `config` key names a TOML file).
+        progress: show a progress bar (default: `config.progress`).
+        calibration: the calibration of an int8 store to reuse (predict passes the training
+            store's, so its int8 model is reused); a mapping may carry it as `calibration`.
+
+    Returns:
+        The `ExtractResult`, which is path-like: the store's path.
     """
+    if isinstance(config, Mapping) and "calibration" in config:
+        config = dict(config)
+        calibration = calibration or config.pop("calibration")
+    cfg = ExtractConfig.from_mapping(config)
+    if not cfg.data:
+        raise ConfigError("extract needs data: a folder or CSV manifest (--data DIR_OR_CSV)")
+    progress = cfg.progress if progress is None else progress
     started = time.perf_counter()
-    if opts.get("precision") == "int8" and opts.get("engine") in (None, "auto"):
-        opts = dict(opts, engine="openvino")  # int8 runs on the native OpenVINO engine only
-    engine = resolve_engine(opts.get("engine"), str(opts.get("backbone", "")).lower(),
-                            native_ok=not opts.get("mean_file") and
-                            opts.get("precision") != "float16")
-    if keras_backend_for(engine) != active_backend():  # Keras' backend is fixed per process
-        fields = run_in_worker(opts, engine, progress, require_labels)
+    load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
+    engine = choose_engine(cfg)
+    if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
+        fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
-    precision = opts.get("precision") or "float32"
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; "
-                          f"received: {precision!r}")
-    if precision == "int8" and engine != "openvino":
-        raise ConfigError(f"--precision int8 runs on --engine openvino (received: engine "
-                          f"{engine}); pass --engine openvino or --precision float32")
-    spec = get_backbone(opts["backbone"])
-    input_shape = spec.input_shape_for(opts.get("input_size"))
-    reader = create_reader(spec, input_shape, opts)
-    dataset = discover(opts["data"], reader.extensions, leaf_dirs=reader.leaf_dirs,
+    cfg = cfg.replace(engine=engine.name)
+    spec = get_backbone(cfg.backbone)
+    input_shape = spec.input_shape_for(cfg.input_size)
+    reader = create_reader(spec, input_shape, cfg)
+    dataset = discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
                        require_labels=require_labels)
-    aggregate = opts.get("aggregate") or "mean"
-    if aggregate not in CLIP_AGGREGATES:
-        raise ConfigError(f"aggregate must be one of {', '.join(CLIP_AGGREGATES)}; "
-                          f"received: {aggregate!r}")
-    clip_rows = spec.kind == "clip" and aggregate == "per_clip"
-    if clip_rows and opts.get("l2_normalize"):
-        raise ConfigError("--l2-normalize normalises the per-video mean of --aggregate mean; with "
-                          "--aggregate per_clip each clip's row is stored as it is. Leave out "
-                          "--l2-normalize (normalise clip rows in stage two, e.g. grid-search's "
-                          "l2_normalize preprocessing), or use --aggregate mean.")
-    weights_id = weights_identity(opts["weights"])
-    settings = vector_settings(opts, spec, reader, weights_id, dataset.root)
-    if precision == "int8":  # the calibration images shape the int8 model: keyed
+    clip_rows = reader.rows_per_file is None  # one row per clip, not per file
+    weights_id = weights_identity(cfg.weights)
+    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id, dataset.root)
+    if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
         from pipeline.extract.quantize import CalibrationPlan
 
-        # predict passes the training store's calibration, so its int8 model is reused.
-        settings["calibration"] = opts.get("calibration") or \
-            CalibrationPlan(dataset.samples, opts).settings()
+        settings["calibration"] = calibration or \
+            CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
     key = fs.cache_key(settings)
-    path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
+    path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
 
     with fs.StoreLock(path):
         journal.clean_stale_files(path)
         old = _open_existing(path, key)
         done = journal.index_store(old) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
-        if opts.get("cluster"):  # Ray is there; take in what an interrupted run's actors wrote
+        if cfg.cluster:  # Ray is there; take in what an interrupted run's actors wrote
             from pipeline.extract import cluster
 
-            cluster.prepare(opts, parts_dir)
+            cluster.prepare(cfg, parts_dir)
         done.update(journal.index_parts(parts_dir))
         current = {s.id: s.stamp for s in dataset.samples}
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
@@ -177,7 +185,8 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
             echo(f"cache hit: {path.name} already holds these files with these settings "
                  "(no backbone run)")
             return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
-                                 time.perf_counter() - started, True, kind=spec.kind)
+                                 time.perf_counter() - started, True, kind=spec.kind,
+                                 unit=reader.unit)
         feature_shape = tuple(old.feature_shape) if old is not None else None
         steady_rate, n_inputs = 0.0, 0
         # An appended store keeps the guard measured when its int8 model was made.
@@ -187,36 +196,35 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
 
         if todo:
             echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
-                 f"({_weights_label(opts['weights'], weights_id)}), layer {opts['layer']}")
-            native = None
-            if engine == "openvino":
-                from pipeline.extract.openvino_engine import prepare_ir
-
-                native = prepare_ir(spec, reader, opts, settings, dataset.samples, echo)
-                native_report.update(native.report)
-            if opts.get("cluster"):  # the same journal, written by Ray actors
+                 f"({_weights_label(cfg.weights, weights_id)}), layer {cfg.layer}")
+            prepared = engine.prepare(spec, reader, cfg, settings, dataset.samples, echo)
+            native_report.update(getattr(prepared, "report", None) or {})
+            if cfg.cluster:  # the same journal, written by Ray actors
                 from pipeline.extract.cluster import extract_on_cluster
 
                 feature_shape, steady_rate, n_inputs = extract_on_cluster(
-                    todo, opts, parts_dir, clip_rows, progress, echo, native=native)
+                    todo, cfg, parts_dir, progress, echo, prepared=prepared)
             else:
                 feature_shape, steady_rate, n_inputs = extract_into_journal(
-                    todo, spec, reader, opts, parts_dir, clip_rows, progress, native=native)
+                    todo, spec, reader, cfg, parts_dir, progress, prepared=prepared)
         done.update(journal.index_parts(parts_dir))  # what this run just added
         done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
         if feature_shape is None:
             feature_shape = _feature_shape_from_parts(parts_dir)
-        provenance = _provenance(settings, opts, dataset, weights_id, engine)
+        provenance = _provenance(settings, cfg.as_dict(), dataset, weights_id, engine.name)
+        if cfg.plugin:  # predict and export import them again to rebuild this extractor
+            provenance["extract_options"]["plugin"] = list(cfg.plugin)
         if native_report:  # the int8 accuracy guard, measured when the model was quantized
             provenance["int8_guard"] = native_report
         journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
-                         dtype=opts["dtype"], clip_rows=clip_rows, key=key, provenance=provenance)
+                         dtype=cfg.dtype, clip_rows=clip_rows, key=key, provenance=provenance)
         journal.remove_parts(path)
-        _write_resolved_config(path, opts)
+        _write_resolved_config(path, cfg)
         with fs.FeatureStore(path) as store:
             n_rows, n_fail = len(store), len(store.failures())
     return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
-                         time.perf_counter() - started, False, steady_rate, n_inputs, spec.kind)
+                         time.perf_counter() - started, False, steady_rate, n_inputs, spec.kind,
+                         reader.unit)
 
 
 def _weights_label(weights: str, weights_id: str) -> str:
@@ -295,8 +303,8 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
     return prov
 
 
-def _write_resolved_config(path: Path, opts: dict) -> None:
+def _write_resolved_config(path: Path, cfg: ExtractConfig) -> None:
     target = path.with_name(path.name[:-3] + ".config.toml")
     tmp = target.with_name(target.name + ".tmp")
-    write_toml(tmp, "extract", {k: v for k, v in opts.items() if k != "config"})
+    write_toml(tmp, "extract", cfg.as_dict())
     os.replace(tmp, target)

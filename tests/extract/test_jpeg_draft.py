@@ -38,7 +38,18 @@ def test_jpeg_less_than_twice_the_input_decodes_exactly_as_before(tmp_path):
 
 
 def test_draft_decoding_is_part_of_the_reader_settings():
-    full = create_reader(_ImageSpec(), (64, 64, 3), {"resize": "squash"})
+    full = create_reader(_ImageSpec(), (64, 64, 3), {"resize": "squash", "jpeg_draft": False})
     draft = create_reader(_ImageSpec(), (64, 64, 3), {"resize": "squash", "jpeg_draft": True})
     assert "jpeg_draft" not in full.settings()  # stores made before the option keep their key
     assert draft.settings() != full.settings()
+
+
+def test_the_library_default_of_jpeg_draft_is_the_cli_default():
+    import run_pipeline
+    from pipeline.extract.options import ExtractConfig
+
+    args = run_pipeline.build_parser().parse_args(["extract", "--data", "x"])
+    from_cli = create_reader(_ImageSpec(), (64, 64, 3), ExtractConfig.from_cli(args))
+    from_library = create_reader(_ImageSpec(), (64, 64, 3), {"resize": "squash"})
+    assert from_library.settings() == from_cli.settings()
+    assert from_library.jpeg_draft is True

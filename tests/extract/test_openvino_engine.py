@@ -85,7 +85,7 @@ def test_int8_is_keyed_calibrated_and_guarded(case):
     from pipeline.extract.sources import discover
 
     samples = discover(case[1], (".png",)).samples
-    other = dict(prov, calibration=CalibrationPlan(samples, {"calibration_size": 10}).settings())
+    other = dict(prov, calibration=CalibrationPlan(samples, 10).settings())
     assert other["calibration"]["fingerprint"] != prov["calibration"]["fingerprint"]
     assert ir_key(other) != ir_key(prov)
 
@@ -100,14 +100,14 @@ def test_calibration_choice_is_seeded_and_stable():
     from pipeline.extract.sources import Sample
 
     samples = [Sample(id=f"c/{i}.jpg", path=None, label="c", stamp="1:2") for i in range(50)]
-    plan = CalibrationPlan(samples, {"calibration_size": 10})
-    again = CalibrationPlan(list(reversed(samples)), {"calibration_size": 10})
+    plan = CalibrationPlan(samples, 10)
+    again = CalibrationPlan(list(reversed(samples)), 10)
     assert [s.id for s in plan.calibration] == [s.id for s in again.calibration]
     assert plan.settings() == again.settings() and len(plan.held_back) == 40
     assert not {s.id for s in plan.calibration} & {s.id for s in plan.held_back}
     touched = [Sample(id=s.id, path=None, label="c", stamp="1:3") if s is plan.calibration[0]
                else s for s in samples]  # a calibration file changed on disk: another model
-    assert CalibrationPlan(touched, {"calibration_size": 10}).settings() != plan.settings()
+    assert CalibrationPlan(touched, 10).settings() != plan.settings()
 
 
 def test_auto_keeps_host_preprocessing_off_the_native_engine():

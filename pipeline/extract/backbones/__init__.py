@@ -14,6 +14,7 @@ module of this package, and import that module in `_load_builtin_backbones` belo
 from __future__ import annotations
 
 from pipeline.extract.backbones.spec import BackboneSpec
+from pipeline.extract.sources import reader_class_for
 from pipeline.errors import BackboneError
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -24,7 +25,8 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
     """Adds `spec` under `spec.name`; refuses to replace an entry silently."""
     if spec.name in _REGISTRY and not overwrite:
         raise BackboneError(f"backbone '{spec.name}' is already registered")
-    if spec.kind == "clip" and spec.clip_recipe is None:
+    reader = reader_class_for(spec.kind)
+    if reader is not None and reader.needs_recipe and spec.clip_recipe is None:
         raise BackboneError(f"clip backbone '{spec.name}' needs a clip_recipe (how its frames are "
                             "resized, cropped and mean-subtracted; see sources.ClipRecipe)")
     _REGISTRY[spec.name] = spec

@@ -61,29 +61,62 @@ class ClipReader:
 
     Args:
         input_shape: (frames, size, size, 3) of the backbone.
-        options: extract options: frames, short, sampling, stride, num_clips, fps, mean_file.
+        options: an `ExtractConfig`, or a mapping of some extract options (the rest take the
+            CLI's defaults): frames, short, sampling, stride, num_clips, fps, mean_file,
+            aggregate, l2_normalize.
         recipe: the backbone's `ClipRecipe` (resize, crop, mean): the reader obeys it.
 
     Raises:
         ConfigError: an option is out of range or does not fit the backbone.
     """
 
-    kind = "clip"
+    kind = "clip"  # the backbones it feeds (BackboneSpec.kind)
     extensions = CLIP_EXTENSIONS
     leaf_dirs = True
+    unit = "clips"  # what one model input is called (summary, progress bar)
+    process_decode = "files"  # a decode process returns a whole file's clips
+    auto_processes = False  # a worker holds a whole file's clips: processes only when asked
+    needs_recipe = True  # a backbone it feeds must bring a ClipRecipe
 
-    def __init__(self, input_shape: tuple, options: dict, recipe: ClipRecipe):
+    @classmethod
+    def from_config(cls, spec, input_shape: tuple, config) -> "ClipReader":
+        """The reader for `spec` (its `clip_recipe`) with the extract settings `config`."""
+        return cls(input_shape, config, spec.clip_recipe)
+
+    @staticmethod
+    def claims(path) -> bool:
+        """Whether `path` is one of this reader's samples (a clip file or a frame folder)."""
+        path = Path(path)
+        return path.is_dir() or path.suffix.lower() in CLIP_EXTENSIONS
+
+    @staticmethod
+    def thumbnail(path, size: int) -> Image.Image:
+        """The first frame, uncropped, at most size x size."""
+        def resize(frame, shape):
+            height, width = shape
+            return np.asarray(Image.fromarray(frame).resize((width, height),
+                                                            Image.Resampling.BILINEAR))
+
+        recipe = ClipRecipe(resize_shape=lambda s: (s, s), crop_offsets=lambda s: (0, 0),
+                            resize=resize, resize_name="pillow bilinear", mean_name="none")
+        reader = ClipReader((1, 128, 128, 3), {"frames": 1}, recipe)
+        img = Image.fromarray(next(iter(reader.clips(Path(path))))[0])
+        img.thumbnail((size, size))
+        return img
+
+    def __init__(self, input_shape: tuple, options, recipe: ClipRecipe):
+        from pipeline.extract.options import ExtractConfig
+
+        config = ExtractConfig.from_mapping(options)
         self.frames, self.size = int(input_shape[0]), int(input_shape[1])
-
-        def get(name, default):
-            return default if options.get(name) is None else options[name]
-
-        self.short, self.sampling = get("short", "loop"), get("sampling", "stride")
-        self.stride, self.num_clips = int(get("stride", 8)), int(get("num_clips", 10))
-        self.fps = float(options["fps"]) if options.get("fps") is not None else None
-        if int(get("frames", self.frames)) != self.frames:
+        self.short, self.sampling = config.short, config.sampling
+        self.stride, self.num_clips = int(config.stride), int(config.num_clips)
+        self.fps = float(config.fps) if config.fps is not None else None
+        self.mean_rows = config.aggregate == "mean"
+        self.l2_normalize = config.l2_normalize
+        if int(config.frames) != self.frames:
             raise ConfigError(f"frames must be {self.frames} for this backbone (its input is "
-                              f"{tuple(input_shape)}); received: frames={options['frames']}")
+                              f"{tuple(input_shape)}); received: frames={config.frames}")
         if self.short not in SHORT_RULES or self.sampling not in SAMPLINGS:
             raise ConfigError(f"short must be one of {', '.join(SHORT_RULES)} and sampling one "
                               f"of {', '.join(SAMPLINGS)}; received: short={self.short!r}, "
@@ -95,7 +128,7 @@ class ClipReader:
         self.crop_at = recipe.crop_offsets(self.size)
         self.resize, self.resize_name = recipe.resize, recipe.resize_name
         self.mean_id = recipe.mean_name
-        mean_file = options.get("mean_file")
+        mean_file = config.mean_file
         if mean_file and recipe.load_mean is None:
             raise ConfigError("--mean-file is not used by this backbone; leave it out")
         if mean_file:
@@ -109,6 +142,21 @@ class ClipReader:
             self.mean_id = f"file sha256:{digest} shape {list(mean.shape)}"
             # Replaces the spec's preprocessing: the same recipe with the user's mean.
             self.preprocess = lambda clips: recipe.preprocess_with_mean(clips, mean)
+
+    @property
+    def rows_per_file(self) -> int | None:
+        """1: the per-video mean; None: one row per clip (as many as the file has)."""
+        return 1 if self.mean_rows else None
+
+    def aggregate(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows of one file from its clips' outputs: their mean (L2-normalised with
+        --l2-normalize, the C3D recipe), or one row per clip."""
+        if not self.mean_rows:
+            return rows
+        row = rows.mean(axis=0, keepdims=True)
+        if self.l2_normalize:
+            row /= max(float(np.linalg.norm(row)), 1e-12)
+        return row
 
     def settings(self) -> dict:
         """What about reading changes the vectors (part of the cache key)."""

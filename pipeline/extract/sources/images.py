@@ -2,7 +2,7 @@
 
 Runs in worker threads (Pillow releases the GIL while decoding and resizing).
 
-JPEG draft decoding (`jpeg_draft`, on by default from the CLI): a JPEG at least twice the input
+JPEG draft decoding (`jpeg_draft`, on by default): a JPEG at least twice the input
 size in both sides is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (the DCT-domain scaling of
 Pillow's `Image.draft`), still at least the input size, then resized as usual. A 12-megapixel
 photo decodes several times faster (benchmarks/decode.py); the pixels differ slightly from a
@@ -12,6 +12,7 @@ full decode, so the setting is part of the reader's settings and of the cache ke
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -109,9 +110,36 @@ class ImageReader:
     `leaf_dirs` tell discovery which files (or frame folders) are samples.
     """
 
-    kind = "image"
+    kind = "image"  # the backbones it feeds (BackboneSpec.kind)
     extensions = IMAGE_EXTENSIONS
     leaf_dirs = False
+    unit = "images"  # what one model input is called (summary, progress bar)
+    rows_per_file = 1  # stored rows per file
+    process_decode = "batches"  # decode processes write images straight into batches
+    auto_processes = True  # `--decode auto` may use processes (each file is small)
+    needs_recipe = False  # a backbone it feeds brings no ClipRecipe
+
+    @classmethod
+    def from_config(cls, spec, input_shape: tuple, config) -> "ImageReader":
+        """The reader for `spec` with the extract settings `config` (an ExtractConfig)."""
+        return cls(input_shape, resize=config.resize, jpeg_draft=config.jpeg_draft)
+
+    @staticmethod
+    def claims(path) -> bool:
+        """Whether `path` is one of this reader's samples (for a thumbnail of it)."""
+        return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+    @staticmethod
+    def thumbnail(path, size: int) -> Image.Image:
+        """The picture as a person sees it (EXIF orientation applied), at most size x size."""
+        with Image.open(path) as opened:
+            img = ImageOps.exif_transpose(opened.convert("RGB"))
+        img.thumbnail((size, size))
+        return img
+
+    def aggregate(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows of one file from its model outputs (one image: its one row)."""
+        return rows
 
     def __init__(self, input_shape: tuple, resize: str = "squash", jpeg_draft: bool = False):
         if resize not in RESIZE_POLICIES:
