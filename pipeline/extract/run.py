@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.store import feature_store as fs
+from pipeline.store import vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
@@ -29,11 +30,6 @@ from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.sources import create_reader, discover
 
 CLIP_AGGREGATES = ("mean", "per_clip")
-# Options that change the vectors (the rest -- batch size, workers, paths -- do not).
-VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
-                  "precision", "calibration_size", "jpeg_draft",
-                  "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
-                  "l2_normalize", "mean_file")
 
 
 @dataclass
@@ -82,10 +78,10 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) -> dict:
-    """Everything that changes the stored vectors: the cache key is a hash of this."""
+def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
+    """The vectors' identity (pipeline/store/vector_identity.py): the cache key is its hash.
+    Where the data lies is not part of it: a moved dataset keeps its vectors."""
     settings = {
-        "schema_version": fs.SCHEMA_VERSION,
         "backbone": spec.name,
         "weights": weights_id,
         "layer": opts["layer"],
@@ -97,7 +93,6 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
         "reader": reader.settings(),
         "dtype": opts["dtype"],
         "precision": opts.get("precision") or "float32",
-        "data_root": str(data_root),
     }
     if weights_id == "none":  # random init is seeded, but each backend draws differently
         settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
@@ -146,14 +141,14 @@ def run_extraction(opts: dict, *, progress: bool = True, echo=print,
                           "--l2-normalize (normalise clip rows in stage two, e.g. grid-search's "
                           "l2_normalize preprocessing), or use --aggregate mean.")
     weights_id = weights_identity(opts["weights"])
-    settings = vector_settings(opts, spec, reader, weights_id, dataset.root)
+    settings = vector_settings(opts, spec, reader, weights_id)
     if precision == "int8":  # the calibration images shape the int8 model: keyed
         from pipeline.extract.quantize import CalibrationPlan
 
         # predict passes the training store's calibration, so its int8 model is reused.
         settings["calibration"] = opts.get("calibration") or \
             CalibrationPlan(dataset.samples, opts).settings()
-    key = fs.cache_key(settings)
+    key = vector_identity.vector_key(settings)
     path = fs.store_path(opts.get("cache_dir") or "cache", dataset.name, spec.name, opts["layer"], key)
 
     with fs.StoreLock(path):
@@ -277,6 +272,8 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
     fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
     prov = dict(settings)
     prov.update({
+        vector_identity.KEY_FIELD: vector_identity.vector_key(settings),
+        "data_root": str(dataset.root),  # for thumbnails and messages; not in the key
         "weights": weights_id,
         "weights_label": _weights_label(opts["weights"], weights_id),
         "pretrained": opts["weights"] != "none",
@@ -290,7 +287,7 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
         "engine": engine,
         "reader": settings["reader"],
         # The options that made these vectors, so predict/export can rebuild the same extractor.
-        "extract_options": {k: v for k, v in opts.items() if k in VECTOR_OPTIONS},
+        "extract_options": vector_identity.rebuild_options(opts),
     })
     return prov
 
