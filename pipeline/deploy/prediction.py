@@ -263,7 +263,7 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         reports.write_predictions(out, store.column("ids"), true, probs, names)
         failures = store.failures()
-        seen = rows_of_the_run(run_dir, info, store)
+        seen = rows_of_the_run(run_dir, info, store, _run_store_path(run_dir, info))
     if unseen:
         echo(f"warning: class folder(s) {', '.join(sorted(unseen))} are not classes of this run "
              f"(it knows {', '.join(names)}); their {sum(unseen.values())} row(s) are scored but "
@@ -272,14 +272,28 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
         echo(f"{len(failures)} file(s) could not be decoded and have no prediction, e.g. "
              f"{failures[0][0]}: {failures[0][1]}")
     echo(f"predicted {len(probs)} row(s) with {run.kind} {run_dir.name}")
-    if seen["new"] < len(probs):
+    labelled = true is not None and bool((true >= 0).any())
+    if seen is None and labelled:  # the accuracy may be over training rows: say it is unknown
+        echo(f"note: the run's store ({info.get('store')}) is gone or has changed since the "
+             "run, so whether these files were among its training rows is not known")
+    elif seen is not None and seen["new"] < len(probs):
         echo(f"note: {len(probs) - seen['new']} of the {len(probs)} scored rows are rows of this "
              f"run's own store ({seen['train']} training, {seen['val']} validation and "
              f"{seen['test']} test rows, matched by file and stamp or by identical vector); an "
              "accuracy over training or validation rows is not an estimate on new files")
-    if true is not None and (true >= 0).any():
+    if labelled:
         _report_accuracy(out, true, probs, unseen, seen, echo)
     return out
+
+
+def _run_store_path(run_dir: Path, info: dict) -> str | None:
+    """The run's own store, also when it moved together with the run folder (as weights are
+    found again); None when it is not there."""
+    try:
+        return locate_recorded_file(str(info.get("store") or ""), run_dir, None, "store",
+                                    "predict")
+    except ConfigError:
+        return None
 
 
 def _report_accuracy(csv_path: Path, true: np.ndarray, probs: np.ndarray, unseen: dict,

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.errors import StoreError
+from pipeline.store.feature_store import open_store
 
 SPLITS = ("train", "val", "test")
 
@@ -34,25 +35,29 @@ def _held_out_ids(run_dir: Path) -> dict:
     return held
 
 
-def rows_of_the_run(run_dir, info: dict, store) -> dict:
-    """{"train": n, "val": n, "test": n, "new": n} over the rows of `store` (predict's own).
+def _same_store_as_the_run(store, info: dict) -> bool:
+    """The store still holds the run's vectors of the run's files (not rebuilt since)."""
+    recorded = info.get("provenance") or {}
+    return store.key == info.get("store_key") and \
+        store.provenance.get("source_fingerprint") == recorded.get("source_fingerprint")
+
+
+def rows_of_the_run(run_dir, info: dict, store, trained_path) -> dict | None:
+    """{"train": n, "val": n, "test": n, "new": n} over the rows of `store` (predict's own), or
+    None when the run's store (`trained_path`, None when not found) is gone or holds other
+    files than when the run was made.
 
     The split is the one the run used: fit-head's validation and test predictions name theirs;
-    otherwise the store's split column (blank = train). A training store that is gone or was
-    rebuilt since the run counts every row as new."""
-    from pipeline.store.feature_store import open_store
-
+    otherwise the store's split column (blank = train)."""
     counts = dict.fromkeys((*SPLITS, "new"), 0)
-    path = Path(info.get("store") or "")
     try:
-        trained = open_store(path) if path.is_file() else None
+        trained = open_store(trained_path) if trained_path else None
     except StoreError:
         trained = None
-    if trained is None or trained.key != info.get("store_key"):
+    if trained is None or not _same_store_as_the_run(trained, info):
         if trained is not None:
             trained.close()
-        counts["new"] = len(store)
-        return counts
+        return None
     with trained:
         held = _held_out_ids(Path(run_dir))
         ids, split = trained.column("ids"), trained.column("split")

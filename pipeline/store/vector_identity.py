@@ -92,9 +92,11 @@ def vector_differences(expected: dict, given: dict) -> list[tuple[str, object, o
              if (f in expected or f in given)
              and _canonical(expected.get(f)) != _canonical(given.get(f))]
     if not diffs and (key_a or key_b) and key_a != key_b:
-        diffs = [(KEY_FIELD, key_a or "none (made by an older version)",
-                  key_b or "none (made by an older version)")]
+        diffs = [(KEY_FIELD, key_a or OLDER, key_b or OLDER)]
     return diffs
+
+
+OLDER = "none (a store made by an older version: extract its data again and fit again)"
 
 
 def describe_differences(diffs, expected_name: str = "trained on",

@@ -157,3 +157,33 @@ def test_predict_says_how_many_scored_files_the_run_trained_on(runs, tmp_path):
     assert not [line for line in lines if "rows of this run" in line]
     assert np.isfinite(json.loads((runs["head"] / "predictions-new-accuracy.json").read_text())
                        ["accuracy"])
+
+
+def test_a_run_on_a_store_of_an_older_version_is_refused_with_the_fix(runs, tmp_path):
+    from pipeline.deploy.prediction import predict
+    from pipeline.errors import StoreError
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["head"], run)
+    info = json.loads((run / "run.json").read_text())
+    del info["provenance"]["vector_key"]  # as an older extract wrote it
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(StoreError, match="older version.*extract .* again and fit again"):
+        predict(run, runs["data"], {"cache_dir": str(tmp_path / "c"), "progress": False},
+                echo=lambda *_: None)
+
+
+def test_predict_does_not_guess_when_the_runs_store_has_changed(runs, tmp_path):
+    from pipeline.deploy.prediction import predict
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["head"], run)
+    info = json.loads((run / "run.json").read_text())
+    info["provenance"]["source_fingerprint"] = "0" * 64  # the store now holds other files
+    (run / "run.json").write_text(json.dumps(info))
+    lines = []
+    out = predict(run, runs["data"], {"cache_dir": str(tmp_path / "c"), "progress": False},
+                  echo=lines.append)
+    assert [line for line in lines if "changed since the run" in line]
+    assert json.loads(out.with_name(out.stem + "-accuracy.json").read_text())[
+        "rows_of_the_run"] is None
