@@ -44,9 +44,12 @@ FIELDS = {
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")
+# Options that change no vector but are needed to build the extractor again: the user's
+# modules that register its backbone (`--plugin`).
+BUILD_ONLY_OPTIONS = ("plugin",)
 # The extract options a store records so that its extractor can be built again.
-REBUILD_OPTIONS = tuple(dict.fromkeys(option for options in FIELDS.values()
-                                      for option in options))
+REBUILD_OPTIONS = tuple(dict.fromkeys([*(option for options in FIELDS.values()
+                                         for option in options), *BUILD_ONLY_OPTIONS]))
 
 
 def vector_key(identity: dict) -> str:
