@@ -187,3 +187,45 @@ def test_predict_does_not_guess_when_the_runs_store_has_changed(runs, tmp_path):
     assert [line for line in lines if "changed since the run" in line]
     assert json.loads(out.with_name(out.stem + "-accuracy.json").read_text())[
         "rows_of_the_run"] is None
+
+
+@pytest.fixture(scope="module")
+def int8_run(runs):
+    """A real int8 store (OpenVINO + NNCF) of the same files, and a head fitted on it."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from pipeline.fit.run import fit_head
+
+    store = _extract(runs["data"], runs["root"], precision="int8", calibration_size=8)
+    head = fit_head(store, {"epochs": 1, "hidden_units": (8,), "test_fraction": 0.25,
+                            "progress": False}, out_dir=runs["root"] / "runs8",
+                    echo=lambda *_: None)
+    return {"store": store, "head": head}
+
+
+def test_audit_run_refuses_an_int8_store_for_a_float32_model(runs, int8_run, capsys):
+    from run_pipeline import main
+
+    code = main(["audit", "--store", str(int8_run["store"]), "--run", str(runs["search"]),
+                 "--out", str(runs["root"] / "int8.audit")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "precision: model 'float32' vs given 'int8'" in err
+
+
+def test_an_int8_run_predicts_with_its_own_key_and_exports_nothing(int8_run, tmp_path):
+    from pipeline.deploy.export import export_model
+    from pipeline.deploy.prediction import predict
+    from pipeline.errors import ConfigError
+    from pipeline.store import open_store
+
+    new = write_images(tmp_path / "new", per_class=1, seed=5)
+    cache = int8_run["store"].parent  # where its quantized model is (openvino/)
+    predict(int8_run["head"], new, {"cache_dir": str(cache), "progress": False},
+            echo=lambda *_: None)
+    (made,) = cache.glob("new-*.h5")
+    with open_store(made) as fresh, open_store(int8_run["store"]) as trained:
+        assert fresh.key == trained.key and fresh.provenance["precision"] == "int8"
+    with pytest.raises(ConfigError, match="int8.*--precision float32 and fit again"):
+        export_model(int8_run["head"], {"check": False}, echo=lambda *_: None)
+    assert not (int8_run["head"] / "export").exists()
