@@ -16,6 +16,7 @@ relative to the root and each file's size:mtime stamp guards its row).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from pipeline.store.feature_store import SCHEMA_VERSION, cache_key
 
@@ -23,6 +24,8 @@ from pipeline.store.feature_store import SCHEMA_VERSION, cache_key
 IDENTITY_VERSION = 2
 # The provenance field (and root attribute) holding a store's key.
 KEY_FIELD = "vector_key"
+# What a store made before keys were recorded shows in a message, with the fix.
+OLDER = "none (a store made by an older version: extract its data again and fit again)"
 
 # Each field of the identity, with the extract options it is made from. The options are what
 # predict and export pass to extract again to rebuild the same extractor.
@@ -73,7 +76,7 @@ def identity_of(provenance: dict) -> dict:
 
 def rebuild_options(options) -> dict:
     """The options of `REBUILD_OPTIONS` from extract's options (a mapping or a config)."""
-    get = options.get if isinstance(options, dict) else lambda k: getattr(options, k, None)
+    get = options.get if isinstance(options, Mapping) else lambda k: getattr(options, k, None)
     return {k: get(k) for k in REBUILD_OPTIONS if get(k) is not None}
 
 
@@ -97,9 +100,6 @@ def vector_differences(expected: dict, given: dict) -> list[tuple[str, object, o
     if not diffs and (key_a or key_b) and key_a != key_b:
         diffs = [(KEY_FIELD, key_a or OLDER, key_b or OLDER)]
     return diffs
-
-
-OLDER = "none (a store made by an older version: extract its data again and fit again)"
 
 
 def describe_differences(diffs, expected_name: str = "trained on",
