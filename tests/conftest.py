@@ -66,3 +66,31 @@ def needs_shared(*paths):
     """Skip cleanly when ../shared (or a file in it) is absent, e.g. on a user's fresh clone."""
     missing = [p for p in paths if not Path(p).exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared not available: {missing[:1]}")
+
+
+def _tiny_trunk(weights, input_shape):
+    """A tiny real CNN trunk (conv, BatchNorm, ReLU), for tests that only need real vectors."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    return keras.Model(inputs, x, name="tiny_trunk")
+
+
+def register_tiny_trunk(path: Path, size: int = 32) -> Path:
+    """Registers backbone `tiny_trunk` (caffe preprocessing) and writes its weights to `path`."""
+    import keras
+    from keras.applications import resnet50
+
+    from pipeline.extract.backbones import BackboneSpec, register_backbone
+
+    register_backbone(BackboneSpec(
+        name="tiny_trunk", build=_tiny_trunk, preprocess=resnet50.preprocess_input,
+        preprocess_name="keras.applications.resnet50.preprocess_input",
+        input_shape=(size, size, 3), notes="test-only trunk"), overwrite=True)
+    if not path.exists():
+        keras.utils.set_random_seed(0)
+        _tiny_trunk(None, (size, size, 3)).save_weights(path)
+    return path

@@ -123,11 +123,7 @@ ENGINE_NAMES = {"tensorflow", "openvino", "jax", "torch"}
 NAME_SWITCHES_ALLOWED = ("extract/sources/", "extract/engines.py", "extract/openvino_engine.py",
                          "extract/quantize.py", "extract/engine_worker.py",
                          "quiet_startup.py")  # compares the module name "tensorflow" it imports
-# Vector identity (cache key) code another change is moving to pipeline/store/vector_identity.py,
-# which will ask the reader; listed so this test holds for everything else meanwhile.
-NAME_SWITCHES_PENDING = {("extract/run.py", "vector_settings"), ("deploy/export.py", "export_model"),
-                         # reads the reader name recorded in a store's provenance
-                         ("commands/info.py", "describe_reader")}
+NAME_SWITCHES_PENDING: set = set()  # (module, function) pairs exempted: none
 
 
 def _string_constants(node) -> set:

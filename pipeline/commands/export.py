@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import add_options, resolve_options
-from pipeline.deploy.options import EXPORT_OPTIONS
+from pipeline.config import add_options
+from pipeline.deploy.options import EXPORT_OPTIONS, ExportConfig
 
 HELP = "write one Keras model (preprocessing + frozen backbone + head) serving raw decoded RGB"
 
@@ -16,7 +16,7 @@ def run(args) -> str:
     from pipeline.errors import ConfigError
     from pipeline.deploy.export import export_model
 
-    opts = resolve_options(args, EXPORT_OPTIONS, section="export")
-    if not opts["run_dir"]:
+    cfg = ExportConfig.from_cli(args)
+    if not cfg.run_dir:
         raise ConfigError("export needs --run RUN_DIR")
-    return str(export_model(opts["run_dir"], opts))
+    return str(export_model(cfg.run_dir, cfg))

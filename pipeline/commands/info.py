@@ -47,22 +47,12 @@ def describe_store(path) -> str:
 
 
 def describe_reader(prov: dict) -> str:
-    """The reader settings that made the vectors: resize policy for images; frames, sampling,
-    aggregation, L2 normalisation and mean for clips."""
-    reader = prov.get("reader") or {}
-    if reader.get("reader") != "clip":
-        return (f"images, resize {reader.get('resize', prov.get('resize', '?'))} "
-                f"({reader.get('interpolation', 'bilinear')})")
-    window = (f"stride {reader.get('stride')}" if reader.get("sampling") == "stride" else
-              f"uniform, {reader.get('num_clips')} clips")
-    mean_file = (prov.get("extract_options") or {}).get("mean_file")
-    mean = f"mean file {mean_file} ({reader.get('mean')})" if mean_file else \
-        f"mean {reader.get('mean')}"
-    l2 = "yes" if prov.get("l2_normalize") else "no"
-    return (f"clips of {reader.get('frames')} frames, sampling {window}, short "
-            f"{reader.get('short')}, fps {reader.get('fps') or 'as decoded'}; "
-            f"{reader.get('resize')}; aggregate {prov.get('aggregate', 'mean')}, L2 normalise {l2}"
-            f"; {mean}")
+    """The reader settings that made the vectors, as the reader that made them words them."""
+    from pipeline.extract.sources import reader_class_for
+
+    settings = prov.get("reader") or {}
+    reader = reader_class_for(settings.get("reader", "image")) or reader_class_for("image")
+    return reader.describe(prov)
 
 
 def describe_groups(store) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import add_options, resolve_options
-from pipeline.deploy.options import PREDICT_OPTIONS
+from pipeline.config import add_options
+from pipeline.deploy.options import PREDICT_OPTIONS, PredictConfig
 
 HELP = "score new images or clips with a run folder's model; writes a CSV of class probabilities"
 
@@ -16,7 +16,7 @@ def run(args) -> str:
     from pipeline.errors import ConfigError
     from pipeline.deploy.prediction import predict
 
-    opts = resolve_options(args, PREDICT_OPTIONS, section="predict")
-    if not opts["run_dir"] or not opts["data"]:
+    cfg = PredictConfig.from_cli(args)
+    if not cfg.run_dir or not cfg.data:
         raise ConfigError("predict needs --run RUN_DIR and --data PATH")
-    return str(predict(opts["run_dir"], opts["data"], opts))
+    return str(predict(cfg.run_dir, cfg.data, cfg))

@@ -21,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.deploy.options import ExportConfig
 from pipeline.errors import BackboneError, ConfigError, WeightsError
 from pipeline.deploy.prediction import load_run, reuse_extract_options
+
+# The backbone inside an exported model runs in float32, so only float32 vectors are its own.
+EXPORTED_PRECISION = "float32"
 
 
 def affine_preprocessing(preprocess, input_shape: tuple, tolerance: float = 1e-4):
@@ -127,21 +131,24 @@ def _best_model_name(run_dir) -> str:
     return f"{sidecar.get('model', '?')} (family {sidecar.get('family', '?')})"
 
 
-def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
+def export_model(run_dir, options=None, echo=print) -> Path:
     """Builds, saves and checks the end-to-end model of a run.
 
     Args:
         run_dir: a fit-head run folder (or a grid-search one whose best model is a Keras head).
-        options: `out` (the .keras path, default RUN_DIR/export/model.keras), `check` (compare
-            with the pipeline's own preprocessing + backbone + head on a random input),
-            `calibrate` (False: raw softmax, without the fitted temperature).
+        options: an `ExportConfig` or a mapping of its options: `out` (the .keras path, default
+            RUN_DIR/export/model.keras), `check` (compare with the pipeline's own preprocessing
+            + backbone + head on a random input), `calibrate` (False: raw softmax, without the
+            fitted temperature), `weights` / `mean_file` when those files have moved.
         echo: where progress lines go.
 
     Returns:
         Path of the saved `.keras` model.
 
     Raises:
-        ConfigError: the run's best model is not a Keras model.
+        ConfigError: the run's best model is not a Keras model, or its vectors were computed
+            at a reduced precision (float16, bfloat16, int8) that the exported float32
+            backbone would not reproduce.
         BackboneError: the backbone's preprocessing is not a per-pixel affine map.
         WeightsError, StoreError: the backbone weights or provenance cannot be reproduced.
     """
@@ -149,9 +156,11 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
 
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.extract.plugins import load_plugins
+    from pipeline.extract.sources import create_reader
 
-    options = dict(options or {})
-    run = load_run(run_dir, calibrate=options.get("calibrate", True))
+    cfg = ExportConfig.from_mapping(options).replace(run_dir=str(run_dir))
+    run = load_run(run_dir, calibrate=cfg.calibrate)
     if run.keras_head is None:
         raise ConfigError(
             f"export joins the backbone to a Keras model, and the best model of grid-search run "
@@ -159,7 +168,9 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
             "form. Only fit-head runs and grid-search runs whose best model is the Keras head, "
             "logistic regression or a linear SVM export; use predict with this run (it works "
             "with every model), or export a fit-head run.")
-    eo = reuse_extract_options(run_dir, run.info, options, "export")
+    _refuse_reduced_precision(run)
+    eo = reuse_extract_options(run_dir, run.info, cfg, "export")
+    load_plugins(eo.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(eo["backbone"])
     sample_shape = tuple(spec.input_shape_for(eo.get("input_size")))
     preprocess = clip_preprocessing(spec, eo, sample_shape, run.provenance)
@@ -170,22 +181,36 @@ def export_model(run_dir, options: dict | None = None, echo=print) -> Path:
                             "express it; predict with `run_pipeline.py predict` instead.")
     features = build_feature_model(spec, eo["weights"], eo["layer"], eo.get("pooling") or "avg",
                                    eo.get("input_size"))
-    clips_mean = spec.kind == "clip" and (eo.get("aggregate") or "mean") == "mean"
+    # A clip reader averaging a file's clips: the exported model averages its clips' vectors.
+    clips_mean = create_reader(spec, sample_shape, eo).mean_rows
     model = _assemble(keras, spec, features, run, affine, sample_shape, clips_mean,
                       bool(eo.get("l2_normalize")), eo.get("dtype") == "float16")
-    out = Path(options.get("out") or Path(run_dir) / "export" / "model.keras")
+    out = Path(cfg.out or Path(run_dir) / "export" / "model.keras")
     if out.suffix != ".keras":
         raise ConfigError(f"--out must end in .keras; received: {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     contract = _contract(spec, eo, run, affine, sample_shape, clips_mean, out)
     out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
-    if options.get("check", True):
+    if cfg.check:
         error = _self_check(keras, out, preprocess, features, run, sample_shape, clips_mean, eo)
         echo(f"check: exported model vs pipeline on a random input, max |difference| {error:.2e}")
     echo(f"exported {spec.name} + head ({len(run.class_names)} classes), input "
          f"{contract['input_shape']}")
     return out
+
+
+def _refuse_reduced_precision(run) -> None:
+    """The exported backbone computes in float32; vectors made at another precision differ
+    from its outputs, and the head was trained on those."""
+    precision = run.provenance.get("precision") or EXPORTED_PRECISION
+    if precision != EXPORTED_PRECISION:
+        raise ConfigError(
+            f"run {Path(run.run_dir).name} was trained on vectors computed at --precision "
+            f"{precision}, and an exported model runs its backbone in {EXPORTED_PRECISION}, "
+            "whose outputs differ from those vectors. Re-extract with --precision float32 and "
+            "fit again to export, or score new files with predict, which runs the same "
+            f"{precision} extractor.")
 
 
 def _assemble(keras, spec, features, run, affine, sample_shape, clips_mean, l2, float16):
@@ -228,6 +253,8 @@ def _contract(spec, eo, run, affine, sample_shape, clips_mean, out) -> dict:
                                      **{k: v for k, v in reader.items() if k != "resize"}},
         "preprocessing_inside": describe_affine(*affine),
         "backbone": spec.name, "layer": eo["layer"], "pooling": eo.get("pooling"),
+        "precision": run.provenance.get("precision") or EXPORTED_PRECISION,
+        "vector_key": run.provenance.get("vector_key"),
         "weights": run.provenance.get("weights_label", run.provenance.get("weights")),
         "output": "probabilities, one column per class in class_names order",
         "class_names": run.class_names,

@@ -20,11 +20,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.deploy.options import PredictConfig
 from pipeline.errors import ConfigError, StoreError, WeightsError
-
-# Provenance fields that change the vectors: a head and new vectors must agree on all of them.
-VECTOR_FIELDS = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
-                 "dtype", "aggregate", "l2_normalize")
+from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
+                                            vector_key)
 
 
 @dataclass
@@ -135,10 +134,34 @@ def extract_options_of(info: dict) -> dict:
     return dict(options)
 
 
-def mismatched_fields(trained: dict, new: dict) -> list[str]:
-    """Vector-changing provenance fields on which two stores differ."""
-    return [f for f in VECTOR_FIELDS if json.dumps(trained.get(f), sort_keys=True, default=str)
-            != json.dumps(new.get(f), sort_keys=True, default=str)]
+def refuse_other_vectors(trained: dict, given: dict, what: str) -> None:
+    """Raises unless `given` describes the vectors the run's model was trained on (the one
+    vector key of pipeline/store/vector_identity.py)."""
+    diffs = vector_differences(trained, given)
+    if diffs:
+        raise StoreError(f"{what} would differ from the vectors this run was trained on "
+                         f"({describe_differences(diffs)}); use the run's own extract settings "
+                         "(or extract with the new ones and fit again).")
+
+
+def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
+    """The extractor rebuilt from the run's recorded options must give the run's vector key:
+    checked before anything is extracted or built."""
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.weights import weights_identity
+    from pipeline.extract.plugins import load_plugins
+    from pipeline.extract.run import vector_settings
+    from pipeline.extract.sources import create_reader
+
+    load_plugins(extract_opts.get("plugin") or ())  # the backbone may be a plugin's
+    spec = get_backbone(extract_opts["backbone"])
+    reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size")),
+                           extract_opts)
+    identity = vector_settings(extract_opts, spec, reader,
+                               weights_identity(extract_opts["weights"]))
+    if trained.get("calibration"):  # int8: the training store's calibration, reused as is
+        identity["calibration"] = trained["calibration"]
+    refuse_other_vectors(trained, {**identity, KEY_FIELD: vector_key(identity)}, what)
 
 
 def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
@@ -173,72 +196,76 @@ def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
                       f"(or {key} = \"...\" under [{command}] in the config file).")
 
 
-def reuse_extract_options(run_dir, info: dict, options: dict, command: str) -> dict:
-    """The run's extract options with its files found again and its weights checked."""
+def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
+    """The run's extract options with its files found again, its weights checked, and the
+    extractor they rebuild checked to make the run's vectors (`options`: a PredictConfig or
+    an ExportConfig, whose `weights` / `mean_file` say where moved files are now)."""
     extract_opts = extract_options_of(info)
     for key in ("weights", "mean_file"):
-        recorded = extract_opts.get(key)
+        recorded, given = extract_opts.get(key), getattr(options, key)
         if key == "weights" and recorded in ("imagenet", "none"):
             continue
-        if recorded or options.get(key):
-            extract_opts[key] = locate_recorded_file(recorded or "", run_dir, options.get(key),
-                                                     key, command)
-    check_weights_unchanged(extract_opts, info.get("provenance") or {})
+        if recorded or given:
+            extract_opts[key] = locate_recorded_file(recorded or "", run_dir, given, key,
+                                                     command)
+    trained = info.get("provenance") or {}
+    check_weights_unchanged(extract_opts, trained)
+    check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from the "
+                          "run's recorded options")
     return extract_opts
 
 
-def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
+def predict(run_dir, data, options=None, echo=print) -> Path:
     """Extracts `data` as the run's store was extracted, scores it, and writes a CSV.
 
     Args:
         run_dir: a fit-head or grid-search run folder.
         data: a folder (class folders, loose files or both), one file, or a CSV manifest.
-        options: `out` (CSV path), `cache_dir` (default RUN_DIR/predict), `batch_size`,
-            `workers`, `progress`, `weights` / `mean_file` when those files have moved, and
-            `calibrate` (False: raw softmax, without the fitted temperature).
+        options: a `PredictConfig` or a mapping of its options: `out` (CSV path), `cache_dir`
+            (default RUN_DIR/predict), `batch_size`, `workers`, `progress`, `weights` /
+            `mean_file` when those files have moved, and `calibrate` (False: raw softmax,
+            without the fitted temperature).
         echo: where progress lines go.
 
     Returns:
         Path of the CSV: id, [true_class,] predicted_class, p_<class> for each class. With
-        labelled data, the accuracy is printed and written beside it (`<csv>-accuracy.json`).
+        labelled data, the accuracy is printed and written beside it (`<csv>-accuracy.json`),
+        with how many scored rows the run itself trained, validated or tested on.
 
     Raises:
         ConfigError, StoreError, WeightsError, DataError: see their messages.
     """
+    from pipeline.deploy.seen_rows import rows_of_the_run
     from pipeline.fit import reports
     from pipeline.extract.run import run_extraction
     from pipeline.store.feature_store import open_store
 
-    options = dict(options or {})
+    cfg = PredictConfig.from_mapping(options).replace(run_dir=str(run_dir), data=str(data))
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     trained = info.get("provenance") or {}
-    extract_opts = reuse_extract_options(run_dir, info, options, "predict")
+    extract_opts = reuse_extract_options(run_dir, info, cfg, "predict")
     # New vectors are cached inside the run folder: predicting never litters the shared cache.
-    extract_opts.update(data=str(data), cache_dir=options.get("cache_dir") or run_dir / "predict",
-                        batch_size=options.get("batch_size") or 32,
-                        workers=options.get("workers"))
+    extract_opts.update(data=str(data), cache_dir=cfg.cache_dir or run_dir / "predict",
+                        batch_size=cfg.batch_size, workers=cfg.workers)
     if trained.get("calibration"):  # an int8 run: the same quantized model, not a new one
         extract_opts["calibration"] = trained["calibration"]
-    result = run_extraction(extract_opts, progress=options.get("progress", True), echo=echo,
+    result = run_extraction(extract_opts, progress=cfg.progress, echo=echo,
                             require_labels=False)
     with open_store(result.path) as store:
-        wrong = mismatched_fields(trained, store.provenance)
-        if wrong:
-            raise StoreError(f"new vectors differ from the training vectors in {', '.join(wrong)}"
-                             f" (store {store.path.name}); extract them with the run's settings.")
-        run = load_run(run_dir, provenance=store.provenance,
-                       calibrate=options.get("calibrate", True))
+        refuse_other_vectors(trained, store.provenance, f"new vectors (store {store.path.name})")
+        run = load_run(run_dir, provenance=store.provenance, calibrate=cfg.calibrate)
         names = run.class_names
         probs = np.concatenate([run.predict_proba(x) for x, _ in
                                 store.iter_batches(batch_size=4096)]) if len(store) else \
             np.zeros((0, len(names)))
         true, unseen = _true_labels(store, names)
-        out = Path(options.get("out") or
+        out = Path(cfg.out or
                    run_dir / f"predictions-{store.provenance.get('data_name', 'data')}.csv")
         out.parent.mkdir(parents=True, exist_ok=True)
         reports.write_predictions(out, store.column("ids"), true, probs, names)
         failures = store.failures()
+        seen = rows_of_the_run(run_dir, info, store, _run_store_path(run_dir, info))
     if unseen:
         echo(f"warning: class folder(s) {', '.join(sorted(unseen))} are not classes of this run "
              f"(it knows {', '.join(names)}); their {sum(unseen.values())} row(s) are scored but "
@@ -247,20 +274,40 @@ def predict(run_dir, data, options: dict | None = None, echo=print) -> Path:
         echo(f"{len(failures)} file(s) could not be decoded and have no prediction, e.g. "
              f"{failures[0][0]}: {failures[0][1]}")
     echo(f"predicted {len(probs)} row(s) with {run.kind} {run_dir.name}")
-    if true is not None and (true >= 0).any():
-        _report_accuracy(out, true, probs, unseen, echo)
+    labelled = true is not None and bool((true >= 0).any())
+    if seen is None and labelled:  # the accuracy may be over training rows: say it is unknown
+        echo(f"note: the run's store ({info.get('store')}) is gone or has changed since the "
+             "run, so whether these files were among its training rows is not known")
+    elif seen is not None and seen["new"] < len(probs):
+        echo(f"note: {len(probs) - seen['new']} of the {len(probs)} scored rows are rows of this "
+             f"run's own store ({seen['train']} training, {seen['val']} validation and "
+             f"{seen['test']} test rows, matched by file and stamp or by identical vector); an "
+             "accuracy over training or validation rows is not an estimate on new files")
+    if labelled:
+        _report_accuracy(out, true, probs, unseen, seen, echo)
     return out
 
 
+def _run_store_path(run_dir: Path, info: dict) -> str | None:
+    """The run's own store, also when it moved together with the run folder (as weights are
+    found again); None when it is not there."""
+    try:
+        return locate_recorded_file(str(info.get("store") or ""), run_dir, None, "store",
+                                    "predict")
+    except ConfigError:
+        return None
+
+
 def _report_accuracy(csv_path: Path, true: np.ndarray, probs: np.ndarray, unseen: dict,
-                     echo) -> None:
+                     seen: dict, echo) -> None:
     known = true >= 0
     accuracy = float((probs[known].argmax(axis=1) == true[known]).mean())
     echo(f"accuracy {accuracy:.3f} on {int(known.sum())} labelled row(s)")
     path = csv_path.with_name(csv_path.stem + "-accuracy.json")
     path.write_text(json.dumps({"accuracy": accuracy, "n_labelled": int(known.sum()),
                                 "n_rows": len(true), "unseen_classes": dict(sorted(unseen.items())),
-                                "predictions": csv_path.name}, indent=2) + "\n", encoding="utf-8")
+                                "rows_of_the_run": seen, "predictions": csv_path.name},
+                               indent=2) + "\n", encoding="utf-8")
 
 
 def _true_labels(store, names: list) -> tuple[np.ndarray | None, dict]:

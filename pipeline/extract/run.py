@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.store import feature_store as fs
+from pipeline.store import vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
@@ -32,13 +33,6 @@ from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
 from pipeline.extract.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover
-
-# Options that change the vectors (the rest -- batch size, workers, paths -- do not).
-VECTOR_OPTIONS = ("backbone", "weights", "layer", "pooling", "input_size", "resize", "dtype",
-                  "precision", "calibration_size", "jpeg_draft",
-                  "frames", "short", "sampling", "stride", "num_clips", "fps", "aggregate",
-                  "l2_normalize", "mean_file")
-
 
 @dataclass
 class ExtractResult:
@@ -92,10 +86,10 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) -> dict:
-    """Everything that changes the stored vectors: the cache key is a hash of this."""
+def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
+    """The vectors' identity (pipeline/store/vector_identity.py): the cache key is its hash.
+    Where the data lies is not part of it: a moved dataset keeps its vectors."""
     settings = {
-        "schema_version": fs.SCHEMA_VERSION,
         "backbone": spec.name,
         "weights": weights_id,
         "layer": opts["layer"],
@@ -107,13 +101,10 @@ def vector_settings(opts: dict, spec, reader, weights_id: str, data_root: Path) 
         "reader": reader.settings(),
         "dtype": opts["dtype"],
         "precision": opts.get("precision") or "float32",
-        "data_root": str(data_root),
     }
     if weights_id == "none":  # random init is seeded, but each backend draws differently
         settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
-    if spec.kind == "clip":
-        settings["aggregate"] = opts.get("aggregate") or "mean"
-        settings["l2_normalize"] = bool(opts.get("l2_normalize"))
+    settings.update(reader.aggregation_settings())  # clip readers: mean or per clip, L2
     return settings
 
 
@@ -155,13 +146,13 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                        require_labels=require_labels)
     clip_rows = reader.rows_per_file is None  # one row per clip, not per file
     weights_id = weights_identity(cfg.weights)
-    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id, dataset.root)
+    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
     if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
         from pipeline.extract.quantize import CalibrationPlan
 
         settings["calibration"] = calibration or \
             CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
-    key = fs.cache_key(settings)
+    key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
 
     with fs.StoreLock(path):
@@ -285,6 +276,8 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
     fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
     prov = dict(settings)
     prov.update({
+        vector_identity.KEY_FIELD: vector_identity.vector_key(settings),
+        "data_root": str(dataset.root),  # for thumbnails and messages; not in the key
         "weights": weights_id,
         "weights_label": _weights_label(opts["weights"], weights_id),
         "pretrained": opts["weights"] != "none",
@@ -298,7 +291,7 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
         "engine": engine,
         "reader": settings["reader"],
         # The options that made these vectors, so predict/export can rebuild the same extractor.
-        "extract_options": {k: v for k, v in opts.items() if k in VECTOR_OPTIONS},
+        "extract_options": vector_identity.rebuild_options(opts),
     })
     return prov
 

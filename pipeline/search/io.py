@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.outputs import write_json
+from pipeline.store.vector_identity import describe_differences, vector_differences
 
 SIDECAR = "best_model.json"
 SKOPS_FILE = "best_model.skops"
@@ -46,10 +47,6 @@ TRUSTED_TYPES = (
     "sklearn.metrics._dist_metrics.MinkowskiDistance64",
     "sklearn.metrics._dist_metrics.ChebyshevDistance64",
 )
-# The extractor settings a model depends on: vectors made otherwise mean something else.
-PROVENANCE_FIELDS = ("backbone", "layer", "pooling", "input_size", "input_shape", "preprocess",
-                     "weights")
-
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -143,20 +140,18 @@ def _check_skops_types(path: Path) -> list:
 
 
 def check_provenance(saved: dict, given: dict, where: str) -> None:
-    """Refuses vectors made with other extractor settings than the model was trained on.
+    """Refuses vectors whose identity (pipeline/store/vector_identity.py) differs from the one
+    the model was trained on.
 
     Raises:
-        StoreError: naming each differing field, both values and the fix.
+        StoreError: naming each differing setting, both values and the fix.
     """
-    def norm(v):
-        return json.dumps(v, sort_keys=True, default=str)
-
-    diffs = [f"{k}: model {saved.get(k)!r} vs given {given.get(k)!r}" for k in PROVENANCE_FIELDS
-             if (k in saved or k in given) and norm(saved.get(k)) != norm(given.get(k))]
+    diffs = vector_differences(saved, given)
     if diffs:
         raise StoreError(f"the model in {where} was trained on vectors made with other "
-                         f"settings ({'; '.join(diffs)}); use a run made on a store with these "
-                         "settings, or extract with the model's settings.")
+                         f"settings ({describe_differences(diffs, 'model', 'given')}); use a run "
+                         "made on a store with these settings, or extract with the model's "
+                         "settings.")
 
 
 def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":

@@ -4,7 +4,8 @@
     with open_store("cache/photos-resnet50-pooled-1a2b3c4d5e.h5") as store:
         X, y = store.load("train")
 
-`feature_store.py` owns the HDF5 schema, the cache key, the atomic writer and the read API.
+`feature_store.py` owns the HDF5 schema, the atomic writer and the read API;
+`vector_identity.py` the key of what changes the vectors, which every reuse of a store compares.
 It imports h5py and numpy only: no Keras, no backbone, no head.
 """
 

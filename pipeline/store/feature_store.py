@@ -10,7 +10,9 @@ One file per cache key. Datasets (one row per sample, or per clip with `clip_ind
     clip_index  int32, only when clips are stored one row each
     failures/{ids,stamps,reasons}   files that could not be decoded, with why
 Root attributes: schema_version, cache_key, class_names (JSON), provenance (JSON) and the
-provenance fields one by one for h5dump/HDFView users.
+provenance fields one by one for h5dump/HDFView users. For a store made by extract, cache_key
+(and the provenance's `vector_key`) is the vectors' identity (`vector_identity.vector_key`):
+what made the vectors, never where the data lay; the files are guarded row by row by `stamps`.
 
 Writing never touches the final file in place: `StoreWriter` writes `<name>.tmp-<pid>` and
 renames it over the final name only after closing it, so a crash leaves the old store or the

@@ -41,7 +41,7 @@ def test_pooling_is_keyed_only_where_it_changes_vectors(tmp_path):
         spec = get_backbone(backbone)
         opts = {"layer": "pooled", "pooling": "avg", "dtype": "float32", **kw}
         reader = create_reader(spec, spec.input_shape, opts)
-        return cache_key(vector_settings(opts, spec, reader, "none", tmp_path))
+        return cache_key(vector_settings(opts, spec, reader, "none"))
 
     assert key("c3d") == key("c3d", pooling="max")  # C3D's pooled is fc6, a vector
     assert key("c3d", layer="fc6") == key("c3d", layer="fc6", pooling="max")

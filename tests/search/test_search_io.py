@@ -12,7 +12,8 @@ from pipeline.errors import StoreError
 from pipeline.search.io import load_best_model, save_best_model, sha256_file
 
 PROVENANCE = {"backbone": "mobilenet", "layer": "pooled", "pooling": "avg", "input_size": 224,
-              "input_shape": [224, 224, 3], "preprocess": "tf", "weights": "sha256:abc"}
+              "input_shape": [224, 224, 3], "preprocess": "tf", "weights": "sha256:abc",
+              "reader": {"resize": "squash"}, "dtype": "float32", "precision": "float32"}
 CLASSES = ["daisy", "rose", "tulip"]
 
 
@@ -130,12 +131,25 @@ def test_changed_model_file_is_refused_by_checksum(logistic_run):
         load_best_model(logistic_run)
 
 
-@pytest.mark.parametrize("field, value", [("backbone", "resnet50"), ("layer", "pool5"),
-                                          ("preprocess", "caffe"), ("weights", "sha256:def"),
-                                          ("input_size", 160)])
-def test_other_provenance_is_refused(logistic_run, field, value):
-    with pytest.raises(StoreError, match=f"{field}: model"):
+@pytest.mark.parametrize("field, value, named", [
+    ("backbone", "resnet50", "backbone"), ("layer", "pool5", "layer"),
+    ("preprocess", "caffe", "preprocess"), ("weights", "sha256:def", "weights"),
+    ("input_shape", [160, 160, 3], "input_shape"), ("dtype", "float16", "dtype"),
+    ("precision", "int8", "precision"), ("reader", {"resize": "center_crop"}, "reader.resize")])
+def test_other_provenance_is_refused(logistic_run, field, value, named):
+    with pytest.raises(StoreError, match=f"{named}: model"):
         load_best_model(logistic_run, provenance={**PROVENANCE, field: value})
+
+
+def test_a_store_with_another_vector_key_is_refused(logistic_run):
+    """Same recorded fields, another key (a store made by another version): refused too."""
+    ours = {**PROVENANCE, "vector_key": "a" * 64}
+    meta = json.loads((logistic_run / "best_model.json").read_text())
+    meta["provenance"] = ours
+    (logistic_run / "best_model.json").write_text(json.dumps(meta))
+    load_best_model(logistic_run, provenance=dict(ours))
+    with pytest.raises(StoreError, match="vector_key: model"):
+        load_best_model(logistic_run, provenance={**PROVENANCE, "vector_key": "b" * 64})
 
 
 def test_not_a_grid_search_folder_is_refused(tmp_path):

@@ -18,8 +18,6 @@ Usage:
 from __future__ import annotations
 
 import hashlib
-import re
-import struct
 from collections import deque
 from pathlib import Path
 from typing import Iterator
@@ -29,31 +27,15 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DecodeError
 from pipeline.extract.sources.base import ClipRecipe, environment_problem
-from pipeline.extract.sources.discover import FRAME_EXTENSIONS
+from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, LazyFrame, first_line,
+                                             folder_frames, gif_frames, video_frames)
 from pipeline.extract.sources.images import to_rgb
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ogv", ".3gp")
 CLIP_EXTENSIONS = (".gif",) + VIDEO_EXTENSIONS
 CLIPS_PER_CHUNK = 2
-# Browsers show GIF frames with a delay of 10 ms or less (or none) for 100 ms; so do we.
-GIF_DEFAULT_DURATION = 0.1
 SHORT_RULES, SAMPLINGS = ("loop", "pad"), ("stride", "uniform")
-
-
-class _LazyFrame:
-    """One decoded frame, converted to the model's size only if a clip asks for it."""
-
-    __slots__ = ("_convert", "_array", "start", "duration")
-
-    def __init__(self, convert, start=None, duration=None):
-        self._convert, self._array = convert, None
-        self.start, self.duration = start, duration
-
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = self._convert()
-        return self._array
 
 
 class ClipReader:
@@ -148,6 +130,27 @@ class ClipReader:
         """1: the per-video mean; None: one row per clip (as many as the file has)."""
         return 1 if self.mean_rows else None
 
+    @staticmethod
+    def describe(prov: dict) -> str:
+        """A store's clip reader settings in words (for `info`): frames, sampling,
+        aggregation, L2 normalisation and mean."""
+        reader = prov.get("reader") or {}
+        window = (f"stride {reader.get('stride')}" if reader.get("sampling") == "stride" else
+                  f"uniform, {reader.get('num_clips')} clips")
+        mean_file = (prov.get("extract_options") or {}).get("mean_file")
+        mean = f"mean file {mean_file} ({reader.get('mean')})" if mean_file else \
+            f"mean {reader.get('mean')}"
+        l2 = "yes" if prov.get("l2_normalize") else "no"
+        return (f"clips of {reader.get('frames')} frames, sampling {window}, short "
+                f"{reader.get('short')}, fps {reader.get('fps') or 'as decoded'}; "
+                f"{reader.get('resize')}; aggregate {prov.get('aggregate', 'mean')}, "
+                f"L2 normalise {l2}; {mean}")
+
+    def aggregation_settings(self) -> dict:
+        """How a file's model outputs become its rows (part of the vectors' identity)."""
+        return {"aggregate": "mean" if self.mean_rows else "per_clip",
+                "l2_normalize": bool(self.l2_normalize)}
+
     def aggregate(self, rows: np.ndarray) -> np.ndarray:
         """The stored rows of one file from its clips' outputs: their mean (L2-normalised with
         --l2-normalize, the C3D recipe), or one row per clip."""
@@ -190,7 +193,7 @@ class ClipReader:
             problem = environment_problem(exc, path)
             if problem is not None:
                 raise problem from None
-            raise DecodeError(f"{path.name}: {_first_line(exc)}") from None
+            raise DecodeError(f"{path.name}: {first_line(exc)}") from None
         if chunk:
             yield np.stack(chunk)
 
@@ -204,16 +207,16 @@ class ClipReader:
             starts = sorted({int(round(s)) for s in np.linspace(0, last, self.num_clips)})
         return _windows(self._frames(path), self.frames, iter(starts), self.short)
 
-    def _frames(self, path: Path) -> Iterator[_LazyFrame]:
+    def _frames(self, path: Path) -> Iterator[LazyFrame]:
         if path.is_dir():
-            frames = _folder_frames(path, self._fit)
+            frames = folder_frames(path, self._fit)
             if self.fps is not None:
                 raise DecodeError(f"{path.name}: a frame folder has no timestamps to resample to "
                                   "--fps; extract frame folders without --fps")
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
-            frames = _video_frames(path, self._fit_video)
+            frames = video_frames(path, self._fit_video)
         else:
-            frames = _gif_frames(path, self._fit)
+            frames = gif_frames(path, self._fit)
         return _resample(frames, self.fps) if self.fps is not None else frames
 
     def _fit(self, img: Image.Image) -> np.ndarray:
@@ -237,7 +240,7 @@ def _count_from(start: int, step: int) -> Iterator[int]:
         start += step
 
 
-def _windows(frames: Iterator[_LazyFrame], length: int, starts: Iterator[int],
+def _windows(frames: Iterator[LazyFrame], length: int, starts: Iterator[int],
              short: str) -> Iterator[np.ndarray]:
     """Cuts clips [s, s + length) for increasing starts s; a too-short input gives one clip."""
     next_start = next(starts, None)
@@ -271,7 +274,7 @@ def _windows(frames: Iterator[_LazyFrame], length: int, starts: Iterator[int],
     yield np.stack([frames_seen[i] for i in order])
 
 
-def _resample(frames: Iterator[_LazyFrame], fps: float) -> Iterator[_LazyFrame]:
+def _resample(frames: Iterator[LazyFrame], fps: float) -> Iterator[LazyFrame]:
     """Frames shown at times k/fps: each source frame covers [start, start + duration)."""
     step, k, origin = 1.0 / fps, 0, None
     for frame in frames:
@@ -281,104 +284,3 @@ def _resample(frames: Iterator[_LazyFrame], fps: float) -> Iterator[_LazyFrame]:
         while k * step < end - 1e-9:
             yield frame
             k += 1
-
-
-def _gif_frames(path: Path, fit) -> Iterator[_LazyFrame]:
-    """Frames of an animated GIF (or any Pillow image sequence), composited as browsers do.
-
-    Pillow applies each frame's disposal method and palette while seeking frame by frame;
-    transparent pixels become white in `to_rgb`.
-    """
-    with Image.open(path) as img:
-        start, index = 0.0, 0
-        while True:
-            try:
-                img.seek(index)
-            except EOFError:
-                if img.format == "GIF" and not _ends_with_gif_trailer(path):
-                    raise DecodeError(f"{path.name}: GIF ends after frame {index - 1} without its "
-                                      "trailer byte (truncated file)") from None
-                return
-            except (IndexError, struct.error):  # Pillow reading past the end of a cut file
-                raise DecodeError(f"{path.name}: GIF data ends inside frame {index} "
-                                  "(truncated file)") from None
-            img.load()
-            delay = img.info.get("duration") or 0
-            duration = delay / 1000.0 if delay > 10 else GIF_DEFAULT_DURATION
-
-            def convert(index=index):
-                if img.tell() != index:  # a caller kept a frame past the next seek: a bug
-                    raise RuntimeError("GIF frame converted after the next frame was decoded")
-                return fit(img)
-
-            yield _LazyFrame(convert, start, duration)
-            start += duration
-            index += 1
-
-
-def _ends_with_gif_trailer(path: Path) -> bool:
-    """A cut between two frames decodes cleanly; only the missing trailer (0x3B) tells."""
-    with open(path, "rb") as fh:
-        fh.seek(-1, 2)
-        return fh.read(1) == b";"
-
-
-def _video_frames(path: Path, fit) -> Iterator[_LazyFrame]:
-    """Frames of a video through PyAV (FFmpeg), with their presentation times."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        if environment_problem(exc, path) is not None:
-            raise  # PyAV's errors are OSErrors too: `read` turns it into a ResourceError
-        raise DecodeError(f"{path.name}: not a readable video ({_first_line(exc)})") from None
-    with container:
-        if not container.streams.video:
-            raise DecodeError(f"{path.name}: the file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # FFmpeg's own decoding threads, outside the GIL
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        previous = None
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                start = frame.time if frame.time is not None else index / rate
-                if previous is not None:
-                    previous.duration = max(start - previous.start, 1e-6)
-                    yield previous
-                previous = _LazyFrame(lambda frame=frame: fit(frame), start)
-        except av.FFmpegError as exc:
-            raise DecodeError(f"{path.name}: video data is corrupt ({_first_line(exc)})") from None
-        if previous is not None:
-            last = frame.duration * frame.time_base if frame.duration and frame.time_base else 0
-            previous.duration = float(last) or 1.0 / rate
-            yield previous
-
-
-def _folder_frames(path: Path, fit) -> Iterator[_LazyFrame]:
-    """The still images of one folder, in natural order (frame2 before frame10)."""
-    def natural(p: Path):
-        parts = re.split(r"(\d+)", p.name)
-        return [int(part) if part.isdigit() else part.lower() for part in parts]
-
-    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in FRAME_EXTENSIONS), key=natural)
-    for file in files:
-        def convert(file=file):
-            try:
-                with Image.open(file) as img:
-                    img.load()
-                    return fit(img)
-            except (OSError, SyntaxError, ValueError) as exc:
-                problem = environment_problem(exc, file)
-                if problem is not None:
-                    raise problem from None
-                raise DecodeError(f"frame {file.name}: {_first_line(exc)}") from None
-
-        yield _LazyFrame(convert)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-

@@ -115,6 +115,7 @@ class ImageReader:
     leaf_dirs = False
     unit = "images"  # what one model input is called (summary, progress bar)
     rows_per_file = 1  # stored rows per file
+    mean_rows = False  # one model input per file: its row is that output, nothing averaged
     process_decode = "batches"  # decode processes write images straight into batches
     auto_processes = True  # `--decode auto` may use processes (each file is small)
     needs_recipe = False  # a backbone it feeds brings no ClipRecipe
@@ -136,6 +137,17 @@ class ImageReader:
             img = ImageOps.exif_transpose(opened.convert("RGB"))
         img.thumbnail((size, size))
         return img
+
+    @staticmethod
+    def describe(prov: dict) -> str:
+        """A store's image reader settings in words (for `info`)."""
+        reader = prov.get("reader") or {}
+        return (f"images, resize {reader.get('resize', prov.get('resize', '?'))} "
+                f"({reader.get('interpolation', 'bilinear')})")
+
+    def aggregation_settings(self) -> dict:
+        """How a file's model outputs become its rows: one image, its one row (nothing keyed)."""
+        return {}
 
     def aggregate(self, rows: np.ndarray) -> np.ndarray:
         """The stored rows of one file from its model outputs (one image: its one row)."""
