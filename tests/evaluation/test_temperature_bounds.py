@@ -7,8 +7,8 @@ import pytest
 def test_all_correct_rows_cannot_fit_a_temperature():
     from pipeline.evaluation.calibration import fit_temperature_or_reason
 
-    labels = np.arange(12) % 2
-    probs = np.where(np.eye(2)[labels] == 1, 0.9, 0.1)  # 12 validation rows, all correct
+    labels = np.arange(30) % 2
+    probs = np.where(np.eye(2)[labels] == 1, 0.9, 0.1)  # 30 rows, all correct
     temperature, reason = fit_temperature_or_reason(probs, labels)
     assert temperature is None and "no misclassified" in reason
 
