@@ -101,7 +101,7 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         calibrated = calibration.calibrate(
             model, probabilities(model, store, source, cal_rows) if len(cal_rows) else None,
             results, cal_skipped)
-        if calibrated.get("skipped"):
+        if calibrated.get("skipped") and config.calibration_fraction:
             data_checks["warnings"] += _echo_all([f"warning: {calibrated['skipped']}"], echo)
         raw_val = results["val"][3]
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
@@ -225,7 +225,7 @@ def _write_run(store, config, model, history, best_epoch, split, results, cv, st
         metrics.update({
             "confusion_matrix_split": shown,
             "n_misclassified": n_wrong,
-            "split": {"how": split.how, "n_train": len(split.train), "n_val": len(split.val),
+            "split": {"how": split.how, "n_train": len(split.train) - extras[3], "n_val": len(split.val),
                       "n_test": len(split.test), "test_split": "store" if "test" in store.splits
                       else (f"held out {config.test_fraction:.0%} of the store, seed "
                             f"{config.seed}" if len(split.test) else "none"),
