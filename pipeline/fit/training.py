@@ -33,19 +33,21 @@ def should_stream(store, n_rows: int, config: HeadConfig) -> bool:
 def fit_model(model, train, stop, config: HeadConfig, class_weight=None, echo=None,
               prefix: str = ""):
     """Trains `model` on `train` (a Keras PyDataset) while `stop` alone drives early stopping
-    and the learning-rate decay.
+    and the learning-rate decay (`stop` None: every epoch runs, nothing is watched).
 
     Returns:
         (Keras history dict, best epoch, 1-based: the epoch whose weights were kept).
     """
     import keras
 
-    # min_delta: a val_loss that creeps down by 1e-4 an epoch is not worth another 10 epochs.
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                            min_delta=config.min_delta,
-                                            restore_best_weights=True)
-    callbacks = [stopper, keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=0.5, min_lr=1e-6, patience=max(2, config.patience // 3))]
+    callbacks, stopper = [], None
+    if stop is not None:
+        # min_delta: a val_loss that creeps down by 1e-4 an epoch is not worth 10 more epochs.
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                min_delta=config.min_delta,
+                                                restore_best_weights=True)
+        callbacks = [stopper, keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, min_lr=1e-6, patience=max(2, config.patience // 3))]
     if echo is not None:
         callbacks.append(_EpochLine(echo, config.epochs, prefix))
     # shuffle=False: the batches shuffle themselves with their own seed; Keras would reorder
@@ -54,8 +56,8 @@ def fit_model(model, train, stop, config: HeadConfig, class_weight=None, echo=No
                         class_weight=class_weight, callbacks=callbacks, verbose=0).history
     # The epoch whose weights were restored: the last one that beat the best by min_delta
     # (a later epoch may still have a lower val_loss by less than that).
-    best = int(stopper.best_epoch) + 1 if stopper.best_weights is not None else \
-        len(history.get("loss", []))
+    best = int(stopper.best_epoch) + 1 if stopper is not None and \
+        stopper.best_weights is not None else len(history.get("loss", []))
     return history, best
 
 
