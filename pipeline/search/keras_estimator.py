@@ -212,3 +212,13 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
                 path.write_bytes(blob)
                 self.model_ = keras.saving.load_model(path, safe_mode=True)
 
+
+
+def fit_routing_groups(estimator, X, y, groups=None):
+    """`estimator.fit(X, y)`, handing `groups` to a KerasHeadClassifier (alone or the last step
+    of a Pipeline) so its early stopping holds out whole groups; other estimators ignore them."""
+    final = estimator.steps[-1] if hasattr(estimator, "steps") else (None, estimator)
+    if groups is None or not isinstance(final[1], KerasHeadClassifier):
+        return estimator.fit(X, y)
+    key = f"{final[0]}__groups" if final[0] else "groups"
+    return estimator.fit(X, y, **{key: np.asarray(groups, dtype=object)})

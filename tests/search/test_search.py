@@ -347,3 +347,20 @@ def test_keras_head_early_stops_on_whole_groups_it_does_not_train_on():
     train = np.setdiff1d(np.arange(n), stop)
     assert not set(groups[stop]) & set(groups[train])
     assert est.n_epochs_ <= 3 and set(y[stop]) == {0, 1}
+
+
+def test_the_search_hands_groups_to_the_keras_head_inside_its_pipeline():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.search.keras_estimator import fit_routing_groups
+
+    n = 100
+    groups = np.array([f"video{i // 5}" for i in range(n)], dtype=object)
+    y = (np.arange(n) // 5) % 2
+    X = np.random.default_rng(1).normal(size=(n, 4)) + y[:, None]
+    pipe = make_pipeline(StandardScaler(), _keras_estimator(epochs=2).set_params(patience=1))
+    fit_routing_groups(pipe, X, y, groups)
+    stop = pipe.steps[-1][1].stop_rows_
+    assert len(stop) and not set(groups[stop]) & set(groups[np.setdiff1d(np.arange(n), stop)])
+    fit_routing_groups(make_pipeline(StandardScaler(), _keras_estimator(epochs=1)), X, y)
