@@ -158,12 +158,12 @@ def test_cli_config_file_cross_validation_and_resolved_config(stores, tmp_path, 
 def test_shipped_head_config_is_valid(stores):
     from pathlib import Path
 
-    from pipeline.fit.options import FIT_HEAD_OPTIONS
-    from pipeline.config import resolve_options
+    from pipeline.fit.options import HeadConfig
 
     path = Path(__file__).resolve().parents[2] / "configs" / "head_mlp.toml"
-    opts = resolve_options({}, FIT_HEAD_OPTIONS, section="fit_head", config_path=path)
-    assert opts["hidden_units"] == (256,) and opts["class_weight"] == "balanced"
+    config = HeadConfig.from_mapping({"config": str(path)})
+    assert config.hidden_units == (256,) and config.class_weight == "balanced"
+    assert config.as_dict() == {**HeadConfig().as_dict(), "store": None}  # file = defaults
 
 
 def test_streamed_batches_cover_every_row_once_and_mix_classes(stores):
