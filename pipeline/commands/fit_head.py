@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import add_options, resolve_options
-from pipeline.fit.options import FIT_HEAD_OPTIONS
+from pipeline.config import add_options
+from pipeline.fit.options import FIT_HEAD_OPTIONS, HeadConfig
 
 HELP = "train a dense Keras head on cached vectors; writes a run folder (model, curves, metrics)"
 
@@ -16,16 +16,15 @@ def run(args) -> str:
     from pipeline.errors import ConfigError
     from pipeline.fit.run import fit_head
 
-    opts = resolve_options(args, FIT_HEAD_OPTIONS, section="fit_head")
-    if not opts["store"]:
+    config = HeadConfig.from_cli(args)  # defaults < --config file < flags; validated
+    if not config.store:
         raise ConfigError("fit-head needs --store STORE (the .h5 path extract printed last), or "
                           "store = \"...\" in the config file")
-    _check_keras_names(opts)
-    # The config file's name lets messages give its keys next to the flags.
-    return str(fit_head(opts["store"], {**opts, "config": vars(args).get("config")}))
+    _check_keras_names(config)
+    return str(fit_head(config.store, config))
 
 
-def _check_keras_names(opts: dict) -> None:
+def _check_keras_names(config: HeadConfig) -> None:
     """An unknown activation or optimizer is refused before the store is read, not by a
     traceback from inside Keras halfway through building the head."""
     import keras
@@ -36,8 +35,8 @@ def _check_keras_names(opts: dict) -> None:
               ("optimizer", keras.optimizers.get, "adam, sgd, rmsprop"))
     for key, lookup, examples in checks:
         try:
-            lookup(opts[key])
+            lookup(getattr(config, key))
         except (ValueError, TypeError):
-            raise ConfigError(f"--{key} {opts[key]!r} is not a Keras {key} name (e.g. "
+            raise ConfigError(f"--{key} {getattr(config, key)!r} is not a Keras {key} name (e.g. "
                               f"{examples}); pass one with --{key} (or {key} = \"...\" in "
                               "[fit_head]).") from None

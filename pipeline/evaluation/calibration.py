@@ -5,8 +5,13 @@ fitted by minimising NLL; probabilities become softmax(logits / T). The argmax c
 accuracy is untouched. For a 1-unit sigmoid head T divides the logit, which is the same formula
 on the two columns [1 - p, p].
 
+T must come from rows that chose nothing else (not the validation rows that chose the epoch:
+a head is right on nearly all of them, and NLL then drives T towards 0, turning an unseen
+0.75/0.25 into 1.0/0.0). T is bounded to `TEMPERATURE_BOUNDS`, and `fit_temperature_or_reason`
+declines to fit it on fewer than `MIN_CALIBRATION_ROWS` rows or on rows without a mistake.
+
 Usage:
-    temperature = fit_temperature(cal_probs, cal_labels)
+    temperature, reason = fit_temperature_or_reason(cal_probs, cal_labels)
     calibrated = apply_temperature(test_probs, temperature)
 """
 
@@ -19,6 +24,9 @@ import numpy as np
 from pipeline.outputs import pyplot
 
 ECE_BINS = 15
+# A fitted T outside this range says more about the few rows it came from than about the head.
+TEMPERATURE_BOUNDS = (0.25, 10.0)
+MIN_CALIBRATION_ROWS = 20
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:
@@ -56,16 +64,29 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The T in [0.05, 20] minimising NLL of `apply_temperature(probs, T)` (bounded search on
-    log T: NLL is smooth and has one minimum in T)."""
+    """The T within `TEMPERATURE_BOUNDS` minimising NLL of `apply_temperature(probs, T)`
+    (bounded search on log T: NLL is smooth and has one minimum in T)."""
     from scipy.optimize import minimize_scalar
 
     if not len(labels):
         return 1.0
+    low, high = TEMPERATURE_BOUNDS
     result = minimize_scalar(lambda log_t: nll(apply_temperature(probs, np.exp(log_t)), labels),
-                             bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                             bounds=(np.log(low), np.log(high)), method="bounded",
                              options={"xatol": 1e-5})
-    return float(np.exp(result.x))
+    return float(np.clip(np.exp(result.x), low, high))
+
+
+def fit_temperature_or_reason(probs: np.ndarray, labels: np.ndarray) -> tuple:
+    """(T, None) when the rows can fit a temperature, else (None, why not, in words)."""
+    labels = np.asarray(labels)
+    if len(labels) < MIN_CALIBRATION_ROWS:
+        return None, (f"{len(labels)} rows are too few to fit a temperature (at least "
+                      f"{MIN_CALIBRATION_ROWS} are needed)")
+    if not (np.asarray(probs).argmax(axis=1) != labels).any():
+        return None, (f"the {len(labels)} calibration rows hold no misclassified row, so any "
+                      "temperature below 1 looks better and the fit would run to its bound")
+    return fit_temperature(probs, labels), None
 
 
 def write_reliability_diagram(path: Path, before: np.ndarray, after: np.ndarray,

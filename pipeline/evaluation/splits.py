@@ -28,6 +28,7 @@ class Split:
     val: np.ndarray
     test: np.ndarray
     how: str  # one line for reports: where the split came from
+    warnings: tuple = ()  # e.g. a class with no validation rows, one line each
 
 
 def effective_groups(groups: np.ndarray | None) -> np.ndarray | None:
@@ -66,25 +67,79 @@ def rows_needed_per_class(fraction: float) -> int:
 
 def _group_holdout(y: np.ndarray, g: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A boolean mask of held-out rows: whole groups, each class as close to `fraction` as the
-    group sizes allow (greedy: large groups first, in a seeded order among equal sizes)."""
+    group sizes allow.
+
+    Groups are tried in a seeded random order (taking the largest first would make every
+    validation set the same few big groups, never a fair sample of them), then the ones left
+    smallest first to close the gap. A group holding every remaining kept row of a class is
+    never held out: the class would vanish from the kept side.
+    """
     names, inverse = np.unique(g.astype(str), return_inverse=True)
     per_group = np.zeros((len(names), int(y.max()) + 1))
     np.add.at(per_group, (inverse, y), 1)
-    target = fraction * per_group.sum(axis=0)
-    order = np.random.default_rng(seed).permutation(len(names))
-    order = order[np.argsort(-per_group[order].sum(axis=1), kind="stable")]
+    total = per_group.sum(axis=0)
+    target = fraction * total
     held = np.zeros(per_group.shape[1])
     chosen = np.zeros(len(names), dtype=bool)
-    for i in order:
-        if np.abs(held + per_group[i] - target).sum() < np.abs(held - target).sum():
-            held += per_group[i]
+
+    def take_if_closer(i) -> None:
+        nonlocal held
+        after = held + per_group[i]
+        if (after[per_group[i] > 0] >= total[per_group[i] > 0]).any():
+            return
+        if np.abs(after - target).sum() < np.abs(held - target).sum():
+            held = after
             chosen[i] = True
+
+    for i in np.random.default_rng(seed).permutation(len(names)):
+        take_if_closer(i)
+    for i in np.argsort(per_group.sum(axis=1), kind="stable"):
+        if not chosen[i]:
+            take_if_closer(i)
     # A class left out of the held-out side gets its smallest group there, if it has another.
-    for c in np.flatnonzero((held == 0) & (per_group.sum(axis=0) > 0)):
+    for c in np.flatnonzero((held == 0) & (total > 0)):
         spare = [i for i in np.flatnonzero(per_group[:, c] > 0) if not chosen[i]]
         if len(spare) >= 2:
             chosen[min(spare, key=lambda i: per_group[i].sum())] = True
     return chosen[inverse]
+
+
+def check_classes(labels: np.ndarray, kept: np.ndarray, held: np.ndarray, class_names=None,
+                  held_name: str = "validation", knob: str | None = None,
+                  config: str | None = None) -> list[str]:
+    """After a split: a class with rows but none on the kept (training) side is an error; one
+    missing from the held-out side is a warning (returned as a line).
+
+    Args:
+        labels: the store's label column.
+        kept, held: the two sides' rows.
+        class_names: names for the messages (class indices when None).
+        held_name: what the held-out side is ("validation", "test").
+        knob: the option that made the split (named in the fix); None = the store's own split.
+        config: the config file in use, if any.
+    """
+    def name(c) -> str:
+        return str(class_names[c]) if class_names is not None else str(c)
+
+    kept_counts = np.bincount(labels[kept][labels[kept] >= 0], minlength=1)
+    held_counts = np.bincount(labels[held][labels[held] >= 0], minlength=1)
+    size = max(len(kept_counts), len(held_counts))
+    kept_counts = np.pad(kept_counts, (0, size - len(kept_counts)))
+    held_counts = np.pad(held_counts, (0, size - len(held_counts)))
+    for c in np.flatnonzero((kept_counts == 0) & (held_counts > 0)):
+        if knob is None:
+            fix = ("give it rows in the store's train split (folders or the manifest's split "
+                   "column)")
+        else:
+            where = f" ({knob} in {config})" if config else ""
+            fix = (f"its rows sit in too few groups to split; give it rows in more groups, "
+                   f"lower --{knob.replace('_', '-')}{where} or choose another --seed, or give "
+                   "explicit train/val splits")
+        raise DataError(f"class {name(c)} has no training rows: all {int(held_counts[c])} of "
+                        f"its rows are in the {held_name} split; {fix}.")
+    return [f"warning: class {name(c)} has no {held_name} rows (its {int(kept_counts[c])} rows "
+            f"all train); its scores there are missing"
+            for c in np.flatnonzero((held_counts == 0) & (kept_counts > 0))]
 
 
 def _close_enough(share: float, fraction: float) -> bool:
@@ -93,8 +148,8 @@ def _close_enough(share: float, fraction: float) -> bool:
 
 
 def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-            seed: int, knob: str = "val_fraction",
-            config: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+            seed: int, knob: str = "val_fraction", config: str | None = None,
+            class_names=None) -> tuple[np.ndarray, np.ndarray]:
     """Splits `rows` into (kept, held_out) of about `fraction`, stratified and group-aware.
 
     Args:
@@ -104,6 +159,7 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
         seed: seed of the split.
         knob: the option that sets `fraction` (named in the error when the split cannot be made).
         config: the config file in use, if any (its key is named next to the flag).
+        class_names: names of the classes, for the error when a class would get no kept rows.
     """
     from sklearn.model_selection import StratifiedShuffleSplit
 
@@ -147,7 +203,14 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
     else:
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
         kept, held = next(splitter.split(np.zeros(len(rows)), y))
-    return np.sort(rows[kept]), np.sort(rows[held])
+    kept, held = np.sort(rows[kept]), np.sort(rows[held])
+    check_classes(labels, kept, held, class_names, _HELD_NAMES.get(knob, "held-out"), knob,
+                  config)
+    return kept, held
+
+
+_HELD_NAMES = {"val_fraction": "validation", "test_fraction": "test",
+               "calibration_fraction": "calibration"}
 
 
 def make_split(store, val_fraction: float = 0.2, seed: int = 0,
@@ -161,14 +224,18 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         test_fraction: when > 0 and the store has no test split, this share of the rows is held
             out first (stratified, group-aware) as an untouched test split.
         config: the config file in use, if any (named in errors next to the flag).
+
+    Raises:
+        DataError: a class would have no training rows (named, with the fix).
     """
     labels = store.column("labels")
     groups = store_groups(store)
+    names = store.class_names
     test = store.indices("test")
     test_how = ""
     if not len(test) and test_fraction:
         rest, test = holdout(np.arange(len(store)), labels, groups, test_fraction, seed,
-                             knob="test_fraction", config=config)
+                             knob="test_fraction", config=config, class_names=names)
         test_how = (f"; {'group-aware ' if groups is not None else ''}stratified "
                     f"{len(test) / len(store):.0%} test split held out first, seed {seed}")
         if "val" in store.splits:  # the store's val rows stay val, never test
@@ -178,13 +245,21 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         train = store.indices("train") if "train" in store.splits else \
             np.setdiff1d(np.arange(len(store)), np.union1d(store.indices("val"), test))
         train = np.setdiff1d(train, test)
-        return Split(train, store.indices("val"), test, "the store's own train/val split" + test_how)
-    pool = store.indices("train") if "train" in store.splits else np.arange(len(store))
-    pool = np.setdiff1d(pool, test)
-    train, val = holdout(pool, labels, groups, val_fraction, seed, config=config)
-    how = (f"{'group-aware ' if groups is not None else ''}stratified "
-           f"{len(val) / len(pool):.0%} validation split, seed {seed}{test_how}")
-    return Split(train, val, test, how)
+        val, how = store.indices("val"), "the store's own train/val split" + test_how
+        val_knob = None
+    else:
+        pool = store.indices("train") if "train" in store.splits else np.arange(len(store))
+        pool = np.setdiff1d(pool, test)
+        train, val = holdout(pool, labels, groups, val_fraction, seed, config=config,
+                             class_names=names)
+        how = (f"{'group-aware ' if groups is not None else ''}stratified "
+               f"{len(val) / len(pool):.0%} validation split, seed {seed}{test_how}")
+        val_knob = "val_fraction"
+    found = check_classes(labels, train, val, names, "validation", val_knob, config)
+    if len(test):
+        found += check_classes(labels, train, test, names, "test",
+                               None if "test" in store.splits else "test_fraction", config)
+    return Split(train, val, test, how, tuple(found))
 
 
 def cv_splitter(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int = 0):

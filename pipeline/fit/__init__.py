@@ -2,6 +2,11 @@
 
     from pipeline.fit import fit_head
     run_dir = fit_head("cache/<store>.h5", {"hidden_units": (256,)})
+    run_dir = fit_head("cache/<store>.h5", HeadConfig.from_mapping({"epochs": 50}))
+
+`options.py` holds the option table and `HeadConfig`, the frozen settings class made from it
+(the one list of defaults); `training.py` is the one head trainer (also used by grid-search's
+Keras estimator).
 
 `heads.py` builds heads and picks the output layer and loss from the labels (splits, data
 checks and calibration figures come from `pipeline.evaluation`), `head_data.py` feeds
@@ -11,7 +16,7 @@ and `run.py` ties them together. It reads the store, never the backbone.
 
 from __future__ import annotations
 
-from pipeline.fit.options import FIT_HEAD_OPTIONS
+from pipeline.fit.options import FIT_HEAD_OPTIONS, HeadConfig
 
 
 def __getattr__(name):
@@ -23,4 +28,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'pipeline.fit' has no attribute {name!r}")
 
 
-__all__ = ["FIT_HEAD_OPTIONS", "fit_head"]
+__all__ = ["FIT_HEAD_OPTIONS", "HeadConfig", "fit_head"]

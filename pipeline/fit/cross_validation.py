@@ -6,7 +6,7 @@ the learning-rate decay, and the fold's own held-out rows are scored once at the
 fold's score never comes from the rows that picked its epoch.
 
 Usage:
-    report, table = cross_validate(store, source, split, config, opts, print)
+    report, table = cross_validate(store, source, split, config, print)
 """
 
 from __future__ import annotations
@@ -21,29 +21,29 @@ SCORED_ON = ("each fold's held-out rows, which took no part in training or in ch
              "training rows)")
 
 
-def cross_validate(store, source, split, config, opts: dict, echo,
-                   config_file: str | None = None) -> tuple[dict, dict]:
+def cross_validate(store, source, split, config, echo) -> tuple[dict, dict]:
     """K-fold CV over train + val (never test).
 
     Returns:
         (report for metrics.json, table for cv_folds.csv: per store row the role it had in each
         fold — "train", "stop" (early stopping) or "scored" — and its out-of-fold probabilities).
     """
-    k = opts["cv"]
+    k = config.cv
     pool = np.sort(np.concatenate([split.train, split.val]))
     labels = store.column("labels")
     all_groups = store_groups(store)
     groups = None if all_groups is None else all_groups[pool]
-    splitter = cv_splitter(labels[pool], groups, k, opts["seed"])
+    splitter = cv_splitter(labels[pool], groups, k, config.seed)
     roles = np.full((len(store), k), "", dtype=object)
     oof = np.zeros((len(store), len(store.class_names)))
     scored_in = np.zeros(len(store), dtype=np.int64)
     folds = []
     for i, (tr, va) in enumerate(splitter.split(np.zeros(len(pool)), labels[pool], groups)):
-        fit_rows, stop_rows = holdout(pool[tr], labels, all_groups, opts["val_fraction"],
-                                      opts["seed"] + i, config=config_file)
-        model, history, best = train_head(store, source, fit_rows, stop_rows, config, opts,
-                                          echo, prefix=f"fold {i + 1}/{k} ")
+        fit_rows, stop_rows = holdout(pool[tr], labels, all_groups, config.val_fraction,
+                                      config.seed + i, config=config.config_file,
+                                      class_names=store.class_names)
+        model, history, best = train_head(store, source, fit_rows, stop_rows, config, echo,
+                                          prefix=f"fold {i + 1}/{k} ")
         rows = np.sort(pool[va])
         _, _, accuracy, probs = probabilities(model, store, source, rows)
         roles[fit_rows, i], roles[stop_rows, i], roles[rows, i] = "train", "stop", "scored"

@@ -127,6 +127,37 @@ class StoreBatches(keras.utils.PyDataset):
             self._plan()
 
 
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of in-memory (features, targets), reshuffled each epoch by a generator of their
+    own: training needs neither TensorFlow's global seed nor NumPy's global state, and every
+    batch reaches the traced step with the same unknown batch size (no retracing per size)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+                 seed: int = 0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y = np.asarray(x), np.asarray(y)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
+        self.epoch = 0
+        self._order = self._plan()
+
+    def _plan(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+
+    def __len__(self) -> int:
+        return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, index: int):
+        take = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[take], self.y[take]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.epoch += 1
+            self._order = self._plan()
+
+
 class InMemoryVectors:
     """The vectors of the given rows loaded once (one contiguous read), looked up by row."""
 

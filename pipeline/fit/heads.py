@@ -9,64 +9,25 @@ The rules (and the two mistakes they refuse):
                   exclusive classes is refused: the classes would be independent yes/no answers.
 
 Usage:
-    model = build_head((2048,), n_classes=5, config=HeadConfig(hidden_units=(256,)))
+    model = build_head((2048,), n_classes=5, config={"hidden_units": (256,)})
+
+The hyperparameters and their defaults are fit-head's own (`HeadConfig`, pipeline/fit/options.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.fit.options import HeadConfig
 
 OUTPUTS = ("auto", "sigmoid", "softmax")
 LOSSES = ("auto", "binary_crossentropy", "categorical_crossentropy",
           "sparse_categorical_crossentropy")
 SPATIAL = ("flatten", "avg", "max")
-
-
-@dataclass
-class HeadConfig:
-    """Hyperparameters of a dense head (every field is also a `[head]` key in TOML)."""
-
-    hidden_units: tuple = (256,)
-    standardize: bool = True  # normalise inputs with training-set mean/variance inside the head
-    dropout: float = 0.5
-    l2: float = 3e-2  # on hidden and output kernels; weaker lost to plain logistic regression
-    batch_norm: bool = False
-    activation: str = "relu"
-    spatial: str = "flatten"  # how a pool5 map (H x W x C) becomes a vector inside the head
-    output: str = "auto"
-    loss: str = "auto"
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3  # with l2 = 3e-2 (benchmarks/defaults.py); 1e-4 crept for 100 epochs
-    batch_size: int = 32
-    epochs: int = 100
-    patience: int = 10
-    class_weight: str = "none"  # or "balanced"
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "HeadConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown head option(s) {', '.join(unknown)}; valid: "
-                              f"{', '.join(sorted(known - {'extra'}))}")
-        values = dict(values)
-        if "hidden_units" in values:
-            units = values["hidden_units"]
-            values["hidden_units"] = tuple(int(u) for u in ([units] if isinstance(units, int)
-                                                            else units))
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["hidden_units"] = list(self.hidden_units)
-        out.pop("extra")
-        return out
 
 
 @dataclass(frozen=True)
@@ -134,26 +95,33 @@ def resolve_output(n_classes: int, output: str = "auto", loss: str = "auto",
                       f"{n_classes} classes: {n_classes}-unit softmax with categorical cross-entropy")
 
 
-def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = None,
+def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | Mapping | None = None,
                feature_stats: tuple | None = None):
     """Builds and compiles the head. Labels are integer class indices for every output kind.
 
     Args:
         input_shape: one vector's shape, e.g. (2048,) or a pool5 map (7, 7, 2048).
         n_classes: number of classes; decides the output layer and loss (`resolve_output`).
-        config: hyperparameters.
+        config: a `HeadConfig`, or a mapping of any of its keys (the rest are defaults).
         feature_stats: (mean, variance) per feature channel of the training vectors. With
             `config.standardize`, a Normalization layer holding them starts the head, so raw
             vectors of any scale (a ResNet's 0..30, a MobileNet's 0..6) train alike and the
             saved head carries its own scaling to predict and export.
+
+    Every random layer gets its own seed from `config.seed` (initialisers with seed=, dropout
+    with its own seed generator): the global Python, NumPy and TensorFlow generators are
+    neither read nor reset, so a caller's random state is its own.
     """
     import keras
 
-    config = config or HeadConfig()
+    config = HeadConfig.from_mapping(config)
     out = resolve_output(n_classes, config.output, config.loss)
     if config.spatial not in SPATIAL:
         raise ConfigError(f"spatial must be one of {', '.join(SPATIAL)}; received: {config.spatial!r}")
-    keras.utils.set_random_seed(config.seed)
+
+    def kernel_init(layer_index: int):
+        return keras.initializers.GlorotUniform(seed=config.seed * 1000 + layer_index)
+
     reg = keras.regularizers.L2(config.l2) if config.l2 else None
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = inputs
@@ -175,15 +143,19 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | None = N
             x = pools[(config.spatial, rank)](name=f"{config.spatial}_pool")(x)
     for i, units in enumerate(config.hidden_units):
         x = keras.layers.Dense(int(units), kernel_regularizer=reg, name=f"dense_{i}",
+                               kernel_initializer=kernel_init(i),
                                use_bias=not config.batch_norm)(x)
         if config.batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
         x = keras.layers.Activation(config.activation, name=f"act_{i}")(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(x)
+            # An int seed gives the layer a SeedGenerator of its own (not the global one).
+            x = keras.layers.Dropout(config.dropout, seed=config.seed * 1000 + i,
+                                     name=f"dropout_{i}")(x)
     # The output kernel is penalised too: a linear head (no hidden layer) on a few hundred
     # 1,024-d rows otherwise has no brake at all, where logistic regression has its C.
     outputs = keras.layers.Dense(out.units, activation=out.activation, kernel_regularizer=reg,
+                                 kernel_initializer=kernel_init(len(config.hidden_units)),
                                  name="predictions")(x)
     model = keras.Model(inputs, outputs, name="head")
     try:

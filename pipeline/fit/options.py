@@ -1,8 +1,18 @@
-"""Stage two's options: every `fit-head` flag and `[fit_head]` TOML key, with its default."""
+"""Stage two's options: every `fit-head` flag and `[fit_head]` TOML key, with its default.
+
+`HeadConfig` is the typed, frozen settings class generated from this table: the one list of
+fit-head defaults, read by the CLI, the TOML file, `fit_head(...)`, `build_head(...)` and the
+grid-search Keras estimator alike.
+
+    config = HeadConfig.from_mapping({"epochs": 50})   # any subset; the rest are defaults
+    config.hidden_units, config.learning_rate
+"""
 
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
 
 
 def int_list(value) -> tuple:
@@ -52,8 +62,12 @@ FIT_HEAD_OPTIONS = (
     Option("seed", int, 0, "seed of splits, initial weights, dropout and shuffling"),
     # Validation.
     Option("val_fraction", float, 0.2, "validation share when the store has no val split"),
-    Option("test_fraction", float, 0.0, "when the store has no test split, hold out this share "
-           "(stratified, group-aware) as an untouched test split; 0 = none"),
+    Option("test_fraction", float, 0.2, "when the store has no test split, hold out this share "
+           "(stratified, group-aware) as an untouched test split, reported as the honest "
+           "score; 0 = none"),
+    Option("calibration_fraction", float, 0.1, "share of the training rows held out (group-"
+           "aware) to fit the temperature that calibrates the probabilities; 0 = no "
+           "calibration"),
     Option("cv", int, 0, "also run k-fold cross-validation with this k (0 = off); the saved "
            "head still comes from the train/val split"),
     # Reading the store.
@@ -67,3 +81,41 @@ FIT_HEAD_OPTIONS = (
     Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
            "rows for learning_curve.csv/png"),
 )
+
+# Activations that normalise across units: right for an output layer, wrong for a hidden one.
+OUTPUT_ONLY_ACTIVATIONS = ("softmax", "log_softmax", "sparsemax")
+
+
+def _flag(name: str, value, config_file) -> str:
+    text = f"--{name.replace('_', '-')} {value}"
+    toml = f'"{value}"' if isinstance(value, str) else value
+    return text + (f" ({name} = {toml} in {config_file})" if config_file else "")
+
+
+class _FitHeadRules(Settings):
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; received: {getattr(self, name)}; "
+                                  f"use {_flag(name, 1, self.config_file)} or more")
+        if self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"cv must be 0 (off) or at least 2 folds; received: {self.cv}")
+        for name in ("val_fraction", "test_fraction", "calibration_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1); received: {value}")
+        if self.val_fraction == 0.0:
+            raise ConfigError("val_fraction must be above 0: early stopping needs validation "
+                              f"rows; use {_flag('val_fraction', 0.2, self.config_file)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); received: {self.dropout}")
+        if str(self.activation).lower() in OUTPUT_ONLY_ACTIVATIONS:
+            raise ConfigError(
+                f"{self.activation} normalises across a layer's units, so it belongs to the "
+                "output layer (chosen by --output), not to the hidden layers; use "
+                f"{_flag('activation', 'relu', self.config_file)} (or gelu, tanh, sigmoid)")
+
+
+HeadConfig = settings_class(
+    "HeadConfig", FIT_HEAD_OPTIONS, "fit_head", "fit-head", base=_FitHeadRules,
+    doc="fit-head's settings: the head's hyperparameters, its training and its validation.")

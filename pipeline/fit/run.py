@@ -5,6 +5,10 @@ resolved config, curves, metrics, confusion matrix, the misclassified samples an
 probabilities of every evaluated split (`predictions_<split>.csv`), which `predict` and the
 exported model must reproduce.
 
+The rows: an untouched test share (the honest score), validation rows that choose the epoch
+and the learning-rate decay, a calibration share of the training rows that fits the
+temperature, and the training rows proper.
+
 Usage:
     from pipeline.fit.run import fit_head
     run_dir = fit_head("cache/flowers5-mobilenet-pooled-1a2b3c4d5e.h5", {"epochs": 50})
@@ -20,42 +24,26 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fit.options import FIT_HEAD_OPTIONS
-from pipeline.config import with_defaults, write_toml
-from pipeline.errors import ConfigError, DataError
+from pipeline.config import write_toml
+from pipeline.errors import DataError
 from pipeline.outputs import write_json
 from pipeline.store.feature_store import open_store
 from pipeline.evaluation import checks
-from pipeline.fit.heads import HeadConfig, resolve_output
+from pipeline.fit.heads import resolve_output
+from pipeline.fit.options import HeadConfig
 from pipeline.evaluation import curves
-from pipeline.evaluation.splits import make_split
-
-HEAD_KEYS = ("hidden_units", "standardize", "dropout", "l2", "batch_norm", "activation", "spatial", "output",
-             "loss", "optimizer", "learning_rate", "batch_size", "epochs", "patience",
-             "class_weight", "seed")
+from pipeline.evaluation.splits import holdout, make_split, store_groups
 
 
-def resolve_fit_options(options: dict | None) -> dict:
-    """Defaults of every fit-head option, overridden by `options` (unknown keys refused)."""
-    resolved = with_defaults(options, FIT_HEAD_OPTIONS, "fit-head")
-    if resolved["epochs"] < 1 or resolved["batch_size"] < 1 or resolved["patience"] < 1:
-        raise ConfigError("epochs, batch_size and patience must be at least 1; received: "
-                          f"epochs={resolved['epochs']}, batch_size={resolved['batch_size']}, "
-                          f"patience={resolved['patience']}")
-    if resolved["cv"] == 1 or resolved["cv"] < 0:
-        raise ConfigError(f"cv must be 0 (off) or at least 2 folds; received: {resolved['cv']}")
-    return resolved
-
-
-def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) -> Path:
+def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
     """Trains a head on the store's vectors and writes its run folder.
 
     Args:
         store_path: feature store made by `extract` (or `feature_store.write_store`).
-        options: fit-head options (see `FIT_HEAD_OPTIONS`); missing keys take their defaults.
-            `options["config"]`, the config file the options came from, makes error messages
-            name its keys next to the flags.
-        out_dir: parent of the run folder; overrides `options["out"]`.
+        options: a `HeadConfig`, or a mapping of any fit-head options (see
+            `FIT_HEAD_OPTIONS`; missing keys take their defaults; a `config` key names a TOML
+            file whose [fit_head] table is read first, and error messages then name its keys).
+        out_dir: parent of the run folder; overrides the `out` option.
         echo: where progress lines go.
 
     Returns:
@@ -66,12 +54,12 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
         DataError: too few or unlabelled samples for the requested splits.
         StoreError: the store is missing or unreadable.
     """
+    from pipeline.fit import calibration, head_data
     from pipeline.fit.cross_validation import cross_validate
-    from pipeline.fit.training import probabilities, should_stream, train_head
+    from pipeline.fit.training import HeadTrainer, probabilities, should_stream
 
-    opts = resolve_fit_options(options)
-    config_file = (options or {}).get("config")
-    config = HeadConfig.from_dict({k: opts[k] for k in HEAD_KEYS})
+    config = HeadConfig.from_mapping(options)
+    config_file = config.config_file
     with open_store(store_path) as store:
         n_classes = len(store.class_names)
         output = resolve_output(n_classes, config.output, config.loss, config_file)  # refuse early
@@ -80,58 +68,79 @@ def fit_head(store_path, options: dict | None = None, out_dir=None, echo=print) 
             raise DataError(f"store {store.path.name} has {int((labels < 0).sum())} unlabelled "
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
-        split = make_split(store, opts["val_fraction"], opts["seed"], opts["test_fraction"],
+        split = make_split(store, config.val_fraction, config.seed, config.test_fraction,
                            config=config_file)
         from pipeline.evaluation.exclusions import audited_split
 
-        split = audited_split(store, split, opts["exclude_leaks"], echo)
+        split = audited_split(store, split, config.exclude_leaks, echo)
+        fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
         needed = np.concatenate([split.train, split.val, split.test])
-        streamed = should_stream(store, len(needed), opts)
+        streamed = should_stream(store, len(needed), config)
         echo(f"{store.path.name}: {len(store)} vectors {store.feature_shape}, "
-             f"{n_classes} classes; train {len(split.train)}, val {len(split.val)}, test "
-             f"{len(split.test)} ({split.how}); {output.reason}; "
+             f"{n_classes} classes; train {len(fit_rows)}, calibration {len(cal_rows)}, val "
+             f"{len(split.val)}, test {len(split.test)} ({split.how}); {output.reason}; "
              f"{'streamed from the store' if streamed else 'in memory'}")
-        from pipeline.fit import head_data
-
         source = None if streamed else head_data.InMemoryVectors(store, needed)
         data_checks = _check_data(store, source, split, echo)
+        data_checks["warnings"] += _echo_all(list(split.warnings), echo)
         started = time.perf_counter()
-        cv_report, cv_table = (cross_validate(store, source, split, config, opts, echo,
-                                              config_file) if opts["cv"] else (None, None))
+        cv_report, cv_table = (cross_validate(store, source, split, config, echo)
+                               if config.cv else (None, None))
         if cv_report:
             data_checks["warnings"] += _echo_all(
                 checks.tiny_data_warnings(fold_scores=[f["val_accuracy"]
                                                        for f in cv_report["folds"]]), echo)
-        model, history, best_epoch = train_head(store, source, split.train, split.val, config,
-                                                opts, echo)
+        trainer = HeadTrainer(store, source, config, fit_rows, echo)
+        model, history, best_epoch = trainer.train(fit_rows, split.val)
         seconds = time.perf_counter() - started
         evaluated = [(name, rows) for name, rows in (("val", split.val), ("test", split.test))
                      if len(rows)]
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
-        from pipeline.fit import calibration
-
-        # T fitted on val and folded into the output layer: head.keras, the recorded
-        # probabilities, predict and export are calibrated alike; argmax (accuracy) unchanged.
-        calibrated = calibration.calibrate(model, results)
+        # T fitted on the calibration rows (which chose nothing else) and folded into the
+        # output layer: head.keras, the recorded probabilities, predict and export agree.
+        calibrated = calibration.calibrate(
+            model, probabilities(model, store, source, cal_rows) if len(cal_rows) else None,
+            results, cal_skipped)
+        if calibrated.get("skipped") and config.calibration_fraction:
+            data_checks["warnings"] += _echo_all([f"warning: {calibrated['skipped']}"], echo)
+        raw_val = results["val"][3]
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
+        final_weights = model.get_weights()
         curve = curves.learning_curve(
-            lambda rows: probabilities(train_head(store, source, rows, split.val, config,
-                                                  {**opts, "progress": False}, echo)[0],
+            lambda rows: probabilities(trainer.train(rows, split.val, progress=False)[0],
                                        store, source, split.val)[2],
-            split.train, store.column("labels"), results["val"][2], opts["seed"]) \
-            if opts["learning_curve"] else None
-        run_dir = _write_run(store, opts, config, model, history, best_epoch, split, results,
+            fit_rows, labels, results["val"][2], config.seed) \
+            if config.learning_curve else None
+        model.set_weights(final_weights)  # the curve's heads retrained the same compiled model
+        run_dir = _write_run(store, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
-                             data_checks, out_dir, (calibrated, curve))
+                             data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)))
     epochs = f"epoch {best_epoch} of {len(history.get('loss', []))} kept"
-    echo(f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose the "
-         f"epoch: optimistic)"
-         + (f", test_accuracy {results['test'][2]:.4f} (the {len(split.test)} untouched test "
-            "rows)" if "test" in results else "")
-         + (f", cv accuracy {cv_report['val_accuracy_mean']:.4f} +/- "
-            f"{cv_report['val_accuracy_std']:.4f} (held-out fold rows that chose nothing)"
-            if cv_report else "") + f"; {epochs}")
+    val_line = (f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose "
+                "the epoch: optimistic)")
+    cv_line = (f"cv accuracy {cv_report['val_accuracy_mean']:.4f} +/- "
+               f"{cv_report['val_accuracy_std']:.4f} (held-out fold rows that chose nothing)"
+               if cv_report else "")
+    test_line = (f"test_accuracy {results['test'][2]:.4f} (the {len(split.test)} untouched "
+                 "test rows: the honest score)" if "test" in results else "")
+    echo(", ".join(part for part in (test_line, val_line, cv_line) if part) + f"; {epochs}")
     return run_dir
+
+
+def _calibration_rows(store, train_rows, config: HeadConfig):
+    """(rows that train, rows that fit T, why calibration is skipped or None)."""
+    empty = np.array([], dtype=np.int64)
+    if not config.calibration_fraction:
+        return train_rows, empty, "calibration is off (calibration_fraction = 0)"
+    try:
+        fit_rows, cal_rows = holdout(train_rows, store.column("labels"), store_groups(store),
+                                     config.calibration_fraction, config.seed + 1,
+                                     knob="calibration_fraction", config=config.config_file,
+                                     class_names=store.class_names)
+    except DataError as exc:
+        return train_rows, empty, ("probabilities are not calibrated: no calibration share "
+                                   f"could be held out of the training rows ({exc})")
+    return fit_rows, cal_rows, None
 
 
 def _echo_all(lines: list[str], echo) -> list[str]:
@@ -175,12 +184,12 @@ def _run_dir_name(store_path: Path, out: Path, kind: str) -> Path:
     return candidate
 
 
-def _write_run(store, opts, config, model, history, best_epoch, split, results, cv, streamed,
+def _write_run(store, config, model, history, best_epoch, split, results, cv, streamed,
                seconds, output_reason, data_checks, out_dir, extras) -> Path:
     """Writes everything into a hidden temporary folder, then renames it: no half runs."""
     from pipeline.fit import reports
 
-    out = Path(out_dir or opts["out"])
+    out = Path(out_dir or config.out)
     out.mkdir(parents=True, exist_ok=True)
     final = _run_dir_name(store.path, out, "head")
     tmp = final.with_name(f".{final.name}.tmp")
@@ -189,7 +198,7 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
         names = store.class_names
         model.save(tmp / "head.keras")
         write_toml(tmp / "config.toml", "fit_head",
-                   {k: v for k, v in opts.items() if k not in ("config",)})
+                   {**config.as_dict(), "store": str(store.path)})
         write_json(tmp / "provenance.json", store.provenance)
         reports.write_history(tmp, history, best_epoch,
                               f"{store.path.stem}: head {list(config.hidden_units)} "
@@ -216,10 +225,11 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
         metrics.update({
             "confusion_matrix_split": shown,
             "n_misclassified": n_wrong,
-            "split": {"how": split.how, "n_train": len(split.train), "n_val": len(split.val),
+            "split": {"how": split.how, "n_train": len(split.train) - extras[3], "n_val": len(split.val),
                       "n_test": len(split.test), "test_split": "store" if "test" in store.splits
-                      else (f"held out {opts['test_fraction']:.0%} of the store, seed "
-                            f"{opts['seed']}" if len(split.test) else "none"),
+                      else (f"held out {config.test_fraction:.0%} of the store, seed "
+                            f"{config.seed}" if len(split.test) else "none"),
+                      "n_calibration": extras[3],
                       "groups_in_more_than_one_split":
                           data_checks["groups_in_more_than_one_split"],
                       "rows_without_group": data_checks["rows_without_group"]},
@@ -227,7 +237,7 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
             "output": output_reason,
             "best_epoch": best_epoch,
             "epochs_run": len(history["loss"]),
-            "class_weight": opts["class_weight"],
+            "class_weight": config.class_weight,
             "training": "streamed from the store" if streamed else "in memory",
             "train_seconds": round(seconds, 2),
         })
@@ -241,13 +251,16 @@ def _write_run(store, opts, config, model, history, best_epoch, split, results, 
                                    cv_table["scored_in"], cv_table["probs"], names)
         from pipeline.fit import calibration
 
-        calibrated, curve = extras  # temperature + reliability diagram; learning curve
+        calibrated, raw_val, curve, _ = extras  # T + reliability diagram; learning curve
         _, val_labels, _, val_probs = results["val"]
         metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
-                                                               val_probs)
+                                                               raw_val, val_probs)
         if curve:
             curves.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
             metrics["learning_curve"] = curve
+        honest = "test" if "test" in results else "val"
+        metrics["score"] = {"split": honest, "accuracy": metrics[f"{honest}_accuracy"],
+                            "n": int(len(results[honest][1]))}
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", {
             "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,

@@ -1,9 +1,15 @@
-"""One head trained with early stopping, and its probabilities on any rows of the store.
+"""The one head trainer: fit-head, its cross-validation folds, its learning curve and the
+grid-search Keras estimator all train through `fit_model`, so they share one set of defaults
+(`HeadConfig`) and one early stopping (val_loss better by `min_delta`, `patience` epochs,
+learning rate halved on plateaus, the best epoch's weights kept).
 
-Shared by the train/val fit and by each cross-validation fold (`cross_validation.py`).
+`HeadTrainer` keeps one compiled head per run and resets it between trainings (initial
+weights, optimizer state, learning rate): the learning curve's heads reuse its traced training
+step instead of tracing a new one each (which TensorFlow reports as retracing).
 
 Usage:
-    model, history, best_epoch = train_head(store, source, train_rows, stop_rows, config, opts, print)
+    trainer = HeadTrainer(store, source, config, stats_rows=train_rows, echo=print)
+    model, history, best_epoch = trainer.train(train_rows, stop_rows)
     ids, y, accuracy, probs = probabilities(model, store, source, val_rows)
 """
 
@@ -11,68 +17,119 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.fit.heads import HeadConfig, balanced_class_weight
+from pipeline.fit.heads import balanced_class_weight
+from pipeline.fit.options import HeadConfig
 
 
-def should_stream(store, n_rows: int, opts: dict) -> bool:
+def should_stream(store, n_rows: int, config: HeadConfig) -> bool:
     """Whether `n_rows` vectors are read in batches from the store rather than held in memory."""
     from pipeline.fit.head_data import vector_bytes
 
-    if opts["stream"] != "auto":
-        return opts["stream"] == "always"
-    return vector_bytes(store, n_rows) > opts["memory_limit_mb"] * (1 << 20)
+    if config.stream != "auto":
+        return config.stream == "always"
+    return vector_bytes(store, n_rows) > config.memory_limit_mb * (1 << 20)
 
 
-def train_head(store, source, train_rows, stop_rows, config: HeadConfig, opts: dict, echo,
-               prefix: str = ""):
-    """Builds a fresh head and fits it; `stop_rows` alone drive early stopping and LR decay.
+def fit_model(model, train, stop, config: HeadConfig, class_weight=None, echo=None,
+              prefix: str = ""):
+    """Trains `model` on `train` (a Keras PyDataset) while `stop` alone drives early stopping
+    and the learning-rate decay (`stop` None: every epoch runs, nothing is watched).
 
     Returns:
-        (model with the best epoch's weights, Keras history dict, best epoch, 1-based).
+        (Keras history dict, best epoch, 1-based: the epoch whose weights were kept).
     """
     import keras
 
-    from pipeline.fit import head_data
-    from pipeline.fit.heads import build_head, feature_moments
-
-    stats = None
-    if config.standardize:  # training rows only: validation statistics must not leak in
-        stats = feature_moments(
-            (x for x, _ in store.iter_batches(rows=np.sort(train_rows), batch_size=4096))
-            if source is None else [source.get(train_rows)])
-    model = build_head(store.feature_shape, len(store.class_names), config, stats)
-    sigmoid = model.output.shape[-1] == 1
-    labels = store.column("labels")
-    weights = balanced_class_weight(labels[train_rows], len(store.class_names)) \
-        if config.class_weight == "balanced" else None
-    if source is None:
-        train = head_data.StoreBatches(store, train_rows, config.batch_size, True, config.seed,
-                                       sigmoid)
-        stop = head_data.StoreBatches(store, stop_rows, 1024, False, sigmoid=sigmoid)
-        fit_kw = {"x": train, "validation_data": stop}
-    else:
-        fit_kw = {"x": source.get(train_rows),
-                  "y": head_data.targets(labels[train_rows], sigmoid),
-                  "validation_data": (source.get(stop_rows),
-                                      head_data.targets(labels[stop_rows], sigmoid)),
-                  "batch_size": config.batch_size, "shuffle": True}
-    # min_delta: a val_loss that creeps down by 1e-4 an epoch is not worth another 10 epochs.
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                            min_delta=opts.get("min_delta", 0.0),
-                                            restore_best_weights=True)
-    callbacks = [
-        stopper,
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_lr=1e-6,
-                                          patience=max(2, config.patience // 3)),
-    ]
-    if opts.get("progress", True):
+    callbacks, stopper = [], None
+    if stop is not None:
+        # min_delta: a val_loss that creeps down by 1e-4 an epoch is not worth 10 more epochs.
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                min_delta=config.min_delta,
+                                                restore_best_weights=True)
+        callbacks = [stopper, keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, min_lr=1e-6, patience=max(2, config.patience // 3))]
+    if echo is not None:
         callbacks.append(_EpochLine(echo, config.epochs, prefix))
-    history = model.fit(epochs=config.epochs, class_weight=weights, callbacks=callbacks,
-                        verbose=0, **fit_kw).history
+    # shuffle=False: the batches shuffle themselves with their own seed; Keras would reorder
+    # them with Python's global random module.
+    history = model.fit(train, validation_data=stop, epochs=config.epochs, shuffle=False,
+                        class_weight=class_weight, callbacks=callbacks, verbose=0).history
     # The epoch whose weights were restored: the last one that beat the best by min_delta
     # (a later epoch may still have a lower val_loss by less than that).
-    best_epoch = int(stopper.best_epoch) + 1
-    return model, history, best_epoch
+    best = int(stopper.best_epoch) + 1 if stopper is not None and \
+        stopper.best_weights is not None else len(history.get("loss", []))
+    return history, best
+
+
+def reset_model(model, initial_weights, learning_rate: float) -> None:
+    """Back to the freshly built head: its initial weights, a blank optimizer, the first LR."""
+    import keras
+
+    model.set_weights(initial_weights)
+    for variable in model.optimizer.variables:
+        variable.assign(keras.ops.zeros(variable.shape, dtype=variable.dtype))
+    model.optimizer.learning_rate = learning_rate
+
+
+class HeadTrainer:
+    """Trains heads of one shape on rows of one store, reusing one compiled model.
+
+    Args:
+        store, source: the open store and its in-memory vectors (None = streamed).
+        config: the run's settings.
+        stats_rows: rows whose feature moments the head's Normalization layer holds
+            (the training rows: validation statistics must not leak in).
+        echo: where epoch lines go (when `config.progress`).
+    """
+
+    def __init__(self, store, source, config: HeadConfig, stats_rows, echo):
+        from pipeline.fit.heads import build_head, feature_moments
+
+        self.store, self.source, self.config, self.echo = store, source, config, echo
+        stats = None
+        if config.standardize:
+            stats = feature_moments(
+                (x for x, _ in store.iter_batches(rows=np.sort(stats_rows), batch_size=4096))
+                if source is None else [source.get(stats_rows)])
+        self.model = build_head(store.feature_shape, len(store.class_names), config, stats)
+        self.initial = self.model.get_weights()
+        self.trained = False
+        self.sigmoid = self.model.output.shape[-1] == 1
+        self.labels = store.column("labels")
+
+    def train(self, train_rows, stop_rows, prefix: str = "", progress: bool | None = None):
+        """A fresh training of the head; returns (model, history, best epoch)."""
+        from pipeline.fit import head_data
+
+        config = self.config
+        if self.trained:
+            reset_model(self.model, self.initial, config.learning_rate)
+        self.trained = True
+        weights = balanced_class_weight(self.labels[train_rows], len(self.store.class_names)) \
+            if config.class_weight == "balanced" else None
+        if self.source is None:
+            train = head_data.StoreBatches(self.store, train_rows, config.batch_size, True,
+                                           config.seed, self.sigmoid)
+            stop = head_data.StoreBatches(self.store, stop_rows, 1024, False,
+                                          sigmoid=self.sigmoid)
+        else:
+            def batches(rows, size, shuffle):
+                return head_data.ArrayBatches(
+                    self.source.get(rows), head_data.targets(self.labels[rows], self.sigmoid),
+                    size, shuffle, config.seed)
+            train, stop = batches(train_rows, config.batch_size, True), \
+                batches(stop_rows, 1024, False)
+        show = config.progress if progress is None else progress
+        history, best = fit_model(self.model, train, stop, config, weights,
+                                  self.echo if show else None, prefix)
+        return self.model, history, best
+
+
+def train_head(store, source, train_rows, stop_rows, config: HeadConfig, echo,
+               prefix: str = ""):
+    """One head built and trained from scratch (a cross-validation fold: its own statistics)."""
+    return HeadTrainer(store, source, config, train_rows, echo).train(train_rows, stop_rows,
+                                                                      prefix)
 
 
 def probabilities(model, store, source, rows):

@@ -67,17 +67,19 @@ def _options(options: dict | None) -> dict:
     return opts
 
 
-def _fit_and_score(pipeline, params, X, y, train, val, scoring):
+def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups=None):
     """One fit on a training fold and one score on its validation fold (runs in a worker)."""
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
+
+    from pipeline.search.keras_estimator import fit_routing_groups
 
     est = clone(pipeline).set_params(**params)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
         try:
-            est.fit(X[train], y[train])
+            fit_routing_groups(est, X[train], y[train], None if groups is None else groups[train])
             fit_s = time.perf_counter() - started
             started = time.perf_counter()
             score = float(get_scorer(scoring)(est, X[val], y[val]))
@@ -90,15 +92,17 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring):
     return {"score": score, "fit_s": fit_s, "score_s": score_s, "notes": notes}
 
 
-def _refit(pipeline, params, X, y, train, test, scoring):
+def _refit(pipeline, params, X, y, train, test, scoring, groups=None):
     """Fits on all search rows and scores once on the test rows; returns the fitted model."""
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
+    from pipeline.search.keras_estimator import fit_routing_groups
+
     est = clone(pipeline).set_params(**params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est.fit(X[train], y[train])
+        fit_routing_groups(est, X[train], y[train], None if groups is None else groups[train])
     score = float(get_scorer(scoring)(est, X[test], y[test])) if len(test) else None
     return est, score
 
@@ -241,7 +245,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
                 cand.status = "running"
                 for fold, (train, val) in enumerate(folds):
                     yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                                  train, val, opts["scoring"]), cand, fold
+                                                  train, val, opts["scoring"], groups), cand, fold
 
         n_fits = len(candidates) * len(folds)
         echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
@@ -270,7 +274,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         top = [c for c in ranked if c.status == "done"][:opts["top_k"]]
         refits = Parallel(n_jobs=min(_n_jobs(opts), len(top)))(
             delayed(_refit)(pipes[c.entry.name], c.params, X, y, search_rows, test_rows,
-                            opts["scoring"]) for c in top)
+                            opts["scoring"], groups) for c in top)
         for cand, (_, score) in zip(top, refits):
             cand.test_score = score
         best_model = refits[0][0]

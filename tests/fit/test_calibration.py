@@ -79,7 +79,8 @@ def run(tmp_path_factory):
                         ids=[f"r{i}" for i in range(n)])
     return fit_head(store, {"epochs": 60, "patience": 60, "hidden_units": (64,),
                             "dropout": 0.0, "l2": 0.0, "learning_rate": 3e-3,
-                            "test_fraction": 0.25, "progress": False},
+                            "test_fraction": 0.25, "calibration_fraction": 0.2,
+                            "progress": False},
                     out_dir=root / "runs", echo=lambda *_: None)
 
 
@@ -90,7 +91,13 @@ def test_fit_head_records_calibration_and_learning_curve(run):
     assert stored["temperature"] == cal["temperature"] > 1.0  # the overfit head was overconfident
     for split in ("val", "test"):
         assert set(cal[split]) == {"ece_before", "ece_after", "nll_before", "nll_after"}
-    assert cal["val"]["nll_after"] < cal["val"]["nll_before"]
+    # T comes from a calibration share of the training rows, never from the validation rows
+    # that chose the epoch; figures after calibration are only given on rows that did not fit T.
+    split = metrics["split"]
+    assert split["n_calibration"] >= 20 and "calibration" in cal["fitted_on"]
+    assert split["n_train"] + split["n_calibration"] + split["n_val"] + split["n_test"] == 240
+    assert {k for k in cal if isinstance(cal[k], dict)} == {"val", "test"}
+    assert cal["bounds"][0] <= cal["temperature"] <= cal["bounds"][1]
     # T minimises NLL; ECE over 15 bins on a few dozen rows is too noisy to promise a drop here
     # (the overconfident-probabilities test above checks it on 2,000 rows).
     assert all(0.0 <= cal[s][k] <= 1.0 for s in ("val", "test") for k in ("ece_before",

@@ -7,7 +7,9 @@ import pytest
 
 from conftest import FLOWERS, MOBILENET_WEIGHTS, needs_shared, read_csv
 
-FAST = {"epochs": 4, "patience": 2, "hidden_units": (16,), "progress": False}
+FAST = {"epochs": 4, "patience": 2, "hidden_units": (16,), "progress": False,
+        # These tests look at the train/val split alone: no test or calibration share.
+        "test_fraction": 0.0, "calibration_fraction": 0.0}
 
 
 def _synthetic(path, n_classes, n=160, dim=12, groups=None, seed=0, split=None):
@@ -137,7 +139,7 @@ def test_cli_config_file_cross_validation_and_resolved_config(stores, tmp_path, 
 
     config = tmp_path / "head.toml"
     config.write_text('[fit_head]\nhidden_units = [8, 4]\nepochs = 3\npatience = 2\ncv = 3\n'
-                      'batch_norm = true\nprogress = false\n')
+                      'batch_norm = true\nprogress = false\ntest_fraction = 0.0\n')
     code = main(["fit-head", "--store", str(stores["five"]), "--config", str(config),
                  "--out", str(tmp_path / "runs"), "--epochs", "2"])
     out = capsys.readouterr().out.strip().splitlines()
@@ -156,12 +158,12 @@ def test_cli_config_file_cross_validation_and_resolved_config(stores, tmp_path, 
 def test_shipped_head_config_is_valid(stores):
     from pathlib import Path
 
-    from pipeline.fit.options import FIT_HEAD_OPTIONS
-    from pipeline.config import resolve_options
+    from pipeline.fit.options import HeadConfig
 
     path = Path(__file__).resolve().parents[2] / "configs" / "head_mlp.toml"
-    opts = resolve_options({}, FIT_HEAD_OPTIONS, section="fit_head", config_path=path)
-    assert opts["hidden_units"] == (256,) and opts["class_weight"] == "balanced"
+    config = HeadConfig.from_mapping({"config": str(path)})
+    assert config.hidden_units == (256,) and config.class_weight == "balanced"
+    assert config.as_dict() == {**HeadConfig().as_dict(), "store": None}  # file = defaults
 
 
 def test_streamed_batches_cover_every_row_once_and_mix_classes(stores):

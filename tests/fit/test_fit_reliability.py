@@ -10,7 +10,9 @@ import pytest
 from pipeline.errors import ConfigError, DataError
 from conftest import read_csv
 
-FAST = {"epochs": 4, "patience": 2, "hidden_units": (8,), "progress": False}
+FAST = {"epochs": 4, "patience": 2, "hidden_units": (8,), "progress": False,
+        # These tests look at the train/val split alone: no test or calibration share.
+        "test_fraction": 0.0, "calibration_fraction": 0.0}
 
 
 def _store(path, n_classes=2, n=100, dim=8, groups=None, split=None, seed=0, x=None):
@@ -64,7 +66,7 @@ def test_too_few_groups_names_the_fraction_that_works(tmp_path, capsys):
 
     store = _store(tmp_path / "four.h5", n=40, groups=[f"g{i % 4}" for i in range(40)])
     config = tmp_path / "head.toml"
-    config.write_text("[fit_head]\nepochs = 2\nprogress = false\n")
+    config.write_text("[fit_head]\nepochs = 2\nprogress = false\ntest_fraction = 0.0\n")
     code = main(["fit-head", "--store", str(store), "--out", str(tmp_path / "runs"),
                  "--config", str(config)])
     err = capsys.readouterr().err.strip()

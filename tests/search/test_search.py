@@ -322,3 +322,45 @@ def test_keras_head_clones_and_refuses_one_class():
     assert clone(est).get_params()["hidden_units"] == [8, 4]
     with pytest.raises(ValueError, match="at least 2 classes"):
         est.fit(np.zeros((10, 3)), np.zeros(10))
+
+
+def test_keras_head_shares_fit_heads_defaults():
+    from pipeline.fit.options import HeadConfig
+    from pipeline.search.keras_estimator import KerasHeadClassifier
+
+    params, config = KerasHeadClassifier().get_params(), HeadConfig()
+    shared = set(params) & {f for f in vars(config) if f != "config_file"}
+    assert {"hidden_units", "l2", "epochs", "patience", "min_delta", "batch_size",
+            "learning_rate", "class_weight"} <= shared
+    assert {k: params[k] for k in shared} == {k: getattr(config, k) for k in shared}
+    assert params["validation_fraction"] == config.val_fraction
+
+
+def test_keras_head_early_stops_on_whole_groups_it_does_not_train_on():
+    n = 120  # 24 videos of 5 clips; the class belongs to the video
+    groups = np.array([f"video{i // 5}" for i in range(n)], dtype=object)
+    y = (np.arange(n) // 5) % 2
+    X = np.random.default_rng(0).normal(size=(n, 6)).astype(np.float32) + y[:, None]
+    est = _keras_estimator(epochs=3).set_params(patience=2).fit(X, y, groups=groups)
+    stop = est.stop_rows_
+    assert 0 < len(stop) < n
+    train = np.setdiff1d(np.arange(n), stop)
+    assert not set(groups[stop]) & set(groups[train])
+    assert est.n_epochs_ <= 3 and set(y[stop]) == {0, 1}
+
+
+def test_the_search_hands_groups_to_the_keras_head_inside_its_pipeline():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.search.keras_estimator import fit_routing_groups
+
+    n = 100
+    groups = np.array([f"video{i // 5}" for i in range(n)], dtype=object)
+    y = (np.arange(n) // 5) % 2
+    X = np.random.default_rng(1).normal(size=(n, 4)) + y[:, None]
+    pipe = make_pipeline(StandardScaler(), _keras_estimator(epochs=2).set_params(patience=1))
+    fit_routing_groups(pipe, X, y, groups)
+    stop = pipe.steps[-1][1].stop_rows_
+    assert len(stop) and not set(groups[stop]) & set(groups[np.setdiff1d(np.arange(n), stop)])
+    fit_routing_groups(make_pipeline(StandardScaler(), _keras_estimator(epochs=1)), X, y)
