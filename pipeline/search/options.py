@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import Option
-from pipeline.settings import settings_class
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
 
 
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
@@ -37,5 +38,36 @@ GRID_SEARCH_OPTIONS = (
            "of the first fold's training rows for learning_curve.csv/png"),
 )
 
+
+
+class _SearchRules(Settings):
+    """grid-search's rules across options, checked wherever its settings are built."""
+
+    def validate(self) -> None:
+        if self.cv < 2:
+            raise ConfigError(f"cv must be at least 2 folds; received: {self.cv}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be at least 1; received: {self.top_k}")
+        if self.time_budget < 0:
+            raise ConfigError(f"time_budget must be >= 0 seconds; received: {self.time_budget}")
+
+    @property
+    def grid_file(self):
+        """The grid to run: --grid, else the config file when it carries [models.*] tables
+        (a config that is also a grid), else None (the default grid)."""
+        from pipeline.search.models import has_models_table
+
+        if self.grid:
+            return self.grid
+        return self.config_file if self.config_file and has_models_table(self.config_file) \
+            else None
+
+    @property
+    def model_names(self) -> list[str]:
+        """The --models subset, in the order given (empty: every model of the grid)."""
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
 # The typed, frozen settings of `grid-search`, one field per option above (pipeline/settings.py).
-SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search", command="grid-search")
+SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search",
+                              command="grid-search", base=_SearchRules)
