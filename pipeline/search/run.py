@@ -102,17 +102,20 @@ def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
 
 def _split_rows(store, cfg: SearchConfig, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.evaluation.splits import holdout, store_groups
+    from pipeline.evaluation.splits import blank_split_note, holdout, rows_in_splits, store_groups
 
-    labelled = np.flatnonzero(labels >= 0)
+    usable, left_out = rows_in_splits(store)  # fit-head's rule for rows with a blank split
+    labelled = np.intersect1d(usable, np.flatnonzero(labels >= 0))
     groups = store_groups(store)
     test = np.intersect1d(store.indices("test"), labelled)
     if len(test):
-        return np.setdiff1d(labelled, test), test, f"the store's test split ({len(test)} rows)"
+        return (np.setdiff1d(labelled, test), test,
+                f"the store's test split ({len(test)} rows){blank_split_note(left_out)}")
     pool, test = holdout(labelled, labels, groups, cfg.test_fraction, cfg.seed,
                          knob="test_fraction", config=cfg.config_file)
     how = (f"held-out {'group-aware ' if groups is not None else ''}stratified "
-           f"{len(test) / len(labelled):.0%} test split, seed {cfg.seed} ({len(test)} rows)")
+           f"{len(test) / len(labelled):.0%} test split, seed {cfg.seed} ({len(test)} rows)"
+           f"{blank_split_note(left_out)}")
     return pool, test, how
 
 
