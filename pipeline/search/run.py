@@ -266,8 +266,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
         curve = learning_curve(  # the best candidate on shares of the first fold's training rows
             lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
-                                        folds[0][1], "accuracy").get("score", float("nan")),
-            folds[0][0], y, seed=cfg.seed) if cfg.learning_curve else None
+                                        folds[0][1], cfg.scoring).get("score", float("nan")),
+            folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if cfg.learning_curve else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -276,7 +276,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
     if curve:
         from pipeline.evaluation.curves import write_learning_curve
 
-        write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)")
+        write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)",
+                             metric=cfg.scoring)
     best = ranked[0]
     echo(search_report.format_table(ranked, cfg.scoring))
     for line in fold_score_warnings(best):
