@@ -22,7 +22,8 @@ GRID_SEARCH_OPTIONS = (
     Option("backend", str, "loky", "where the fits run: this machine's processes (loky), or a "
            "Ray or Dask cluster (pip install -r requirements-cluster.txt; see "
            "pipeline/search/backends.py)", choices=("loky", "ray", "dask")),
-    Option("time_budget", float, 0.0, "seconds after which no new candidate is launched; the "
+    Option("time_budget", float, 0.0, "seconds the whole search may take: candidates run "
+           "cheapest first and one predicted to end past the budget is not launched; the "
            "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
     Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
     Option("top_k", int, 3, "how many of the best candidates are refit and scored once on the "

@@ -89,17 +89,6 @@ def _refit(pipeline, params, X, y, train, test, scoring):
     return est, score
 
 
-def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
-    """Candidates in round-robin order over entries, so a time budget still leaves every
-    family on the leaderboard instead of spending it all on the first one's grid."""
-    lists = [[(entry, params) for params in entry.candidates(n_samples, n_features)]
-             for entry in entries]
-    order = []
-    for i in range(max(len(x) for x in lists)):
-        order += [x[i] for x in lists if i < len(x)]
-    return order
-
-
 def _split_rows(store, cfg: SearchConfig, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
     from pipeline.evaluation.splits import blank_split_note, holdout, rows_in_splits, store_groups
@@ -153,6 +142,7 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     from pipeline.search import io as search_io
     from pipeline.search.backends import joblib_backend
+    from pipeline.search.budget import CostModel, Schedule
 
     from pipeline.search import report as search_report
     from pipeline.config import write_toml
@@ -215,17 +205,24 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         X = np.load(scratch / "features.npy", mmap_mode="r")
         y = labels
         n_train = min(len(train) for train, _ in folds)
-        candidates = [Candidate(i, entry, params) for i, (entry, params)
-                      in enumerate(_interleave(entries, n_train, X.shape[1]))]
+        # Candidate.index is the grid's own order (entries as listed, then their parameter
+        # combinations): the leaderboard's tie rule. They run cheapest first (budget.py).
+        candidates = [Candidate(i, entry, params) for i, (entry, params) in enumerate(
+            (entry, params) for entry in entries
+            for params in entry.candidates(n_train, X.shape[1]))]
         pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in entries}
         budget = float(cfg.time_budget or 0)
         started = time.monotonic()
+        n_workers = _n_jobs(cfg)
+        # Winning costs the refit on all search rows (top_k of them, n_workers at a time) and
+        # the learning curve's fits on 10 + 25 + 50 + 100% of a fold: in fits of the winner.
+        final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
+                        * len(search_rows) / n_train + (1.85 if cfg.learning_curve else 0.0))
+        schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
+                            n_workers, len(folds), final_factor, started=started)
 
         def tasks():
-            for n_launched, cand in enumerate(candidates):
-                # The first candidate always runs: a leaderboard needs at least one entry.
-                if n_launched and budget and time.monotonic() - started > budget:
-                    return  # every candidate not yet launched stays "pending" -> skipped
+            for cand in schedule:  # the candidates it leaves stay "pending" -> skipped
                 cand.status = "running"
                 for fold, (train, val) in enumerate(folds):
                     yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
@@ -236,7 +233,7 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
              f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
              f"test: {test_how}; folds: {type(splitter).__name__}")
         with joblib_backend(cfg.backend, X, y):  # this machine, or a Ray/Dask cluster
-            results = _run_tasks(tasks(), cfg, n_fits, tqdm)
+            results = _run_tasks(tasks(), cfg, n_fits, tqdm, schedule.finished)
         for cand, fold, res in results:
             if "error" in res:
                 cand.status = f"failed: {res['error']}"
@@ -290,7 +287,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         echo(f"warning: best model not saved: {exc}")
     skipped = [c for c in ranked if c.status.startswith("skipped")]
     if skipped:
-        echo(f"time budget of {budget:g}s spent: {len(skipped)} candidate(s) not launched: "
+        echo(f"time budget of {budget:g}s: {len(skipped)} candidate(s) not launched (predicted "
+             "to end past it; the cheapest run first): "
              + "; ".join(f"{c.entry.name} {json.dumps(c.params, default=str)}"
                          for c in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     echo(f"best: {best.entry.name} {json.dumps(best.params, default=str)}  "
@@ -307,8 +305,12 @@ def _n_jobs(cfg: SearchConfig) -> int:
     return max(1, cpu_count() + 1 + n) if n < 0 else max(1, n)
 
 
-def _run_tasks(tasks, cfg: SearchConfig, n_fits: int, tqdm):
-    """Runs (delayed call, candidate, fold) triples; yields (candidate, fold, result)."""
+def _run_tasks(tasks, cfg: SearchConfig, n_fits: int, tqdm, finished=None):
+    """Runs (delayed call, candidate, fold) triples; returns (candidate, fold, result) triples.
+
+    `finished(candidate, fold, seconds or None)` hears of each fit as it comes back, so the
+    time budget's predictions learn from measured fits while the search runs.
+    """
     from joblib import Parallel
 
     from pipeline.search.backends import streams_results
@@ -333,6 +335,8 @@ def _run_tasks(tasks, cfg: SearchConfig, n_fits: int, tqdm):
         for i, res in enumerate(parallel(calls())):
             cand, fold = tagged[i]
             out.append((cand, fold, res))
+            if finished is not None:
+                finished(cand, fold, res["fit_s"] + res["score_s"] if "score" in res else None)
             bar.update(1)
             if "score" in res:
                 bar.set_postfix_str(f"{cand.entry.name} {res['score']:.3f}", refresh=False)
