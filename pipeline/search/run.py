@@ -30,7 +30,7 @@ from pipeline.search.options import SearchConfig
 class Candidate:
     """One parameter combination of one grid entry, with its fold results."""
 
-    index: int
+    index: int  # place in the grid's own order: breaks leaderboard ties (report.rank)
     entry: object  # search_models.GridEntry
     params: dict
     scores: list = field(default_factory=list)
