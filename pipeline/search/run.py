@@ -142,7 +142,7 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     from pipeline.search import io as search_io
     from pipeline.search.backends import joblib_backend
-    from pipeline.search.budget import CostModel, Schedule
+    from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
 
     from pipeline.search import report as search_report
     from pipeline.config import write_toml
@@ -214,10 +214,9 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         budget = float(cfg.time_budget or 0)
         started = time.monotonic()
         n_workers = _n_jobs(cfg)
-        # Winning costs the refit on all search rows (top_k of them, n_workers at a time) and
-        # the learning curve's fits on 10 + 25 + 50 + 100% of a fold: in fits of the winner.
+        # After the search: the top_k refits on all search rows, n_workers at a time, in fits.
         final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
-                        * len(search_rows) / n_train + (1.85 if cfg.learning_curve else 0.0))
+                        * len(search_rows) / n_train)
         schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
                             n_workers, len(folds), final_factor, started=started)
 
@@ -261,10 +260,16 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         best_model = refits[0][0]
         from pipeline.evaluation.curves import learning_curve
 
+        # The curve is an extra: drawn only when its fits are predicted to end within the budget.
+        best_fit_s = ranked[0].fit_seconds + float(np.mean(ranked[0].score_times))
+        draw_curve = cfg.learning_curve and best_fit_s * CURVE_FITS <= schedule.time_left()
+        if cfg.learning_curve and not draw_curve:
+            echo(f"learning curve skipped: its fits would end past the time budget of "
+                 f"{budget:g}s")
         curve = learning_curve(  # the best candidate on shares of the first fold's training rows
             lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
                                         folds[0][1], cfg.scoring).get("score", float("nan")),
-            folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if cfg.learning_curve else None
+            folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
