@@ -67,3 +67,17 @@ def test_schedule_runs_cheapest_first_and_learns_from_measured_fits():
     late = Schedule([_cand(0, "knn"), _cand(1, "keras_head", clf__epochs=600)],
                     CostModel(1000, 100), budget_s=30, n_workers=2, n_folds=3, final_factor=2.0)
     assert [c.entry.family for c in late] == ["knn"]
+
+
+def test_the_learning_curve_is_skipped_when_the_budget_is_spent(tmp_path):
+    rng = np.random.default_rng(1)
+    y = np.arange(90) % 2
+    X = (rng.normal(size=(90, 4)) + y[:, None]).astype(np.float32)
+    store = write_store(tmp_path / "c.h5", X, y, class_names=["a", "b"])
+    lines = []
+    run_dir = run_grid_search(store, {"models": "logistic_regression", "cv": 3, "n_jobs": 1,
+                                      "progress": False, "time_budget": 1e-6},
+                              out_dir=tmp_path / "runs", echo=lines.append)
+    assert any(line.startswith("learning curve skipped") for line in lines)
+    assert not (run_dir / "learning_curve.csv").exists()
+    assert (run_dir / "best_model.json").is_file()
