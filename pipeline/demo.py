@@ -76,11 +76,15 @@ def run_demo(opts: dict, echo=print) -> Path:
         run_grid_search = None
     if run_grid_search is not None:
         echo("[3/4] grid-search: classifiers compared on the same cache")
-        last = run_grid_search(result.path, {"time_budget": opts.get("time_budget", 90),
-                                             "progress": opts.get("progress", True)},
-                               out_dir=runs, echo=echo)
+        from pipeline.search.options import SearchConfig
+
+        search = SearchConfig.from_mapping({"time_budget": opts.get("time_budget", 90),
+                                            "progress": opts.get("progress", True)})
+        last = run_grid_search(result.path, search, out_dir=runs, echo=echo)
+    from pipeline.audit.options import AuditConfig
     from pipeline.audit.run import run_audit
 
     echo("[4/4] audit: leaks across splits, suspected label errors, outliers of the store")
-    echo(f"audit report: {run_audit(result.path, echo=echo) / 'report.html'}")
+    audit = run_audit(result.path, AuditConfig.from_mapping({}), echo=echo)
+    echo(f"audit report: {audit / 'report.html'}")
     return Path(last)

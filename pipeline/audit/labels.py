@@ -52,7 +52,8 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
         labels: (N,) class indices.
         train_rows: rows cross-validated among themselves; the others are scored by a model
             fit on all of these.
-        groups: per-row groups (None: no groups); folds never split a group.
+        groups: per-row groups (None or "": no group); folds never split a group, and each
+            row without one is a group of its own.
         folds: number of cross-validation folds.
         seed: seed of the folds and the model.
         model: an unfitted scikit-learn classifier to use instead of the logistic regression
@@ -60,8 +61,11 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
     """
     from sklearn.base import clone
 
-    from pipeline.evaluation.splits import cv_splitter
+    from pipeline.evaluation.splits import cv_splitter, effective_groups
 
+    # fit-head's and grid-search's rule: an ungrouped row is a group of its own, never one
+    # group "" that lands in a single fold.
+    groups = effective_groups(groups)
     n_classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), n_classes))
     y = labels[train_rows]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import Option
-from pipeline.settings import settings_class
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
 
 # Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
 # Calibrated on flowers5 with the shared MobileNet weights (tests/audit/test_audit_flowers.py):
@@ -30,5 +31,21 @@ AUDIT_OPTIONS = (
            "scratch file"),
 )
 
+
+
+class _AuditRules(Settings):
+    """The audit's rules across options, checked wherever its settings are built."""
+
+    def validate(self) -> None:
+        if not 0.0 < self.threshold <= 2.0:
+            raise ConfigError(f"threshold is a cosine distance between 0 and 2; received: "
+                              f"{self.threshold}")
+        if self.neighbours < 1 or self.folds < 2 or self.shown < 1:
+            raise ConfigError(f"neighbours and shown must be at least 1 and folds at least 2; "
+                              f"received: neighbours={self.neighbours}, folds={self.folds}, "
+                              f"shown={self.shown}")
+
+
 # The typed, frozen settings of `audit`, one field per option above (pipeline/settings.py).
-AuditConfig = settings_class("AuditConfig", AUDIT_OPTIONS, section="audit", command="audit")
+AuditConfig = settings_class("AuditConfig", AUDIT_OPTIONS, section="audit", command="audit",
+                             base=_AuditRules)

@@ -22,25 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.evaluation.exclusions import audit_dir_for
-from pipeline.audit.options import AUDIT_OPTIONS, DEFAULT_THRESHOLD
+from pipeline.audit.options import DEFAULT_THRESHOLD, AuditConfig
 from pipeline.audit.report import source_path
-from pipeline.config import with_defaults
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import DataError
 
 DUPLICATE_COLUMNS = ("id_a", "id_b", "split_a", "split_b", "group_a", "group_b", "distance", "kind")
 SPLIT_ORDER = {"train": 0, "": 0, "val": 1, "test": 2}
-
-
-def _options(options: dict | None) -> dict:
-    opts = with_defaults(options, AUDIT_OPTIONS, "audit")
-    if not 0.0 < opts["threshold"] <= 2.0:
-        raise ConfigError(f"threshold is a cosine distance between 0 and 2; received: "
-                          f"{opts['threshold']}")
-    if opts["neighbours"] < 1 or opts["folds"] < 2 or opts["shown"] < 1:
-        raise ConfigError(f"neighbours and shown must be at least 1 and folds at least 2; "
-                          f"received: neighbours={opts['neighbours']}, folds={opts['folds']}, "
-                          f"shown={opts['shown']}")
-    return opts
 
 
 def row_splits(store, seed: int) -> tuple[np.ndarray, str]:
@@ -104,7 +91,7 @@ def outlier_rows(knn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return rows[np.argsort(-score[rows])], score, fence
 
 
-def _label_issues(store, splits, opts: dict, probe) -> tuple[dict | None, str]:
+def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, str]:
     """cleanlab's ranked label issues (row indices into the store) and how they were found."""
     from pipeline.audit import labels as label_audit
 
@@ -117,13 +104,13 @@ def _label_issues(store, splits, opts: dict, probe) -> tuple[dict | None, str]:
         probs = label_audit.out_of_sample_probabilities(
             store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
             train if len(train) else np.arange(len(labelled)),
-            groups[labelled] if store.has_groups else None, opts["folds"], opts["seed"], probe)
+            groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
     issues = label_audit.rank_label_issues(labels[labelled], probs)
     issues["rows"] = labelled[issues["rows"]]
-    model = opts["run_dir"] or "logistic regression (C = 0.1, standardised)"
-    return issues, (f"{model}, {opts['folds']}-fold cross-validated on the train rows (val/test "
+    model = cfg.run_dir or "logistic regression (C = 0.1, standardised)"
+    return issues, (f"{model}, {cfg.folds}-fold cross-validated on the train rows (val/test "
                     "rows: fit on all train rows); cleanlab find_label_issues, ranked by "
                     "self-confidence")
 
@@ -135,14 +122,15 @@ def _write_csv(path: Path, header, rows) -> None:
         out.writerows(rows)
 
 
-def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
+def run_audit(store_path, options=None, out_dir=None, echo=print,
               probe=None) -> Path:
     """Audits a store and writes the audit folder.
 
     Args:
         store_path: a feature store made by extract (or `write_store`).
-        options: audit options (see `AUDIT_OPTIONS`); missing keys take their defaults.
-        out_dir: the audit folder to write; overrides `options["out"]`.
+        options: an `AuditConfig`, or a mapping of any of its options (the rest take the
+            CLI's defaults; a `config` key names a TOML file whose [audit] is read).
+        out_dir: the audit folder to write; overrides the `out` option.
         echo: where progress lines go.
         probe: an unfitted scikit-learn classifier whose cross-validated probabilities rank the
             label issues (default: logistic regression on standardised vectors).
@@ -157,23 +145,23 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
     from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
     from pipeline.store.feature_store import open_store
 
-    opts = _options(options)
+    cfg = AuditConfig.from_mapping(options)
     started = time.perf_counter()
     with open_store(store_path) as store:
-        final = Path(out_dir or opts["out"] or audit_dir_for(store.path))
+        final = Path(out_dir or cfg.out or audit_dir_for(store.path))
         ids, labels = store.column("ids"), store.column("labels")
         groups = store.column("group")
-        splits, split_how = row_splits(store, opts["seed"])
+        splits, split_how = row_splits(store, cfg.seed)
         data_root = store.provenance.get("data_root")
-        prepared, digests, _ = prepare_vectors(store.file["features"], opts["l2_normalize"],
-                                               memory_limit_mb=opts["memory_limit_mb"],
+        prepared, digests, _ = prepare_vectors(store.file["features"], cfg.l2_normalize,
+                                               memory_limit_mb=cfg.memory_limit_mb,
                                                scratch=store.path.parent)
-        scan = scan_neighbours(prepared, k=opts["neighbours"], threshold=opts["threshold"])
+        scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)
         del prepared
         dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
-        issues, label_note = _label_issues(store, splits, opts, probe)
+        issues, label_note = _label_issues(store, splits, cfg, probe)
         outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
-        summary = _summary(store, opts, dupes, scan, issues, outliers, fence, splits,
+        summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
                            split_how, label_note)
         tmp = final.with_name(f".{final.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -196,7 +184,7 @@ def run_audit(store_path, options: dict | None = None, out_dir=None, echo=print,
             report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                                 [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
                                 scan.knn_distance[:, 0] if scan.knn_distance.size else
-                                np.zeros(0), data_root, opts["shown"])
+                                np.zeros(0), data_root, cfg.shown)
             _publish(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -223,7 +211,7 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _summary(store, opts, dupes, scan, issues, outliers, fence, splits, split_how,
+def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, splits, split_how,
              label_note) -> dict:
     nearest = scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0)
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
@@ -245,14 +233,14 @@ def _summary(store, opts, dupes, scan, issues, outliers, fence, splits, split_ho
         "cross_group_pairs": sum(r["cross_group"] for r in dupes),
         "pairs_truncated": scan.truncated,
         "thresholds": {
-            "duplicate_distance": opts["threshold"],
+            "duplicate_distance": cfg.threshold,
             "duplicate_how": ("the documented default, calibrated on flowers5 + MobileNet: 38 of "
                               "40 photos resized to 90% and re-encoded at JPEG quality 70 sat "
                               "under it (median 0.068), other photos' nearest neighbours at >= "
                               "0.245 (1st percentile)")
-            if opts["threshold"] == DEFAULT_THRESHOLD else "given with --threshold",
+            if cfg.threshold == DEFAULT_THRESHOLD else "given with --threshold",
             "distance": "cosine distance (1 - cos) on mean-centred vectors"
-                        + (", each L2-normalised first" if opts["l2_normalize"] else ""),
+                        + (", each L2-normalised first" if cfg.l2_normalize else ""),
             "outlier_score": f"mean cosine distance to the {scan.knn_distance.shape[1]} nearest "
                              "other rows",
             "outlier_cutoff": fence,

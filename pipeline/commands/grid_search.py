@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import add_options, resolve_options
-from pipeline.search.options import GRID_SEARCH_OPTIONS
+from pipeline.config import add_options
+from pipeline.search.options import GRID_SEARCH_OPTIONS, SearchConfig
 
 HELP = ("compare classifier families (logistic regression, SVMs, k-NN, forests, boosting, the "
         "Keras head) by cross-validation on a feature store; one leaderboard, best model saved")
@@ -16,14 +16,9 @@ def add_arguments(parser) -> None:
 def run(args) -> str:
     from pipeline.errors import ConfigError
     from pipeline.search.run import run_grid_search
-    from pipeline.search.models import has_models_table
 
-    opts = resolve_options(args, GRID_SEARCH_OPTIONS, section="grid_search")
-    if not opts["store"]:
+    cfg = SearchConfig.from_cli(args)  # a config file with [models.*] tables is also the grid
+    if not cfg.store:
         raise ConfigError("grid-search needs --store STORE (or store = \"...\" in the "
                           "[grid_search] table of the config file)")
-    config = vars(args).get("config")
-    if not opts["grid"] and config and has_models_table(config):
-        opts["grid"] = config  # a config file may carry its own [models.*] grid
-    # The config file's name lets messages give its keys next to the flags.
-    return str(run_grid_search(opts["store"], {**opts, "config": config}, out_dir=opts["out"]))
+    return str(run_grid_search(cfg.store, cfg, out_dir=cfg.out))

@@ -19,7 +19,7 @@ CURVE_FRACTIONS = (0.10, 0.25, 0.50, 1.00)
 
 def learning_curve(score_with_rows, train_rows: np.ndarray, labels: np.ndarray,
                    full_score: float | None = None, seed: int = 0,
-                   fractions=CURVE_FRACTIONS) -> list[dict]:
+                   fractions=CURVE_FRACTIONS, metric: str = "accuracy") -> list[dict]:
     """Validation score when training on growing, stratified shares of the training rows.
 
     Args:
@@ -28,6 +28,7 @@ def learning_curve(score_with_rows, train_rows: np.ndarray, labels: np.ndarray,
         labels: class index of every row of the store.
         full_score: the score at 100% if already known (the run's own model), else computed.
         seed: seed of the subsets; each smaller subset is a prefix of the larger ones.
+        metric: what `score_with_rows` measures; each point's score is `val_<metric>`.
     """
     rng = np.random.default_rng(seed)
     by_class = [rng.permutation(train_rows[labels[train_rows] == c])
@@ -40,20 +41,21 @@ def learning_curve(score_with_rows, train_rows: np.ndarray, labels: np.ndarray,
             score = full_score
         else:
             score = float(score_with_rows(rows))
-        points.append({"fraction": fraction, "n_train": len(rows), "val_accuracy": score})
+        points.append({"fraction": fraction, "n_train": len(rows), f"val_{metric}": score})
     return points
 
 
-def write_learning_curve(folder: Path, points: list[dict], title: str) -> None:
-    """learning_curve.csv and learning_curve.png."""
+def write_learning_curve(folder: Path, points: list[dict], title: str,
+                         metric: str = "accuracy") -> None:
+    """learning_curve.csv (columns fraction, n_train, val_<metric>) and learning_curve.png."""
     with (folder / "learning_curve.csv").open("w", newline="", encoding="utf-8") as fh:
-        out = csv.DictWriter(fh, fieldnames=["fraction", "n_train", "val_accuracy"])
+        out = csv.DictWriter(fh, fieldnames=["fraction", "n_train", f"val_{metric}"])
         out.writeheader()
         out.writerows(points)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    ax.plot([p["n_train"] for p in points], [p["val_accuracy"] for p in points], "o-")
-    ax.set(xlabel="training rows", ylabel="validation accuracy", title=title)
+    ax.plot([p["n_train"] for p in points], [p[f"val_{metric}"] for p in points], "o-")
+    ax.set(xlabel="training rows", ylabel=f"validation {metric}", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(folder / "learning_curve.png")

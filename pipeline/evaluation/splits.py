@@ -8,6 +8,8 @@ Rules, in order:
      A row without a group is a group of its own, never one giant group "".
   4. A held-out share is as close to the asked fraction as the groups allow (0.4 means 40% of
      the rows, not the 50% that a 2-fold group split would give).
+  5. In a store that names its train rows, a row with a blank split belongs to no split: it is
+     left out, and the split's description says how many (`rows_in_splits`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,26 @@ def effective_groups(groups: np.ndarray | None) -> np.ndarray | None:
 def store_groups(store) -> np.ndarray | None:
     """`effective_groups` of every row of an open store."""
     return effective_groups(store.column("group")) if store.has_groups else None
+
+
+def rows_in_splits(store) -> tuple[np.ndarray, int]:
+    """(the rows fit-head and grid-search may use, how many rows with a blank split are left out).
+
+    A store that names its train rows (folders or a manifest's split column) says where every
+    row belongs, so a row with a blank split belongs to no split and is used by neither. A store
+    that names no train rows (only val and/or test, or no split at all) leaves its blank rows as
+    the pool that train (and val, when it has none) come from.
+    """
+    if "train" not in store.splits:
+        return np.arange(len(store)), 0
+    rows = np.flatnonzero(store.column("split") != "")
+    return rows, len(store) - len(rows)
+
+
+def blank_split_note(left_out: int) -> str:
+    """The phrase that says so in a split's description ("" when no row was left out)."""
+    return (f"; {left_out} row(s) with a blank split left out (the store names its train rows, "
+            "so they belong to no split)") if left_out else ""
 
 
 def _flag(knob: str, value, config: str | None = None) -> str:
@@ -231,24 +253,25 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
     labels = store.column("labels")
     groups = store_groups(store)
     names = store.class_names
+    usable, left_out = rows_in_splits(store)
     test = store.indices("test")
-    test_how = ""
+    test_how = blank_split_note(left_out)
     if not len(test) and test_fraction:
-        rest, test = holdout(np.arange(len(store)), labels, groups, test_fraction, seed,
+        rest, test = holdout(usable, labels, groups, test_fraction, seed,
                              knob="test_fraction", config=config, class_names=names)
-        test_how = (f"; {'group-aware ' if groups is not None else ''}stratified "
-                    f"{len(test) / len(store):.0%} test split held out first, seed {seed}")
+        test_how += (f"; {'group-aware ' if groups is not None else ''}stratified "
+                     f"{len(test) / len(usable):.0%} test split held out first, seed {seed}")
         if "val" in store.splits:  # the store's val rows stay val, never test
             val_rows = store.indices("val")
             test = np.setdiff1d(test, val_rows)
     if "val" in store.splits:
         train = store.indices("train") if "train" in store.splits else \
-            np.setdiff1d(np.arange(len(store)), np.union1d(store.indices("val"), test))
+            np.setdiff1d(usable, np.union1d(store.indices("val"), test))
         train = np.setdiff1d(train, test)
         val, how = store.indices("val"), "the store's own train/val split" + test_how
         val_knob = None
     else:
-        pool = store.indices("train") if "train" in store.splits else np.arange(len(store))
+        pool = store.indices("train") if "train" in store.splits else usable
         pool = np.setdiff1d(pool, test)
         train, val = holdout(pool, labels, groups, val_fraction, seed, config=config,
                              class_names=names)

@@ -4,8 +4,10 @@
     run_dir = run_grid_search("cache/<store>.h5", {"cv": 5})
 
 `models.py` holds the families and TOML grids (add a family there), `keras_estimator.py` the
-Keras head in scikit-learn's estimator contract, `run.py` the cross-validation runner, `report.py`
-the leaderboard, `io.py` safe saving and loading of the best model (`keras_form.py`: its Keras form).
+Keras head in scikit-learn's estimator contract, `run.py` the cross-validation runner, `budget.py`
+the order and cost predictions that keep a time budget, `report.py` the leaderboard, `io.py` safe
+saving and loading of the best model (`keras_form.py`: its Keras form); `options.py` holds the
+options and their typed `SearchConfig`.
 """
 
 from __future__ import annotations

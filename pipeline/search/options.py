@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import Option
-from pipeline.settings import settings_class
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
 
 
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
@@ -21,7 +22,8 @@ GRID_SEARCH_OPTIONS = (
     Option("backend", str, "loky", "where the fits run: this machine's processes (loky), or a "
            "Ray or Dask cluster (pip install -r requirements-cluster.txt; see "
            "pipeline/search/backends.py)", choices=("loky", "ray", "dask")),
-    Option("time_budget", float, 0.0, "seconds after which no new candidate is launched; the "
+    Option("time_budget", float, 0.0, "seconds the whole search may take: candidates run "
+           "cheapest first and one predicted to end past the budget is not launched; the "
            "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
     Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
     Option("top_k", int, 3, "how many of the best candidates are refit and scored once on the "
@@ -37,5 +39,36 @@ GRID_SEARCH_OPTIONS = (
            "of the first fold's training rows for learning_curve.csv/png"),
 )
 
+
+
+class _SearchRules(Settings):
+    """grid-search's rules across options, checked wherever its settings are built."""
+
+    def validate(self) -> None:
+        if self.cv < 2:
+            raise ConfigError(f"cv must be at least 2 folds; received: {self.cv}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be at least 1; received: {self.top_k}")
+        if self.time_budget < 0:
+            raise ConfigError(f"time_budget must be >= 0 seconds; received: {self.time_budget}")
+
+    @property
+    def grid_file(self):
+        """The grid to run: --grid, else the config file when it carries [models.*] tables
+        (a config that is also a grid), else None (the default grid)."""
+        from pipeline.search.models import has_models_table
+
+        if self.grid:
+            return self.grid
+        return self.config_file if self.config_file and has_models_table(self.config_file) \
+            else None
+
+    @property
+    def model_names(self) -> list[str]:
+        """The --models subset, in the order given (empty: every model of the grid)."""
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
 # The typed, frozen settings of `grid-search`, one field per option above (pipeline/settings.py).
-SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search", command="grid-search")
+SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search",
+                              command="grid-search", base=_SearchRules)

@@ -19,10 +19,19 @@ LEADERBOARD_COLUMNS = ("rank", "model", "family", "params", "cv_mean", "cv_std",
                        "test_score", "preprocess", "status", "notes")
 
 
+TIE_RULE = "ties in mean CV score: the candidate listed first in the grid ranks first"
+
+
 def rank(candidates: list) -> list:
-    """Finished candidates by mean CV score (ties: the faster fit first), then the rest."""
+    """Finished candidates by mean CV score, then the rest.
+
+    Ties rank by the grid's own order (`Candidate.index`: the entry listed first, then its
+    first parameter combination), so the simpler candidate a grid lists first wins and the
+    saved best model is the same on every run; fit times vary with the machine's load. The
+    mean is rounded to 12 digits so that equal fold scores summed in another order still tie.
+    """
     done = sorted((c for c in candidates if c.status == "done"),
-                  key=lambda c: (-c.cv_mean, c.fit_seconds, c.index))
+                  key=lambda c: (-round(c.cv_mean, 12), c.index))
     return done + [c for c in candidates if c.status != "done"]
 
 
@@ -129,6 +138,7 @@ def format_table(ranked: list, scoring: str, limit: int = 25, width: int = 48) -
     lines.insert(1, "  ".join("-" * w for w in widths))
     if len(ranked) > limit:
         lines.append(f"... {len(ranked) - limit} more rows in leaderboard.csv")
+    lines.append(f"({TIE_RULE})")
     return "\n".join(lines)
 
 

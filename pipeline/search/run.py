@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import with_defaults
 from pipeline.errors import ConfigError, DataError, StoreError
+from pipeline.search.options import SearchConfig
 
 
 @dataclass
 class Candidate:
     """One parameter combination of one grid entry, with its fold results."""
 
-    index: int
+    index: int  # place in the grid's own order: breaks leaderboard ties (report.rank)
     entry: object  # search_models.GridEntry
     params: dict
     scores: list = field(default_factory=list)
@@ -51,20 +51,6 @@ class Candidate:
     @property
     def fit_seconds(self) -> float:
         return float(np.mean(self.fit_times)) if self.fit_times else float("nan")
-
-
-def _options(options: dict | None) -> dict:
-    from pipeline.search.options import GRID_SEARCH_OPTIONS
-
-    opts = with_defaults(options, GRID_SEARCH_OPTIONS, "grid-search")
-    opts["config"] = (options or {}).get("config")  # named in messages next to the flags
-    if opts["cv"] < 2:
-        raise ConfigError(f"cv must be at least 2 folds; received: {opts['cv']}")
-    if opts["top_k"] < 1:
-        raise ConfigError(f"top_k must be at least 1; received: {opts['top_k']}")
-    if opts["time_budget"] < 0:
-        raise ConfigError(f"time_budget must be >= 0 seconds; received: {opts['time_budget']}")
-    return opts
 
 
 def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups=None):
@@ -107,30 +93,22 @@ def _refit(pipeline, params, X, y, train, test, scoring, groups=None):
     return est, score
 
 
-def _interleave(entries, n_samples: int, n_features: int) -> list[tuple]:
-    """Candidates in round-robin order over entries, so a time budget still leaves every
-    family on the leaderboard instead of spending it all on the first one's grid."""
-    lists = [[(entry, params) for params in entry.candidates(n_samples, n_features)]
-             for entry in entries]
-    order = []
-    for i in range(max(len(x) for x in lists)):
-        order += [x[i] for x in lists if i < len(x)]
-    return order
-
-
-def _split_rows(store, opts: dict, labels: np.ndarray):
+def _split_rows(store, cfg: SearchConfig, labels: np.ndarray):
     """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.evaluation.splits import holdout, store_groups
+    from pipeline.evaluation.splits import blank_split_note, holdout, rows_in_splits, store_groups
 
-    labelled = np.flatnonzero(labels >= 0)
+    usable, left_out = rows_in_splits(store)  # fit-head's rule for rows with a blank split
+    labelled = np.intersect1d(usable, np.flatnonzero(labels >= 0))
     groups = store_groups(store)
     test = np.intersect1d(store.indices("test"), labelled)
     if len(test):
-        return np.setdiff1d(labelled, test), test, f"the store's test split ({len(test)} rows)"
-    pool, test = holdout(labelled, labels, groups, opts["test_fraction"], opts["seed"],
-                         knob="test_fraction", config=opts.get("config"))
+        return (np.setdiff1d(labelled, test), test,
+                f"the store's test split ({len(test)} rows){blank_split_note(left_out)}")
+    pool, test = holdout(labelled, labels, groups, cfg.test_fraction, cfg.seed,
+                         knob="test_fraction", config=cfg.config_file)
     how = (f"held-out {'group-aware ' if groups is not None else ''}stratified "
-           f"{len(test) / len(labelled):.0%} test split, seed {opts['seed']} ({len(test)} rows)")
+           f"{len(test) / len(labelled):.0%} test split, seed {cfg.seed} ({len(test)} rows)"
+           f"{blank_split_note(left_out)}")
     return pool, test, how
 
 
@@ -145,14 +123,14 @@ def _run_dir(out_dir: Path, store_path: Path) -> Path:
     return run_dir
 
 
-def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=print) -> Path:
+def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
     """Runs the comparison and writes a run folder.
 
     Args:
         store_path: a feature store made by extract (or `feature_store.write_store`).
-        options: grid-search options (see `pipeline/commands/grid_search.py`); missing keys
-            take their defaults.
-        out_dir: folder of run folders (default: options["out"], i.e. cache/runs).
+        options: a `SearchConfig`, or a mapping of any of its options (the rest take the
+            CLI's defaults; a `config` key names a TOML file whose [grid_search] is read).
+        out_dir: folder of run folders (default: the `out` option, i.e. cache/runs).
         echo: where the leaderboard and the summary lines go.
 
     Returns:
@@ -168,6 +146,7 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
 
     from pipeline.search import io as search_io
     from pipeline.search.backends import joblib_backend
+    from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
 
     from pipeline.search import report as search_report
     from pipeline.config import write_toml
@@ -176,11 +155,11 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     from pipeline.evaluation.splits import cv_splitter, store_groups
     from pipeline.search.checks import fold_score_warnings, search_data_warnings
 
-    opts = _options(options)
+    cfg = SearchConfig.from_mapping(options)
     store_path = Path(store_path).resolve()
-    entries = load_grid(opts["grid"])
-    if opts["models"]:
-        wanted = [m.strip() for m in opts["models"].split(",") if m.strip()]
+    entries = load_grid(cfg.grid_file)
+    if cfg.model_names:
+        wanted = cfg.model_names
         missing = [m for m in wanted if m not in {e.name for e in entries}]
         if missing:
             raise ConfigError(f"models {', '.join(missing)} are not in the grid; the grid has: "
@@ -189,14 +168,14 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
 
     with open_store(store_path) as store:
         labels = store.column("labels")
-        search_rows, test_rows, test_how = _split_rows(store, opts, labels)
+        search_rows, test_rows, test_how = _split_rows(store, cfg, labels)
         from pipeline.evaluation.exclusions import audited_search_rows
 
         search_rows, test_rows, test_how = audited_search_rows(
-            store, search_rows, test_rows, test_how, opts["exclude_leaks"], echo)
+            store, search_rows, test_rows, test_how, cfg.exclude_leaks, echo)
         groups = store_groups(store)  # ungrouped rows are groups of their own
         splitter = cv_splitter(labels[search_rows], None if groups is None else
-                               groups[search_rows], opts["cv"], opts["seed"])
+                               groups[search_rows], cfg.cv, cfg.seed)
         folds = [(search_rows[a], search_rows[b]) for a, b in splitter.split(
             np.zeros(len(search_rows)), labels[search_rows],
             None if groups is None else groups[search_rows])]
@@ -214,14 +193,13 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
             echo(line)
         table = {"ids": store.column("ids"), "labels": labels, "names": store.class_names,
                  "groups": store.column("group") if store.has_groups else None}
-    check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], opts["seed"])
+    check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], cfg.seed)
 
-    out_dir = Path(out_dir or opts["out"])
+    out_dir = Path(out_dir or cfg.out)
     run_dir = _run_dir(out_dir, store_path)
     search_io.write_run_json(run_dir, meta)
-    write_toml(run_dir / "config.toml", "grid_search", {**{k: v for k, v in opts.items()
-                                                           if k != "config"},
-                                                        "store": str(store_path)})
+    write_toml(run_dir / "config.toml", "grid_search",
+               {**cfg.as_dict(), "grid": cfg.grid_file, "store": str(store_path)})
     search_report.write_folds(run_dir, folds, test_rows, test_how, table)
 
     scratch = Path(tempfile.mkdtemp(prefix="grid-search-"))
@@ -231,28 +209,34 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         X = np.load(scratch / "features.npy", mmap_mode="r")
         y = labels
         n_train = min(len(train) for train, _ in folds)
-        candidates = [Candidate(i, entry, params) for i, (entry, params)
-                      in enumerate(_interleave(entries, n_train, X.shape[1]))]
-        pipes = {e.name: e.build(n_train, X.shape[1], opts["seed"]) for e in entries}
-        budget = float(opts["time_budget"] or 0)
+        # Candidate.index is the grid's own order (entries as listed, then their parameter
+        # combinations): the leaderboard's tie rule. They run cheapest first (budget.py).
+        candidates = [Candidate(i, entry, params) for i, (entry, params) in enumerate(
+            (entry, params) for entry in entries
+            for params in entry.candidates(n_train, X.shape[1]))]
+        pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in entries}
+        budget = float(cfg.time_budget or 0)
         started = time.monotonic()
+        n_workers = _n_jobs(cfg)
+        # After the search: the top_k refits on all search rows, n_workers at a time, in fits.
+        final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
+                        * len(search_rows) / n_train)
+        schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
+                            n_workers, len(folds), final_factor, started=started)
 
         def tasks():
-            for n_launched, cand in enumerate(candidates):
-                # The first candidate always runs: a leaderboard needs at least one entry.
-                if n_launched and budget and time.monotonic() - started > budget:
-                    return  # every candidate not yet launched stays "pending" -> skipped
+            for cand in schedule:  # the candidates it leaves stay "pending" -> skipped
                 cand.status = "running"
                 for fold, (train, val) in enumerate(folds):
                     yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                                  train, val, opts["scoring"], groups), cand, fold
+                                                  train, val, cfg.scoring, groups), cand, fold
 
         n_fits = len(candidates) * len(folds)
         echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
              f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
              f"test: {test_how}; folds: {type(splitter).__name__}")
-        with joblib_backend(opts["backend"], X, y):  # this machine, or a Ray/Dask cluster
-            results = _run_tasks(tasks(), opts, n_fits, tqdm)
+        with joblib_backend(cfg.backend, X, y):  # this machine, or a Ray/Dask cluster
+            results = _run_tasks(tasks(), cfg, n_fits, tqdm, schedule.finished)
         for cand, fold, res in results:
             if "error" in res:
                 cand.status = f"failed: {res['error']}"
@@ -268,33 +252,40 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
                 cand.status = "skipped (time budget)"
         ranked = search_report.rank(candidates)
         if ranked[0].status != "done":
-            search_report.write_tables(run_dir, ranked, len(folds), opts["scoring"])
+            search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
             raise DataError(f"no candidate finished: every fit failed (first: "
                             f"{ranked[0].status}); see {run_dir / 'leaderboard.csv'}")
-        top = [c for c in ranked if c.status == "done"][:opts["top_k"]]
-        refits = Parallel(n_jobs=min(_n_jobs(opts), len(top)))(
+        top = [c for c in ranked if c.status == "done"][:cfg.top_k]
+        refits = Parallel(n_jobs=min(_n_jobs(cfg), len(top)))(
             delayed(_refit)(pipes[c.entry.name], c.params, X, y, search_rows, test_rows,
-                            opts["scoring"], groups) for c in top)
+                            cfg.scoring, groups) for c in top)
         for cand, (_, score) in zip(top, refits):
             cand.test_score = score
         best_model = refits[0][0]
         from pipeline.evaluation.curves import learning_curve
 
+        # The curve is an extra: drawn only when its fits are predicted to end within the budget.
+        best_fit_s = ranked[0].fit_seconds + float(np.mean(ranked[0].score_times))
+        draw_curve = cfg.learning_curve and best_fit_s * CURVE_FITS <= schedule.time_left()
+        if cfg.learning_curve and not draw_curve:
+            echo(f"learning curve skipped: its fits would end past the time budget of "
+                 f"{budget:g}s")
         curve = learning_curve(  # the best candidate on shares of the first fold's training rows
             lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
-                                        folds[0][1], "accuracy").get("score", float("nan")),
-            folds[0][0], y, seed=opts["seed"]) if opts["learning_curve"] else None
+                                        folds[0][1], cfg.scoring).get("score", float("nan")),
+            folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    search_report.write_tables(run_dir, ranked, len(folds), opts["scoring"])
-    search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, opts["scoring"])
+    search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
+    search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, cfg.scoring)
     if curve:
         from pipeline.evaluation.curves import write_learning_curve
 
-        write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)")
+        write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)",
+                             metric=cfg.scoring)
     best = ranked[0]
-    echo(search_report.format_table(ranked, opts["scoring"]))
+    echo(search_report.format_table(ranked, cfg.scoring))
     for line in fold_score_warnings(best):
         echo(line)
     try:
@@ -305,7 +296,8 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
         echo(f"warning: best model not saved: {exc}")
     skipped = [c for c in ranked if c.status.startswith("skipped")]
     if skipped:
-        echo(f"time budget of {budget:g}s spent: {len(skipped)} candidate(s) not launched: "
+        echo(f"time budget of {budget:g}s: {len(skipped)} candidate(s) not launched (predicted "
+             "to end past it; the cheapest run first): "
              + "; ".join(f"{c.entry.name} {json.dumps(c.params, default=str)}"
                          for c in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     echo(f"best: {best.entry.name} {json.dumps(best.params, default=str)}  "
@@ -315,15 +307,19 @@ def run_grid_search(store_path, options: dict | None = None, out_dir=None, echo=
     return run_dir
 
 
-def _n_jobs(opts: dict) -> int:
+def _n_jobs(cfg: SearchConfig) -> int:
     from joblib import cpu_count
 
-    n = int(opts["n_jobs"])
+    n = int(cfg.n_jobs)
     return max(1, cpu_count() + 1 + n) if n < 0 else max(1, n)
 
 
-def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
-    """Runs (delayed call, candidate, fold) triples; yields (candidate, fold, result)."""
+def _run_tasks(tasks, cfg: SearchConfig, n_fits: int, tqdm, finished=None):
+    """Runs (delayed call, candidate, fold) triples; returns (candidate, fold, result) triples.
+
+    `finished(candidate, fold, seconds or None)` hears of each fit as it comes back, so the
+    time budget's predictions learn from measured fits while the search runs.
+    """
     from joblib import Parallel
 
     from pipeline.search.backends import streams_results
@@ -336,18 +332,20 @@ def _run_tasks(tasks, opts: dict, n_fits: int, tqdm):
             yield call
 
     # On a cluster backend, -1 means every core of the cluster (the backend counts them).
-    n_jobs = _n_jobs(opts) if opts["backend"] == "loky" else int(opts["n_jobs"])
+    n_jobs = _n_jobs(cfg) if cfg.backend == "loky" else int(cfg.n_jobs)
     # return_as="generator" keeps launch order, so results line up with `tagged`; launching
     # is lazy (pre_dispatch), which is what lets the time budget stop new candidates.
     parallel = Parallel(n_jobs=n_jobs, pre_dispatch="n_jobs",
-                        return_as="generator" if streams_results(opts["backend"]) else "list")
-    bar = tqdm(total=n_fits, desc="fits", unit="fit", disable=not opts["progress"],
+                        return_as="generator" if streams_results(cfg.backend) else "list")
+    bar = tqdm(total=n_fits, desc="fits", unit="fit", disable=not cfg.progress,
                dynamic_ncols=True)
     out = []
     try:
         for i, res in enumerate(parallel(calls())):
             cand, fold = tagged[i]
             out.append((cand, fold, res))
+            if finished is not None:
+                finished(cand, fold, res["fit_s"] + res["score_s"] if "score" in res else None)
             bar.update(1)
             if "score" in res:
                 bar.set_postfix_str(f"{cand.entry.name} {res['score']:.3f}", refresh=False)
