@@ -1,11 +1,13 @@
 """Options shared by the CLI and TOML config files.
 
 Each command declares its options once, as a tuple of `Option`. From that one list we build the
-argparse flags *and* validate config files, so a key in `configs/*.toml` and a flag on the
-command line can never drift apart. Precedence: built-in default < config file < command line.
+argparse flags, validate config files and generate the command's typed settings class
+(pipeline/settings.py), so a key in `configs/*.toml`, a flag on the command line and an attribute
+can never drift apart. Precedence: built-in default < config file < command line.
 
 Usage:
-    opts = resolve_options(args, EXTRACT_OPTIONS, section="extract")
+    add_options(parser, EXTRACT_OPTIONS)
+    config = ExtractConfig.from_cli(parser.parse_args())
 """
 
 from __future__ import annotations
@@ -94,42 +96,6 @@ def load_config_file(path: str | Path, section: str) -> dict:
         raise ConfigError(f"config file {path} has no [{section}] table (found: {', '.join(tables)}); "
                           f"put the {section} options under [{section}].")
     return dict(doc)
-
-
-def resolve_options(args: argparse.Namespace | dict, options: Sequence[Option],
-                    section: str, config_path: str | Path | None = None) -> dict:
-    """Merges defaults, the config file and the CLI into one validated dict."""
-    cli = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    config_path = config_path or cli.get("config")
-    by_name = {opt.name: opt for opt in options}
-    resolved = {opt.name: opt.default for opt in options}
-    if config_path:
-        for key, value in load_config_file(config_path, section).items():
-            key = key.replace("-", "_")
-            if key not in by_name:
-                raise ConfigError(f"unknown option '{key}' in {config_path} [{section}]; "
-                                  f"valid options: {', '.join(sorted(by_name))}")
-            resolved[key] = _coerce(by_name[key], value, source=str(config_path))
-    for name, opt in by_name.items():
-        if cli.get(name) is not None:
-            resolved[name] = _coerce(opt, cli[name], source="the command line")
-    return resolved
-
-
-def with_defaults(options: dict | None, option_list: Sequence[Option], command: str) -> dict:
-    """Options given to a library entry point (`fit_head(...)`, `run_grid_search(...)`), checked
-    like the CLI's: unknown keys refused, types and choices validated, the rest defaulted."""
-    by_name = {opt.name: opt for opt in option_list}
-    given = {k: v for k, v in (options or {}).items() if k != "config"}
-    unknown = sorted(set(given) - set(by_name))
-    if unknown:
-        raise ConfigError(f"unknown {command} option(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(sorted(by_name))}")
-    resolved = {name: opt.default for name, opt in by_name.items()}
-    for name, value in given.items():
-        if value is not None:
-            resolved[name] = _coerce(by_name[name], value, source=f"the {command} options")
-    return resolved
 
 
 def _coerce(opt: Option, value: Any, source: str) -> Any:

@@ -12,6 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import Option
+from pipeline.settings import settings_class
+
+DEMO_OPTIONS = (
+    Option("backbone", str, "resnet50", "backbone to extract with", metavar="NAME"),
+    Option("weights", str, "none", "none (random, offline), imagenet, or a weights file",
+           metavar="none|imagenet|FILE"),
+    Option("input_size", int, 32, "input size of the backbone", metavar="PIXELS"),
+    Option("cache_dir", str, "cache", "where the digits, the store and the runs go", metavar="DIR"),
+    Option("out", str, None, "folder of the run folders [default: CACHE_DIR/runs]", metavar="DIR"),
+    Option("time_budget", float, 90.0, "seconds the grid-search may take"),
+    Option("progress", bool, True, "show progress bars"),
+)
+
+# The typed, frozen settings of `demo` (pipeline/settings.py).
+DemoConfig = settings_class("DemoConfig", DEMO_OPTIONS, section="demo", command="demo")
+
 
 def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
                         seed: int = 0) -> Path:
@@ -37,36 +54,41 @@ def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
     return root
 
 
-def run_demo(opts: dict, echo=print) -> Path:
-    """extract -> fit-head -> grid-search -> audit on the digits; returns the last run folder."""
+def run_demo(options=None, echo=print) -> Path:
+    """extract -> fit-head -> grid-search -> audit on the digits; returns the last run folder.
+
+    Args:
+        options: a `DemoConfig`, or a mapping of any subset of its options.
+    """
     from pipeline.extract.options import ExtractConfig
     from pipeline.extract.run import run_extraction
 
-    cache = Path(opts.get("cache_dir") or "cache")
+    cfg = DemoConfig.from_mapping(options)
+    cache = Path(cfg.cache_dir)
     data = write_digits_folder(cache / "demo" / "digits")
-    weights = opts.get("weights") or "none"
+    weights = cfg.weights
     if weights == "none":
         echo("demo weights: none -- RANDOM, untrained backbone weights (works offline). "
              "Pass --weights imagenet or --weights FILE for pretrained vectors.")
     else:
         echo(f"demo weights: {weights}")
-    echo(f"[1/4] extract: {opts['backbone']} over {data} (1,797 digit images, 32x32)")
+    echo(f"[1/4] extract: {cfg.backbone} over {data} (1,797 digit images, 32x32)")
     config = ExtractConfig.from_mapping({
-        "data": str(data), "backbone": opts["backbone"], "weights": weights,
-        "input_size": opts["input_size"], "batch_size": 64, "cache_dir": str(cache),
-        "progress": opts.get("progress", True)})
+        "data": str(data), "backbone": cfg.backbone, "weights": weights,
+        "input_size": cfg.input_size, "batch_size": 64, "cache_dir": str(cache),
+        "progress": cfg.progress})
     result = run_extraction(config, echo=echo)
     echo(result.summary())
     echo(f"store: {result.path}")
     last = result.path
-    runs = Path(opts.get("out") or cache / "runs")
+    runs = Path(cfg.out or cache / "runs")
     try:
         from pipeline.fit.run import fit_head
     except ImportError:
         fit_head = None
     if fit_head is not None:
         echo("[2/4] fit-head: dense head on the cached vectors")
-        run_dir = fit_head(result.path, {"epochs": 60, "progress": opts.get("progress", True)},
+        run_dir = fit_head(result.path, {"epochs": 60, "progress": cfg.progress},
                            out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
         last = run_dir
@@ -78,8 +100,8 @@ def run_demo(opts: dict, echo=print) -> Path:
         echo("[3/4] grid-search: classifiers compared on the same cache")
         from pipeline.search.options import SearchConfig
 
-        search = SearchConfig.from_mapping({"time_budget": opts.get("time_budget", 90),
-                                            "progress": opts.get("progress", True)})
+        search = SearchConfig.from_mapping({"time_budget": cfg.time_budget,
+                                            "progress": cfg.progress})
         last = run_grid_search(result.path, search, out_dir=runs, echo=echo)
     from pipeline.audit.options import AuditConfig
     from pipeline.audit.run import run_audit

@@ -219,6 +219,8 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
     labels = store.column("labels")
     return {
         "store": str(store.path.resolve()), "store_key": store.key, "n_rows": len(store),
+        # The vector key says which vectors; the fingerprint says which files they came from.
+        "source_fingerprint": store.provenance.get("source_fingerprint"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {
             "duplicate_pairs": len(dupes),

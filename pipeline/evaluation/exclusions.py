@@ -42,8 +42,9 @@ def read_audit_summary(store) -> dict | None:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None
-    if summary.get("store_key") != store.key or summary.get("n_rows") != len(store):
-        return None  # the store was re-extracted or grew since: the audit is stale
+    if summary.get("store_key") != store.key or summary.get("n_rows") != len(store) or \
+            summary.get("source_fingerprint") != store.provenance.get("source_fingerprint"):
+        return None  # other vectors, or the same settings over other files: the audit is stale
     return summary
 
 

@@ -28,14 +28,15 @@ import time
 # Prior cost of one fit: (seconds of fixed overhead, seconds per million cells of the training
 # fold, i.e. rows x features), measured with each family's default-grid parameters on one core
 # (400 x 64 and 1,200 x 256 random vectors, 5 classes; the digits demo's 1,078 x 2,048, where
-# logistic regression took 0.2 s at C = 1 and 14 s at C = 0.01). Only the order and the rough
-# size matter: a family's own measured fits replace its prior as soon as one finishes.
+# logistic regression took 0.2 s at C = 1 and 14 s at C = 0.01: its prior is at C = 1 and
+# COST_PARAMS scales it by 1 / C below that). Only the order and the rough size matter: a
+# family's own measured fits replace its prior as soon as one finishes.
 FAMILY_COST = {
     "knn": (0.005, 0.05),
     "linear_svm": (0.01, 0.4),
     "rbf_svm": (0.01, 0.6),
     "random_forest": (0.1, 3.0),  # 6.4, 4.9 and 1.6 s per million cells: sqrt(d) features
-    "logistic_regression": (0.05, 6.0),
+    "logistic_regression": (0.05, 0.5),  # at C = 1
     "hist_gradient_boosting": (2.0, 60.0),
     "keras_head": (5.0, 200.0),  # model building and Keras start-up, then the epochs
 }
@@ -45,11 +46,15 @@ UNKNOWN_FAMILY_COST = (1.0, 60.0)
 # be stopped once launched.
 UNMEASURED_MARGIN = 2.0
 
-# A parameter that multiplies a family's cost, and the value its prior was measured with.
+# A parameter that scales a family's cost, the value its prior was measured with, and how:
+# "linear" (cost grows with the value) or "inverse" (grows as the value falls below the
+# reference, never below the reference's cost: lbfgs needs more iterations under a strong L2
+# penalty on these vectors).
 COST_PARAMS = {
-    "random_forest": ("clf__n_estimators", 100),
-    "hist_gradient_boosting": ("clf__max_iter", 200),
-    "keras_head": ("clf__epochs", 60),
+    "random_forest": ("clf__n_estimators", 100, "linear"),
+    "hist_gradient_boosting": ("clf__max_iter", 200, "linear"),
+    "keras_head": ("clf__epochs", 60, "linear"),
+    "logistic_regression": ("clf__C", 1.0, "inverse"),
 }
 
 
@@ -64,16 +69,19 @@ class CostModel:
         self.lock = threading.Lock()
 
     def factor(self, cand) -> float:
-        key, reference = COST_PARAMS.get(cand.entry.family, (None, 1))
+        key, reference, how = COST_PARAMS.get(cand.entry.family, (None, 1, "linear"))
         if key is None:
             return 1.0
         value = cand.params.get(key)
         if value is None and cand.entry.name in self.pipelines:
             value = self.pipelines[cand.entry.name].get_params().get(key)
         try:
-            return max(float(value) / reference, 0.01)
-        except (TypeError, ValueError):
+            ratio = float(value) / reference
+        except (TypeError, ValueError, ZeroDivisionError):
             return 1.0
+        if how == "inverse":
+            return max(1.0 / max(ratio, 1e-6), 1.0)
+        return max(ratio, 0.01)
 
     def prior(self, cand) -> float:
         overhead, per_cell = FAMILY_COST.get(cand.entry.family, UNKNOWN_FAMILY_COST)

@@ -61,4 +61,4 @@ def test_fit_head_leaves_blank_rows_out_and_says_so(tmp_path):
     seen = {r["id"] for name in ("val", "test") for r in read_csv(run_dir / f"predictions_{name}.csv")}
     assert seen and not seen & blank_ids
     assert metrics["split"]["n_test"] + metrics["split"]["n_val"] + \
-        metrics["split"]["n_train"] == 96 - len(blank_ids)
+        metrics["split"]["n_train"] + metrics["split"]["n_calibration"] == 96 - len(blank_ids)
