@@ -46,7 +46,7 @@ def _store_paths_absolute(config: ExtractConfig) -> ExtractConfig:
 def _choose_backend_before_keras_loads(config: ExtractConfig) -> ExtractConfig:
     """This process only extracts: run the engine in-process rather than in a worker."""
     from pipeline.extract.engines import choose_engine
-    from pipeline.extract.plugins import load_plugins
+    from pipeline.plugins import load_plugins
 
     load_plugins(config.plugin)  # a plugin may register the engine
     engine = choose_engine(config)

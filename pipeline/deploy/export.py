@@ -156,7 +156,7 @@ def export_model(run_dir, options=None, echo=print) -> Path:
 
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.feature_model import build_feature_model
-    from pipeline.extract.plugins import load_plugins
+    from pipeline.plugins import load_plugins
     from pipeline.extract.sources import create_reader
 
     cfg = ExportConfig.from_mapping(options).replace(run_dir=str(run_dir))

@@ -149,7 +149,7 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     checked before anything is extracted or built."""
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.weights import weights_identity
-    from pipeline.extract.plugins import load_plugins
+    from pipeline.plugins import load_plugins
     from pipeline.extract.run import vector_settings
     from pipeline.extract.sources import create_reader
 

@@ -218,7 +218,7 @@ class ShardExtractor:
         from pipeline.extract.engines import active_backend, get_engine
         from pipeline.extract.forward_pass import build_model
         from pipeline.extract.options import ExtractConfig
-        from pipeline.extract.plugins import load_plugins
+        from pipeline.plugins import load_plugins
         from pipeline.extract.sources import create_reader
 
         config = ExtractConfig.from_mapping(config)

@@ -19,7 +19,7 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     from pipeline.errors import PipelineError
     from pipeline.extract.options import ExtractConfig
-    from pipeline.extract.plugins import load_plugins
+    from pipeline.plugins import load_plugins
     from pipeline.extract.run import run_extraction
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.config import Option
 from pipeline.errors import ConfigError
 from pipeline.extract.engines import engine_names, get_engine
-from pipeline.extract.plugins import plugin_names
+from pipeline.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
 
 

@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
-from pipeline.extract.plugins import load_plugins
+from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover
 
 @dataclass

@@ -105,6 +105,16 @@ FAMILIES: dict[str, Callable] = {
 LINEAR_FAMILIES = ("logistic_regression", "linear_svm")
 
 
+def register_family(name: str, factory: Callable, *, overwrite: bool = False) -> Callable:
+    """Makes `family = "<name>"` usable in a grid: `factory(n_samples, n_features, seed)`
+    returns an unfitted scikit-learn classifier (with `predict_proba` for the leaderboard's
+    log loss). Call it from a plugin module (`grid-search --plugin MODULE`)."""
+    if name in FAMILIES and not overwrite:
+        raise ValueError(f"classifier family '{name}' is already registered")
+    FAMILIES[name] = factory
+    return factory
+
+
 @dataclass
 class GridEntry:
     """One `[models.<name>]` table: a family, its preprocessing and its parameter grid."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.plugins import plugin_names
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings, settings_class
 
@@ -33,6 +34,9 @@ GRID_SEARCH_OPTIONS = (
     Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
     Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar over the fits"),
+    Option("plugin", plugin_names, (), "modules to import first, which register classifier "
+           "families (register_family) for the grid (comma separated; also the "
+           "featcache.plugins entry points)", metavar="MODULE[,MODULE]"),
     Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
            "`audit` found between search and test rows (needs a current audit of the store)"),
     Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "

@@ -152,11 +152,13 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
     from pipeline.config import write_toml
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
+    from pipeline.plugins import load_plugins
     from pipeline.evaluation.splits import cv_splitter, store_groups
     from pipeline.search.checks import fold_score_warnings, search_data_warnings
 
     cfg = SearchConfig.from_mapping(options)
     store_path = Path(store_path).resolve()
+    load_plugins(cfg.plugin)  # before the grid is read: a family may be a plugin's
     entries = load_grid(cfg.grid_file)
     if cfg.model_names:
         wanted = cfg.model_names

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.extract.engines import installed
-from pipeline.extract.plugins import load_plugins
+from pipeline.plugins import load_plugins
 from pipeline.extract.run import run_extraction
 from pipeline.store.feature_store import open_store
 from tests.conftest import write_images
