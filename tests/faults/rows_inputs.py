@@ -48,6 +48,7 @@ def build(root):
     (inside / "cache/inside-tiny_trunk-pooled-0123456789.h5").write_bytes(b"")
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(inside / "audit-1/thumb.png")
     (inside / "audit-1/report.html").write_text("<html></html>")
+    (inside / "audit-1/summary.json").write_text("{}")
     (inside / "marked/.featcache-output").write_text("")
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(inside / "marked/plot.png")
     f["inside"] = inside
