@@ -20,7 +20,9 @@ def _extract(argv, **kw):
     return main(["extract", *argv])
 
 
-def test_a_fifo_in_a_manifest_is_a_failure_not_a_hang(tmp_path, capsys):
+@pytest.mark.parametrize("decode", ["threads", "processes"])
+def test_a_fifo_in_a_manifest_is_a_failure_not_a_hang(tmp_path, capsys, decode):
+    """Threads (prefetch.py) and processes (decode_pool.py) alike look before they open."""
     weights = register_tiny_trunk(tmp_path / "tiny.weights.h5")
     pets = write_images(tmp_path / "pets", per_class=2, size=(24, 24))
     os.mkfifo(pets / "cat" / "pipe.png")
@@ -29,7 +31,8 @@ def test_a_fifo_in_a_manifest_is_a_failure_not_a_hang(tmp_path, capsys):
         f"{c}/{c}_{i}.png,{c}\n" for c in ("cat", "dog") for i in range(2)) + "cat/pipe.png,cat\n")
     started = time.monotonic()
     code = _extract(["--data", str(manifest), "--backbone", "tiny_trunk", "--weights",
-                     str(weights), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+                     str(weights), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                     "--decode", decode, "--workers", "2"])
     assert time.monotonic() - started < 120
     assert code == 0, capsys.readouterr().err
     from pipeline.store.feature_store import open_store
