@@ -142,7 +142,7 @@ CASES = [Fault(*row) for row in [
     ("extract-workers-huge", ["extract", "--data", "{pets}", "--workers", "100000"],
      "--workers"),
     # Manifests: one clear error naming the row and the fix.
-    ("extract-manifest-latin1", ["extract", "--data", "{latin1_csv}"], "UTF-8"),
+    ("extract-manifest-latin1", ["extract", "--data", "{latin1_csv}"], ":3: the manifest is not UTF-8"),
     ("extract-manifest-path-5000-chars", ["extract", "--data", "{long_path_csv}"], ":3:"),
     ("extract-manifest-field-200k-chars", ["extract", "--data", "{huge_field_csv}"], ":3:"),
     ("extract-manifest-empty-path", ["extract", "--data", "{empty_path_csv}"], ":3: empty path"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import stat
 from pathlib import Path
 
 from pipeline.errors import DataError
@@ -201,17 +200,28 @@ def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs:
 
 def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
     root = csv_path.parent
-    line_no = 1
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
             samples = _manifest_rows(csv_path, csv.DictReader(fh), require_labels)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"manifest {csv_path} is not UTF-8 text (byte {exc.start} holds "
-                        f"0x{exc.object[exc.start]:02x}, e.g. Latin-1 or Windows-1252); save it "
-                        "as UTF-8 (\"CSV UTF-8\" in spreadsheet programs) and run again.") from None
+    except UnicodeDecodeError:
+        line_no, byte = _first_line_not_utf8(csv_path)
+        raise DataError(f"{csv_path}:{line_no}: the manifest is not UTF-8 text (that row holds "
+                        f"byte 0x{byte:02x}, e.g. Latin-1 or Windows-1252); save it as UTF-8 "
+                        "(\"CSV UTF-8\" in spreadsheet programs) and run again.") from None
     if not samples:
         raise DataError(f"manifest {csv_path} lists no files")
     return _finish(root, samples, csv_path.stem)
+
+
+def _first_line_not_utf8(csv_path: Path) -> tuple:
+    """(line number, first odd byte) of the first line of a file that is not UTF-8."""
+    with csv_path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return line_no, raw[exc.start]
+    return 1, 0
 
 
 def _manifest_rows(csv_path: Path, reader, require_labels: bool) -> list:
