@@ -35,6 +35,7 @@ class Option:
     metavar: str | None = None
     aliases: tuple = field(default_factory=tuple)
     minimum: float | None = None  # smallest value allowed (a batch size of 0 is refused up front)
+    maximum: float | None = None  # largest value allowed (a count no input or memory can hold)
 
     @property
     def flag(self) -> str:
@@ -116,6 +117,8 @@ def _coerce(opt: Option, value: Any, source: str) -> Any:
                           f"received: {value!r}")
     if opt.minimum is not None and value < opt.minimum:
         raise ConfigError(f"{named} must be at least {as_typed(opt.minimum)}; received: {value!r}")
+    if opt.maximum is not None and value > opt.maximum:
+        raise ConfigError(f"{named} must be at most {as_typed(opt.maximum)}; received: {value!r}")
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.deploy.options import PredictConfig
-from pipeline.errors import ConfigError, StoreError, WeightsError
+from pipeline.errors import ConfigError, DataError, StoreError, WeightsError
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
 
@@ -252,6 +252,10 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
         extract_opts["calibration"] = trained["calibration"]
     result = run_extraction(extract_opts, progress=cfg.progress, echo=echo,
                             require_labels=False)
+    if result.n_samples and not result.n_rows:  # as extract: nothing to score is an error
+        raise DataError(f"none of the {result.n_samples} file(s) could be decoded, so there is "
+                        f"nothing to predict; `run_pipeline.py info {result.path}` lists each "
+                        "file's reason. Fix or replace the files and run predict again.")
     with open_store(result.path) as store:
         refuse_other_vectors(trained, store.provenance, f"new vectors (store {store.path.name})")
         run = load_run(run_dir, provenance=store.provenance, calibrate=cfg.calibrate)

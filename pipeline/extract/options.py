@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import os
+
 from pipeline.config import Option
 from pipeline.errors import ConfigError
 from pipeline.extract.engines import engine_names, get_engine
 from pipeline.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
+
+# Upper bounds of the counts a user sets, far above any real use and far below what would
+# exhaust memory or run for days (`--fps 1e9` makes a 4-second video 4e9 frames).
+MAX_INPUT_SIZE = 4096
+MAX_BATCH_SIZE = 16384
+MAX_WORKERS = 256
+MAX_CLIP_FRAMES = 1024
+MAX_STRIDE = 100_000
+MAX_NUM_CLIPS = 1000
+MAX_FPS = 1000.0
+DEFAULT_INPUT_SIZE = 224  # most backbones' size, for the memory check when none is given
+# One batch of float32 pixels may take at most this share of the memory available now.
+BATCH_MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux' MemAvailable), or None where it cannot be told."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 EXTRACT_OPTIONS = (
@@ -20,12 +50,13 @@ EXTRACT_OPTIONS = (
            "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
-           metavar="PIXELS", minimum=1),
+           metavar="PIXELS", minimum=1, maximum=MAX_INPUT_SIZE),
     Option("resize", str, "squash", "how images meet the input size",
            choices=("squash", "center_crop")),
-    Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1),
+    Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1,
+           maximum=MAX_BATCH_SIZE),
     Option("workers", int, None, "decoding threads or processes [default: one per core, at "
-           "most 32]", minimum=1),
+           "most 32]", minimum=1, maximum=MAX_WORKERS),
     Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
            "images on machines with 8+ cores; processes for clips only when asked, as each "
            "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
@@ -54,12 +85,16 @@ EXTRACT_OPTIONS = (
     Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
            "one is started]", metavar="ADDRESS"),
     # Clip options (C3D); ignored for still-image backbones.
-    Option("frames", int, 16, "frames per clip (clip backbones)"),
+    Option("frames", int, 16, "frames per clip (clip backbones)", minimum=1,
+           maximum=MAX_CLIP_FRAMES),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
     Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
-    Option("stride", int, 8, "frames between clip starts for --sampling stride"),
-    Option("num_clips", int, 10, "clips per video for --sampling uniform"),
-    Option("fps", float, None, "resample frames to this rate from their timestamps"),
+    Option("stride", int, 8, "frames between clip starts for --sampling stride", minimum=1,
+           maximum=MAX_STRIDE),
+    Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
+           maximum=MAX_NUM_CLIPS),
+    Option("fps", float, None, "resample frames to this rate from their timestamps",
+           maximum=MAX_FPS),
     Option("aggregate", str, "mean", "per-video mean of clip features, or one row per clip",
            choices=("mean", "per_clip")),
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
@@ -74,6 +109,7 @@ class _ExtractRules(Settings):
     """The rules across extract options, checked once wherever the settings are built."""
 
     def validate(self) -> None:
+        self._check_batch_memory()
         if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
             get_engine(self.engine).check(self)
         if self.aggregate == "per_clip" and self.l2_normalize:
@@ -82,6 +118,18 @@ class _ExtractRules(Settings):
                               "Leave out --l2-normalize (normalise clip rows in stage two, e.g. "
                               "grid-search's l2_normalize preprocessing), or use --aggregate "
                               "mean.")
+
+    def _check_batch_memory(self) -> None:
+        """One batch of pixels (batch x size^2 x 3 float32) must fit in memory, checked before
+        any model is built, instead of a MemoryError deep in the forward pass."""
+        size = self.input_size or DEFAULT_INPUT_SIZE
+        need = self.batch_size * size * size * 3 * 4
+        have = available_memory()
+        if have is not None and need > BATCH_MEMORY_SHARE * have:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} at --input-size {size} needs {need / 1e9:.1f} GB "
+                f"of memory for one batch of pixels, more than half of the {have / 1e9:.1f} GB "
+                "available; lower --batch-size or --input-size.")
 
 # The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
 ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract",

@@ -24,7 +24,7 @@ import numpy as np
 from pipeline.store import feature_store as fs
 from pipeline.store import vector_identity
 from pipeline.extract import journal
-from pipeline.extract.backbones import get_backbone
+from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
 from pipeline.errors import ConfigError
@@ -32,7 +32,7 @@ from pipeline.extract.engines import active_backend, choose_engine, run_in_worke
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
 from pipeline.plugins import load_plugins
-from pipeline.extract.sources import create_reader, discover
+from pipeline.extract.sources import create_reader, discover, reader_class_for
 
 @dataclass
 class ExtractResult:
@@ -134,6 +134,11 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     progress = cfg.progress if progress is None else progress
     started = time.perf_counter()
     load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
+    # The inputs are listed and checked before any backend is imported (that takes tens of
+    # seconds): a bad manifest is refused at once, and the file count is the first line.
+    listed_by = reader_class_for(kind_of(cfg.backbone))
+    dataset = _discover(cfg, listed_by, require_labels)
+    echo(f"found {len(dataset.samples)} file(s) in {dataset.root}")
     engine = choose_engine(cfg)
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
@@ -142,8 +147,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     spec = get_backbone(cfg.backbone)
     input_shape = spec.input_shape_for(cfg.input_size)
     reader = create_reader(spec, input_shape, cfg)
-    dataset = discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
-                       require_labels=require_labels)
+    if type(reader) is not listed_by:  # another reader lists other files: list them again
+        dataset = _discover(cfg, reader, require_labels)
     clip_rows = reader.rows_per_file is None  # one row per clip, not per file
     weights_id = weights_identity(cfg.weights)
     settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
@@ -216,6 +221,13 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
                          time.perf_counter() - started, False, steady_rate, n_inputs, spec.kind,
                          reader.unit)
+
+
+def _discover(cfg: ExtractConfig, reader, require_labels: bool):
+    """The dataset as `reader` (a reader or its class) sees it, never the tool's own output
+    folders: the cache folder may lie inside the data folder."""
+    return discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
+                    require_labels=require_labels, skip=(cfg.cache_dir or "cache",))
 
 
 def _weights_label(weights: str, weights_id: str) -> str:

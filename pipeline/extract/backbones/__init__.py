@@ -48,6 +48,17 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def kind_of(name: str) -> str:
+    """The kind of backbone `name` (what its reader reads) without importing Keras, so the data
+    can be listed and checked before the backend loads: a registered backbone's own kind
+    (plugins and c3d register at import, cheaply), else `image`, the kind of every
+    keras.applications model. An unknown name is refused later, by `get_backbone`."""
+    from pipeline.extract.backbones import c3d  # noqa: F401  (registers c3d; Keras stays lazy)
+
+    spec = _REGISTRY.get(name.strip())
+    return spec.kind if spec is not None else "image"
+
+
 def get_backbone(name: str) -> BackboneSpec:
     """Returns the spec for `name` (registered, or any keras.applications model)."""
     _load_builtin_backbones()
@@ -64,4 +75,4 @@ def get_backbone(name: str) -> BackboneSpec:
     return spec
 
 
-__all__ = ["BackboneSpec", "register_backbone", "get_backbone", "list_backbones"]
+__all__ = ["BackboneSpec", "register_backbone", "get_backbone", "kind_of", "list_backbones"]

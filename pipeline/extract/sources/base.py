@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.errors import ResourceError
+from pipeline.errors import DecodeError, ResourceError
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIR_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -74,8 +76,50 @@ def environment_problem(exc: BaseException, path) -> ResourceError | None:
 
 
 def file_stamp(path: Path) -> str:
-    st = path.stat()
+    """"size:mtime_ns" of what `path` names; a link that leads nowhere is stamped by its target,
+    so the file is looked at again once the target exists."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        try:
+            return f"link:{os.readlink(path)}"
+        except OSError:
+            return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file that is neither regular nor a folder is ("a FIFO"), else None."""
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+
+
+def require_regular(path) -> None:
+    """Refuses, before anything opens it, a path that is not a regular file or a folder: a
+    FIFO or device would block or never end, a symlink loop or dangling symlink cannot be read.
+    Only os.stat is called (it never blocks on a FIFO).
+
+    Raises:
+        DecodeError: the path is such a thing (recorded as the file's failure).
+        ResourceError: the machine failed (permission denied, a file that vanished).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DecodeError("symlink loop: the link leads back to itself; point it at a "
+                              "file or remove it") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise DecodeError(f"dangling symlink: its target {os.readlink(path)} does not "
+                              "exist") from None
+        raise environment_problem(exc, path) or exc from None
+    kind = special_kind(mode)
+    if kind is not None:
+        raise DecodeError(f"not a regular file ({kind}); only regular files and frame folders "
+                          "are read")
 
 
 @dataclass(frozen=True)

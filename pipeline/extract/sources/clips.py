@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DecodeError
-from pipeline.extract.sources.base import ClipRecipe, environment_problem
+from pipeline.extract.sources.base import ClipRecipe, environment_problem, require_regular
 from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, LazyFrame, first_line,
                                              folder_frames, gif_frames, video_frames)
 from pipeline.extract.sources.images import to_rgb
@@ -181,6 +181,7 @@ class ClipReader:
             ResourceError: the machine failed (permission, open files, memory, vanished file).
         """
         path = Path(path)
+        require_regular(path)
         chunk = []
         try:
             for clip in self.clips(path):

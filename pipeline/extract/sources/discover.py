@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 from pipeline.errors import DataError
-from pipeline.extract.sources.base import SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp
+from pipeline.extract.sources.base import (SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp,
+                                           special_kind)
 
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
 # The still images a frame folder (one clip, with leaf_dirs) may hold, and nothing else.
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Folders the tool writes are never data, even inside the data folder (a default `cache/` of a
+# run started there): a folder holding the ownership marker, a run folder (run.json), an
+# audit folder (summary.json beside report.html) or a feature store named as `extract` names it.
+OWNERSHIP_MARKER = ".featcache-output"
+_STORE_NAME = re.compile(r".+-.+-.+-[0-9a-f]{10}\.h5")
+# csv's default field limit (131,072 characters) is raised so that an over-long field gets our
+# message with its row, not csv's; no path or label is anywhere near this long.
+_FIELD_LIMIT = 1 << 24
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: a longer manifest path cannot name a file
 
 
 def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True,
-             leaf_dirs: bool = False) -> Dataset:
+             leaf_dirs: bool = False, skip: tuple = ()) -> Dataset:
     """Returns the dataset at `data` (folder or .csv).
 
     Args:
@@ -30,11 +41,19 @@ def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True
         extensions: lower-case file suffixes to take (".jpg", ...).
         require_labels: False lets a flat folder or single file through, unlabelled (predict).
         leaf_dirs: also take folders whose files are all frames (one clip per folder).
+        skip: folders never to collect (the cache folder), besides the tool's own outputs.
     """
     path = Path(data).expanduser()
-    if not path.exists():
+    try:
+        mode = os.stat(path).st_mode  # stat only: opening a FIFO would block
+    except OSError:
+        mode = None
+    if mode is None:
         raise DataError(f"data not found: {data}. Pass a folder of class folders or a CSV "
                         "manifest with --data.")
+    if special_kind(mode):
+        raise DataError(f"--data {data} is {special_kind(mode)}, not a folder or a CSV manifest; "
+                        "pass a folder of class folders or a CSV file saved on disk.")
     if path.is_file() and path.suffix.lower() == ".csv":
         return _from_manifest(path, require_labels)
     if path.is_file():
@@ -42,7 +61,21 @@ def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True
             raise DataError(f"--data {data} is a single file; training data must be a folder of "
                             "class folders or a CSV manifest with path,label columns.")
         return _finish(path.parent, [_sample(path, path.parent, "", "", "")], path.stem)
-    return _from_folder(path, extensions, require_labels, leaf_dirs)
+    skip = frozenset(os.path.abspath(os.path.expanduser(p)) for p in skip)
+    return _from_folder(path, extensions, require_labels, leaf_dirs, skip)
+
+
+def is_tool_output(folder: Path, skip=frozenset()) -> bool:
+    """Whether `folder` is one the tool wrote (see OWNERSHIP_MARKER) or one of `skip`."""
+    if os.path.abspath(folder) in skip:
+        return True
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return False
+    return (OWNERSHIP_MARKER in names or "run.json" in names or
+            {"summary.json", "report.html"} <= names or
+            any(_STORE_NAME.fullmatch(n) for n in names))
 
 
 def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sample:
@@ -52,7 +85,7 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.as_posix()
-    stamp = _folder_stamp(path) if path.is_dir() else file_stamp(path)
+    stamp = _folder_stamp(path) if path.is_dir() and not path.is_symlink() else file_stamp(path)
     return Sample(id=text_id(rel), path=path, label=text_id(label), split=split, group=group,
                   stamp=stamp)
 
@@ -77,7 +110,38 @@ def _folder_stamp(folder: Path) -> str:
             f"{max((st.st_mtime_ns for st in stats), default=0)}")
 
 
-def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool) -> list[Path]:
+def _entries(folder: Path, skip) -> list[Path]:
+    """Every path below `folder`, sorted, as rglob lists them (symlinked folders are not
+    entered), leaving out hidden names and the folders the tool wrote."""
+    found = []
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return found
+    for entry in children:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if is_tool_output(entry, skip):
+                continue
+            found.append(entry)
+            found += _entries(entry, skip)
+        else:
+            found.append(entry)
+    return found
+
+
+def _unreadable(entry: Path) -> bool:
+    """A symlink loop, a dangling symlink, a FIFO or a device: listed, so that reading it
+    records why it is no input instead of passing it over in silence."""
+    try:
+        return special_kind(os.stat(entry).st_mode) is not None
+    except OSError:
+        return os.path.islink(entry)
+
+
+def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool,
+                 skip=frozenset()) -> list[Path]:
     found = []
     frame_folders: dict[Path, bool] = {}  # asked once per folder, not once per file in it
 
@@ -86,10 +150,10 @@ def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool) -> list[Path]
             frame_folders[path] = _is_frame_folder(path, extensions)
         return frame_folders[path]
 
-    for entry in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in entry.relative_to(folder).parts):
-            continue
-        if entry.is_file() and entry.suffix.lower() in extensions:
+    for entry in sorted(_entries(folder, skip)):
+        if entry.suffix.lower() in extensions and not entry.is_dir() and _unreadable(entry):
+            found.append(entry)
+        elif entry.is_file() and entry.suffix.lower() in extensions:
             if leaf_dirs and entry.parent != folder and is_frame_folder(entry.parent):
                 continue  # frames of a clip folder are read together, not one by one
             found.append(entry)
@@ -104,60 +168,124 @@ def _is_frame_folder(folder: Path, extensions: tuple) -> bool:
         not any(p.is_dir() for p in folder.iterdir())
 
 
-def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs: bool) -> Dataset:
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs: bool,
+                 skip=frozenset()) -> Dataset:
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and not is_tool_output(p, skip))
     split_dirs = [(SPLIT_DIR_NAMES[p.name.lower()], p) for p in subdirs
                   if p.name.lower() in SPLIT_DIR_NAMES]
     layout = split_dirs if split_dirs else [("", root)]
     samples = []
     for split, folder in layout:
-        class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                            and not is_tool_output(p, skip))
         if leaf_dirs:  # a class folder that is itself a clip of frames is no class folder
             class_dirs = [p for p in class_dirs if not _is_frame_folder(p, extensions)] or class_dirs
         for class_dir in class_dirs:
-            for item in _list_inputs(class_dir, extensions, leaf_dirs):
+            for item in _list_inputs(class_dir, extensions, leaf_dirs, skip):
                 samples.append(_sample(item, root, class_dir.name, split, ""))
     if not require_labels and not split_dirs:  # predict: loose files beside subfolders count too
-        loose = [p for p in _list_inputs(root, extensions, leaf_dirs) if p.parent == root]
+        loose = [p for p in _list_inputs(root, extensions, leaf_dirs, skip) if p.parent == root]
         samples += [_sample(p, root, "", "", "") for p in loose]
     if not samples and not require_labels:
-        samples = [_sample(p, root, "", "", "") for p in _list_inputs(root, extensions, leaf_dirs)]
+        samples = [_sample(p, root, "", "", "")
+                   for p in _list_inputs(root, extensions, leaf_dirs, skip)]
     if not samples:
         kinds = ", ".join(sorted({e.lstrip('.') for e in extensions}))
         raise DataError(f"no input files found under {root} (looked for {kinds}); expected one "
                         "subfolder per class, optionally inside train/, val/ and test/.")
-    return _finish(root, samples, root.name)
+    # Named after the folder itself: `--data .` gives `photos-...h5`, not `-...h5`.
+    return _finish(root, samples, Path(os.path.abspath(root)).name or "data")
 
 
 def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
     root = csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            samples = _manifest_rows(csv_path, csv.DictReader(fh), require_labels)
+    except UnicodeDecodeError:
+        line_no, byte = _first_line_not_utf8(csv_path)
+        raise DataError(f"{csv_path}:{line_no}: the manifest is not UTF-8 text (that row holds "
+                        f"byte 0x{byte:02x}, e.g. Latin-1 or Windows-1252); save it as UTF-8 "
+                        "(\"CSV UTF-8\" in spreadsheet programs) and run again.") from None
+    if not samples:
+        raise DataError(f"manifest {csv_path} lists no files")
+    return _finish(root, samples, csv_path.stem)
+
+
+def _first_line_not_utf8(csv_path: Path) -> tuple:
+    """(line number, first odd byte) of the first line of a file that is not UTF-8."""
+    with csv_path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return line_no, raw[exc.start]
+    return 1, 0
+
+
+def _manifest_rows(csv_path: Path, reader, require_labels: bool) -> list:
+    root = csv_path.parent
+    old_limit = csv.field_size_limit(_FIELD_LIMIT)
+    try:
+        try:
+            fieldnames = reader.fieldnames
+        except csv.Error as exc:
+            raise DataError(f"{csv_path}:1: not a readable CSV header ({exc})") from None
+        columns = [c.strip().lower() for c in (fieldnames or [])]
         if "path" not in columns or (require_labels and "label" not in columns):
             raise DataError(f"manifest {csv_path} needs columns path,label (optional: split, "
                             f"group); found: {', '.join(columns) or 'no header'}")
         samples = []
-        for line_no, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            file = Path(row["path"])
-            if not file.is_absolute() and ".." in file.parts:
-                raise DataError(f"{csv_path}:{line_no}: {row['path']} points outside the "
-                                "manifest's folder; keep the files below the manifest (paths "
-                                "are relative to it) or give an absolute path.")
-            file = file if file.is_absolute() else root / file
-            if not file.exists():
-                raise DataError(f"{csv_path}:{line_no}: file not found: {row['path']} "
-                                "(paths are relative to the manifest's folder)")
-            split = row.get("split", "").lower()
-            split = SPLIT_DIR_NAMES.get(split, split)
-            if split and split not in SPLITS:
-                raise DataError(f"{csv_path}:{line_no}: split must be train, val or test; "
-                                f"received: {row.get('split')!r}")
-            samples.append(_sample(file, root, row.get("label", ""), split, row.get("group", "")))
-    if not samples:
-        raise DataError(f"manifest {csv_path} lists no files")
-    return _finish(root, samples, csv_path.stem)
+        rows = enumerate(reader, start=2)
+        while True:
+            try:
+                line_no, row = next(rows)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise DataError(f"{csv_path}:{reader.line_num}: not a readable CSV row ({exc}); "
+                                "check its quotes and separators.") from None
+            samples.append(_manifest_sample(csv_path, root, line_no, row, require_labels))
+    finally:
+        csv.field_size_limit(old_limit)
+    return samples
+
+
+def _manifest_sample(csv_path: Path, root: Path, line_no: int, row: dict,
+                     require_labels: bool) -> Sample:
+    where = f"{csv_path}:{line_no}"
+    row = {k.strip().lower(): (v or "").strip() for k, v in row.items()
+           if isinstance(k, str) and k and isinstance(v, (str, type(None)))}
+    for column, value in row.items():
+        if len(value) > MAX_PATH_CHARS:
+            raise DataError(f"{where}: the {column} field is {len(value):,} characters long (at "
+                            f"most {MAX_PATH_CHARS:,}); fix that row of the manifest.")
+    if not row.get("path"):
+        raise DataError(f"{where}: empty path; give each row the file's path (relative to the "
+                        "manifest's folder) or delete the row.")
+    if require_labels and not row.get("label"):
+        raise DataError(f"{where}: empty label for {row['path']}; give the row its class, or "
+                        "delete the row.")
+    file = Path(row["path"])
+    if not file.is_absolute() and ".." in file.parts:
+        raise DataError(f"{where}: {row['path']} points outside the manifest's folder; keep the "
+                        "files below the manifest (paths are relative to it) or give an "
+                        "absolute path.")
+    file = file if file.is_absolute() else root / file
+    try:
+        os.lstat(file)  # a symlink that leads nowhere is listed (and recorded as a failure)
+    except OSError as exc:
+        what = "file not found" if isinstance(exc, FileNotFoundError) else \
+            f"cannot look at the file ({exc.strerror})"
+        raise DataError(f"{where}: {what}: {row['path'][:200]} (paths are relative to the "
+                        "manifest's folder)") from None
+    split = row.get("split", "").lower()
+    split = SPLIT_DIR_NAMES.get(split, split)
+    if split and split not in SPLITS:
+        raise DataError(f"{where}: split must be train, val or test; received: "
+                        f"{row.get('split')!r}")
+    return _sample(file, root, row.get("label", ""), split, row.get("group", ""))
 
 
 def _finish(root: Path, samples: list, name: str) -> Dataset:

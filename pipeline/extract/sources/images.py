@@ -11,14 +11,16 @@ full decode, so the setting is part of the reader's settings and of the cache ke
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
-from pipeline.extract.sources.base import environment_problem
+from pipeline.extract.sources.base import environment_problem, require_regular
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 RESIZE_POLICIES = ("squash", "center_crop")
@@ -80,6 +82,8 @@ def load_image(path, size: tuple, resize: str = "squash", jpeg_draft: bool = Fal
                     # Square request: both sides stay >= the input whatever EXIF rotation does.
                     side = max(size)
                     img.draft(img.mode, (side, side))
+                if img.format == "PNG":  # before load(): a short file never fills memory
+                    _refuse_short_png(path, img.size)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 img = fit_to_size(to_rgb(img), size, resize)
@@ -100,6 +104,72 @@ def load_image(path, size: tuple, resize: str = "squash", jpeg_draft: bool = Fal
         except (AttributeError, OSError):
             pass
         raise DecodeError(text) from None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+
+
+def _png_data_bytes(width: int, height: int, depth: int, colour: int, interlaced: bool) -> int:
+    """How many bytes the image data of a PNG of this header inflates to (a filter byte per
+    row; Adam7 interlacing stores seven smaller passes)."""
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+              (0, 1, 1, 2)] if interlaced else [(0, 0, 1, 1)]
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0 and h > 0:
+            total += h * (1 + (w * bits + 7) // 8)
+    return total
+
+
+def _refuse_short_png(path, size: tuple) -> None:
+    """Pillow takes a PNG whose compressed data ends early for a whole image (the missing rows
+    stay black); its header says how much data there must be, so count it (streamed, never
+    held whole)."""
+    with open(path, "rb") as fh:
+        fh.read(8)
+        inflater, inflated, header = zlib.decompressobj(), 0, None
+        while len(head := fh.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IHDR":
+                header = struct.unpack(">IIBBBBB", fh.read(13))
+                fh.seek(length - 13 + 4, 1)
+            elif kind == b"IDAT":
+                left = length
+                while left:
+                    piece = fh.read(min(left, 1 << 20))
+                    if not piece:
+                        break
+                    left -= len(piece)
+                    inflated += _inflated_size(inflater, piece)
+                fh.read(4)
+            elif kind == b"IEND":
+                break
+            else:
+                fh.seek(length + 4, 1)
+    if header is None:
+        return
+    width, height, depth, colour, _, _, interlace = header
+    expected = _png_data_bytes(width, height, depth, colour, bool(interlace))
+    if inflated < expected:
+        rows = height * inflated // max(expected, 1)
+        raise DecodeError(f"image file is truncated: the header declares {width}x{height} but "
+                          f"the data holds about {rows} row(s)")
+
+
+def _inflated_size(inflater, piece: bytes) -> int:
+    """Bytes `piece` inflates to, in bounded steps (a small piece may inflate to a lot)."""
+    total = 0
+    try:
+        out = inflater.decompress(piece, 1 << 22)
+        total += len(out)
+        while inflater.unconsumed_tail:
+            out = inflater.decompress(inflater.unconsumed_tail, 1 << 22)
+            total += len(out)
+    except zlib.error:
+        pass  # Pillow decoded the image already; a damaged stream counts what it gave
+    return total
 
 
 class ImageReader:
@@ -172,4 +242,5 @@ class ImageReader:
         return settings
 
     def read(self, path):
+        require_regular(path)
         yield load_image(path, self.size, self.resize, self.jpeg_draft)[None]
