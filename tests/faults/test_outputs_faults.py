@@ -212,12 +212,14 @@ def test_a_full_disk_keeps_the_trained_head(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(rescue_root))
     with small_tmpfs(tmp_path / "disk") as disk:
         filler = disk / "filler"
-        with open(filler, "wb") as fh:  # leave a few kilobytes: enough to start, not to finish
-            try:
-                fh.write(b"\0" * (2 << 20))
-            except OSError:
-                pass
-        filler.write_bytes(filler.read_bytes()[:-(12 << 10)])
+        try:  # fill the disk, then free a few kilobytes: enough to start, not to finish
+            with open(filler, "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+        except OSError:
+            pass
+        os.truncate(filler, filler.stat().st_size - (12 << 10))
         code, out, err = _cli(["fit-head", "--store", store, "--out", disk / "runs", "--epochs",
                                "2", "--no-progress"], capsys)
         assert code == 2
