@@ -144,7 +144,9 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
         The audit folder's path.
 
     Raises:
-        ConfigError: a bad option. StoreError: the store cannot be read.
+        ConfigError: a bad option. StoreError: the store cannot be read. OutputError: the
+            audit folder is a file, a folder holding files no audit wrote, read-only, or being
+            written by another audit now.
     """
     from pipeline.store.feature_store import open_store
 

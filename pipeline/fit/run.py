@@ -53,6 +53,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         ConfigError: a wrong option, e.g. a 2-unit softmax with binary cross-entropy.
         DataError: too few or unlabelled samples for the requested splits.
         StoreError: the store is missing or unreadable.
+        OutputError: `--out` cannot be a writable folder (checked before training), or the run
+            folder could not be written (the message names where the trained head was kept).
     """
     from pipeline.fit import calibration, head_data
     from pipeline.fit.cross_validation import cross_validate

@@ -131,7 +131,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     Raises:
         ConfigError: bad options or grid. DataError: too few rows, classes or groups.
-        StoreError: the store cannot be read.
+        StoreError: the store cannot be read. OutputError: `--out` cannot be a writable
+            folder (checked before any work).
     """
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
