@@ -218,8 +218,8 @@ def _write_run(store, config, model, history, best_epoch, split, results, cv, st
             return publish_new_folder(tmp, out, _run_dir_name(store.path, "head"))
     except Exception as exc:
         rescued = _rescue_head(model, store, out)
-        kept = (f"the trained head was saved to {rescued} (its folder works with predict "
-                "--run)" if rescued else "the trained head could not be saved anywhere")
+        kept = (f"the trained head was saved to {rescued}, with the run's run.json beside it"
+                if rescued else "the trained head could not be saved anywhere")
         if isinstance(exc, (OSError, OutputError)):
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise OutputError(f"could not write the run folder in {out} ({reason}); {kept}. "
