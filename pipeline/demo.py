@@ -21,7 +21,8 @@ DEMO_OPTIONS = (
            metavar="none|imagenet|FILE"),
     Option("input_size", int, 32, "input size of the backbone", metavar="PIXELS"),
     Option("cache_dir", str, "cache", "where the digits, the store and the runs go", metavar="DIR"),
-    Option("out", str, None, "folder of the run folders [default: CACHE_DIR/runs]", metavar="DIR"),
+    Option("out", str, None, "the folder that receives run folders (each run adds a new one) "
+           "[default: CACHE_DIR/runs]", metavar="DIR"),
     Option("time_budget", float, 90.0, "seconds the grid-search may take"),
     Option("progress", bool, True, "show progress bars"),
 )

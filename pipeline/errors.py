@@ -42,3 +42,9 @@ class ResourceError(PipelineError):
     """The machine, not the input, failed while reading: permission denied, too many open files,
     out of memory, a file that vanished. Never recorded as a per-sample failure: the run stops
     (finished work is kept) and the same command retries."""
+
+
+class OutputError(PipelineError):
+    """Where a command must write cannot be used: a file where a folder is needed, a folder
+    holding files the tool did not write, a read-only or full location, or one another run is
+    writing at this moment."""

@@ -18,8 +18,9 @@ AUDIT_OPTIONS = (
     Option("run_dir", str, None, "grid-search run folder whose best scikit-learn model, "
            "cross-validated, gives the label-issue probabilities [default: logistic regression]",
            metavar="RUN_DIR", aliases=("--run",)),
-    Option("out", str, None, "audit folder to write [default: STORE without .h5 + .audit, "
-           "where fit-head and grid-search look for it]", metavar="DIR"),
+    Option("out", str, None, "the audit folder itself, replaced whole by each audit, so it "
+           "must be new, empty or written by an earlier audit [default: STORE without .h5 + "
+           ".audit, where fit-head and grid-search look for it]", metavar="DIR"),
     Option("threshold", float, DEFAULT_THRESHOLD, "cosine distance (mean-centred vectors) at or "
            "under which two rows are near-duplicates"),
     Option("l2_normalize", bool, False, "L2-normalise each vector before mean-centring"),

@@ -2,7 +2,9 @@
 
 The audit folder (default `<store>.audit/` beside the store, where fit-head and grid-search look
 for it) holds duplicates.csv, label_issues.csv, outliers.csv, summary.json and report.html. It is
-written into a hidden temporary folder and renamed into place, so a reader never sees half of it.
+written into a scratch folder beside it and renamed into place, so a reader never sees half of
+it; an existing `--out` is replaced only when an audit wrote it (its `.featcache-output` marker),
+and a second audit of the same folder at the same time is refused (an OS lock, as extract's).
 
 Usage:
     from pipeline.audit.run import run_audit
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +25,12 @@ from pipeline.evaluation.exclusions import audit_dir_for
 from pipeline.audit.options import DEFAULT_THRESHOLD, AuditConfig
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
+from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
+                              replace_own_folder, write_marker)
 
+# What an audit folder held before folders carried a marker: such a folder is still ours.
+AUDIT_FILES = frozenset({"duplicates.csv", "label_issues.csv", "outliers.csv", "summary.json",
+                         "report.html"})
 DUPLICATE_COLUMNS = ("id_a", "id_b", "split_a", "split_b", "group_a", "group_b", "distance", "kind")
 SPLIT_ORDER = {"train": 0, "": 0, "val": 1, "test": 2}
 
@@ -139,56 +144,24 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
         The audit folder's path.
 
     Raises:
-        ConfigError: a bad option. StoreError: the store cannot be read.
+        ConfigError: a bad option. StoreError: the store cannot be read. OutputError: the
+            audit folder is a file, a folder holding files no audit wrote, read-only, or being
+            written by another audit now.
     """
-    from pipeline.audit import report
-    from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
     from pipeline.store.feature_store import open_store
 
     cfg = AuditConfig.from_mapping(options)
     started = time.perf_counter()
     with open_store(store_path) as store:
-        final = Path(out_dir or cfg.out or audit_dir_for(store.path))
-        ids, labels = store.column("ids"), store.column("labels")
-        groups = store.column("group")
-        splits, split_how = row_splits(store, cfg.seed)
-        data_root = store.provenance.get("data_root")
-        prepared, digests, _ = prepare_vectors(store.file["features"], cfg.l2_normalize,
-                                               memory_limit_mb=cfg.memory_limit_mb,
-                                               scratch=store.path.parent)
-        scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)
-        del prepared
-        dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
-        issues, label_note = _label_issues(store, splits, cfg, probe)
-        outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
-        summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
-                           split_how, label_note)
-        tmp = final.with_name(f".{final.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            _write_csv(tmp / "duplicates.csv", DUPLICATE_COLUMNS,
-                       [[r[c] for c in DUPLICATE_COLUMNS] for r in dupes])
-            names = store.class_names
-            issue_rows = [] if issues is None else [
-                [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
-                for r, s, q in zip(issues["rows"], issues["suggested"], issues["score"])]
-            _write_csv(tmp / "label_issues.csv",
-                       ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
-            _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
-                       [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
-            from pipeline.outputs import write_json
-
-            summary["seconds"] = round(time.perf_counter() - started, 2)
-            write_json(tmp / "summary.json", summary)
-            report.write_report(tmp / "report.html", summary, dupes, issue_rows,
-                                [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
-                                scan.knn_distance[:, 0] if scan.knn_distance.size else
-                                np.zeros(0), data_root, cfg.shown)
-            _publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        default = audit_dir_for(store.path)
+        given = out_dir or cfg.out
+        example = str(Path(given) / default.name) if given else f"DIR/{default.name}"
+        final = check_replaceable(Path(given or default), "audit", "--out", example,
+                                  legacy_names=AUDIT_FILES)
+        make_folder(final.parent, "--out")
+        with FolderLock(final, "audit"), Scratch(final.parent, "audit") as scratch:
+            summary = _audit_into(store, cfg, probe, final, scratch, started)
+        ids = store.column("ids")
     counts = summary["counts"]
     echo(f"audit of {len(ids)} rows: {counts['duplicate_pairs']} duplicate pair(s) "
          f"({counts['cross_split_pairs']} across splits, {counts['cross_group_pairs']} across "
@@ -201,14 +174,49 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
     return final
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Replaces any older audit folder with the new one in two renames."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
+                started: float) -> dict:
+    """Scans the store and writes the audit folder `final` (through `scratch`); its summary."""
+    from pipeline.audit import report
+    from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
+    from pipeline.outputs import write_json
+
+    ids, labels = store.column("ids"), store.column("labels")
+    groups = store.column("group")
+    splits, split_how = row_splits(store, cfg.seed)
+    data_root = store.provenance.get("data_root")
+    prepared, digests, _ = prepare_vectors(store.file["features"], cfg.l2_normalize,
+                                           memory_limit_mb=cfg.memory_limit_mb,
+                                           scratch=scratch)
+    scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)
+    del prepared
+    dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
+    issues, label_note = _label_issues(store, splits, cfg, probe)
+    outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
+    summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
+                       split_how, label_note)
+    tmp = scratch / "audit"
+    tmp.mkdir()
+    _write_csv(tmp / "duplicates.csv", DUPLICATE_COLUMNS,
+               [[r[c] for c in DUPLICATE_COLUMNS] for r in dupes])
+    names = store.class_names
+    issue_rows = [] if issues is None else [
+        [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
+        for r, s, q in zip(issues["rows"], issues["suggested"], issues["score"])]
+    _write_csv(tmp / "label_issues.csv",
+               ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
+    _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
+               [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(tmp / "summary.json", summary)
+    report.write_report(tmp / "report.html", summary, dupes, issue_rows,
+                        [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
+                        scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0),
+                        data_root, cfg.shown)
+    write_marker(tmp, "audit", store=str(store.path.resolve()),
+                 created_at=summary["created_at"])
+    replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
+    return summary
 
 
 def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, splits, split_how,

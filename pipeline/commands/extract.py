@@ -18,10 +18,12 @@ def add_arguments(parser) -> None:
 def run(args) -> str:
     from pipeline.errors import ConfigError, DataError
     from pipeline.extract.run import run_extraction
+    from pipeline.outputs import check_writable_folder
 
     config = ExtractConfig.from_cli(args)
     if not config.data:
         raise ConfigError("extract needs --data DIR_OR_CSV (or data = \"...\" in the config file)")
+    check_writable_folder(config.cache_dir or "cache", "--cache-dir")  # before any work
     config = _choose_backend_before_keras_loads(_store_paths_absolute(config))
     result = run_extraction(config)
     print(result.summary())

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.deploy.options import ExportConfig
-from pipeline.errors import BackboneError, ConfigError, WeightsError
+from pipeline.errors import BackboneError, ConfigError, OutputError, WeightsError
+from pipeline.outputs import check_own_file, is_own_json
 from pipeline.deploy.prediction import load_run, reuse_extract_options
 
 # The backbone inside an exported model runs in float32, so only float32 vectors are its own.
@@ -161,6 +162,7 @@ def export_model(run_dir, options=None, echo=print) -> Path:
 
     cfg = ExportConfig.from_mapping(options).replace(run_dir=str(run_dir))
     run = load_run(run_dir, calibrate=cfg.calibrate)
+    out = _check_output(Path(cfg.out) if cfg.out else None, Path(run_dir))  # before building
     if run.keras_head is None:
         raise ConfigError(
             f"export joins the backbone to a Keras model, and the best model of grid-search run "
@@ -185,9 +187,6 @@ def export_model(run_dir, options=None, echo=print) -> Path:
     clips_mean = create_reader(spec, sample_shape, eo).mean_rows
     model = _assemble(keras, spec, features, run, affine, sample_shape, clips_mean,
                       bool(eo.get("l2_normalize")), eo.get("dtype") == "float16")
-    out = Path(cfg.out or Path(run_dir) / "export" / "model.keras")
-    if out.suffix != ".keras":
-        raise ConfigError(f"--out must end in .keras; received: {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     contract = _contract(spec, eo, run, affine, sample_shape, clips_mean, out)
@@ -198,6 +197,30 @@ def export_model(run_dir, options=None, echo=print) -> Path:
     echo(f"exported {spec.name} + head ({len(run.class_names)} classes), input "
          f"{contract['input_shape']}")
     return out
+
+
+def _check_output(out: Path | None, run_dir: Path) -> Path:
+    """The .keras path to write (default RUN_DIR/export/model.keras), checked: a new file or
+    one an earlier export wrote (its model.json beside it names it), with a model.json beside
+    it that is absent or ours, in a folder that can be written."""
+    if out is not None and out.suffix != ".keras":
+        raise ConfigError(f"--out must end in .keras; received: {out}")
+    path = out or run_dir / "export" / "model.keras"
+
+    def ours(model: Path) -> bool:
+        return is_own_json(model.with_suffix(".json"), "load", "vector_key") and json.loads(
+            model.with_suffix(".json").read_text(encoding="utf-8")).get("model") == model.name
+
+    try:
+        check_own_file(path, "--out", ours, "exported model", "model.keras")
+        check_own_file(path.with_suffix(".json"), "--out",
+                       lambda p: is_own_json(p, "load", "vector_key"), "exported model",
+                       "model.keras")
+    except OutputError as exc:
+        if out is not None:
+            raise
+        raise OutputError(f"{exc} (the default is inside the run folder {run_dir})") from None
+    return path
 
 
 def _refuse_reduced_precision(run) -> None:

@@ -18,8 +18,9 @@ PREDICT_OPTIONS = (
            metavar="RUN_DIR", aliases=("--run",)),
     Option("data", str, None, "folder, single file or CSV manifest of new inputs",
            metavar="PATH"),
-    Option("out", str, None, "CSV to write [default: RUN_DIR/predictions-<data name>.csv]",
-           metavar="CSV"),
+    Option("out", str, None, "the CSV file to write, or an existing folder to write "
+           "predictions-<data name>.csv into; an existing file is replaced only when it is a "
+           "predictions CSV [default: RUN_DIR/predictions-<data name>.csv]", metavar="CSV"),
     Option("cache_dir", str, None, "folder where the new files' vectors are cached [default: "
            "RUN_DIR/predict]", metavar="DIR"),
     Option("batch_size", int, 32, "images (or clips) per backbone forward pass", minimum=1),
@@ -36,8 +37,9 @@ EXPORT_OPTIONS = (
     Option("run_dir", str, None, "run folder printed by fit-head (or a grid-search whose best "
            "model is the Keras head)",
            metavar="RUN_DIR", aliases=("--run",)),
-    Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
-           metavar="FILE.keras"),
+    Option("out", str, None, "the .keras file to write (its model.json goes beside it); an "
+           "existing file is replaced only when an earlier export wrote it [default: "
+           "RUN_DIR/export/model.keras]", metavar="FILE.keras"),
     Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
     *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.deploy.options import PredictConfig
-from pipeline.errors import ConfigError, DataError, StoreError, WeightsError
+from pipeline.errors import ConfigError, DataError, OutputError, StoreError, WeightsError
+from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_own_csv, is_own_json
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
 
@@ -233,20 +236,59 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
         with how many scored rows the run itself trained, validated or tested on.
 
     Raises:
-        ConfigError, StoreError, WeightsError, DataError: see their messages.
+        ConfigError, StoreError, WeightsError, DataError: see their messages. OutputError:
+            `--out` is a file this tool did not write, or the place to write is read-only.
     """
-    from pipeline.deploy.seen_rows import rows_of_the_run
-    from pipeline.fit import reports
-    from pipeline.extract.run import run_extraction
-    from pipeline.store.feature_store import open_store
-
     cfg = PredictConfig.from_mapping(options).replace(run_dir=str(run_dir), data=str(data))
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    trained = info.get("provenance") or {}
     extract_opts = reuse_extract_options(run_dir, info, cfg, "predict")
-    # New vectors are cached inside the run folder: predicting never litters the shared cache.
-    extract_opts.update(data=str(data), cache_dir=cfg.cache_dir or run_dir / "predict",
+    out_folder = _check_output_place(cfg, run_dir)
+    with ExitStack() as scratch_stack:
+        # New vectors are cached inside the run folder: predicting never litters the shared
+        # cache. A read-only run folder: in a scratch folder beside the CSV, removed after.
+        cache_dir = cfg.cache_dir or (run_dir / "predict" if _writable(run_dir, "predict")
+                                      else scratch_stack.enter_context(
+                                          Scratch(out_folder, "predict")))
+        return _predict_into(run_dir, data, cfg, info, extract_opts, cache_dir, echo)
+
+
+def _writable(folder: Path, sub: str) -> bool:
+    target = folder / sub
+    return os.access(target if target.is_dir() else folder, os.W_OK | os.X_OK)
+
+
+def _check_output_place(cfg: PredictConfig, run_dir: Path) -> Path:
+    """The folder the CSV goes to, checked before anything is extracted: `--out` as a file
+    (a new one, or a predictions CSV this tool wrote), `--out` as an existing folder (the
+    CSV goes inside it), else the run folder, which must then be writable."""
+    if cfg.cache_dir:
+        check_writable_folder(cfg.cache_dir, "--cache-dir")
+    if cfg.out and Path(cfg.out).is_dir():
+        return check_writable_folder(cfg.out, "--out")
+    if cfg.out:
+        return check_own_file(Path(cfg.out), "--out", _is_own_predictions, "predictions CSV",
+                              "predictions.csv").parent
+    if not _writable(run_dir, ""):
+        raise OutputError(f"the run folder {run_dir} is read-only, so the predictions cannot "
+                          "be written beside it; pass --out FILE.csv in a folder you can "
+                          "write to.")
+    return run_dir
+
+
+def _is_own_predictions(path: Path) -> bool:
+    return is_own_csv(path, "id", "predicted_class")
+
+
+def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_opts: dict,
+                  cache_dir, echo) -> Path:
+    from pipeline.deploy.seen_rows import rows_of_the_run
+    from pipeline.extract.run import run_extraction
+    from pipeline.fit import reports
+    from pipeline.store.feature_store import open_store
+
+    trained = info.get("provenance") or {}
+    extract_opts.update(data=str(data), cache_dir=str(cache_dir),
                         batch_size=cfg.batch_size, workers=cfg.workers)
     if trained.get("calibration"):  # an int8 run: the same quantized model, not a new one
         extract_opts["calibration"] = trained["calibration"]
@@ -264,9 +306,12 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
                                 store.iter_batches(batch_size=4096)]) if len(store) else \
             np.zeros((0, len(names)))
         true, unseen = _true_labels(store, names)
-        out = Path(cfg.out or
-                   run_dir / f"predictions-{store.provenance.get('data_name', 'data')}.csv")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        default_name = f"predictions-{store.provenance.get('data_name', 'data')}.csv"
+        out = Path(cfg.out) / default_name if cfg.out and Path(cfg.out).is_dir() else \
+            Path(cfg.out or run_dir / default_name)
+        check_own_file(out, "--out", _is_own_predictions, "predictions CSV", "predictions.csv")
+        check_own_file(_accuracy_path(out), "--out", lambda p: is_own_json(p, "predictions"),
+                       "predictions CSV", "predictions.csv")
         reports.write_predictions(out, store.column("ids"), true, probs, names)
         failures = store.failures()
         seen = rows_of_the_run(run_dir, info, store, _run_store_path(run_dir, info))
@@ -302,12 +347,16 @@ def _run_store_path(run_dir: Path, info: dict) -> str | None:
         return None
 
 
+def _accuracy_path(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.stem + "-accuracy.json")
+
+
 def _report_accuracy(csv_path: Path, true: np.ndarray, probs: np.ndarray, unseen: dict,
                      seen: dict, echo) -> None:
     known = true >= 0
     accuracy = float((probs[known].argmax(axis=1) == true[known]).mean())
     echo(f"accuracy {accuracy:.3f} on {int(known.sum())} labelled row(s)")
-    path = csv_path.with_name(csv_path.stem + "-accuracy.json")
+    path = _accuracy_path(csv_path)
     path.write_text(json.dumps({"accuracy": accuracy, "n_labelled": int(known.sum()),
                                 "n_rows": len(true), "unseen_classes": dict(sorted(unseen.items())),
                                 "rows_of_the_run": seen, "predictions": csv_path.name},

@@ -29,7 +29,8 @@ int_list.__name__ = "a list of integers"  # shown in ConfigError messages
 
 FIT_HEAD_OPTIONS = (
     Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
-    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
+    Option("out", str, "cache/runs", "the folder that receives run folders: each run adds a new, uniquely named "
+           "run folder inside it and never replaces anything there (created if missing)", metavar="DIR"),
     # The head (every key here is also a [fit_head] key of configs/head_mlp.toml).
     Option("hidden_units", int_list, (256,), "hidden layer sizes, comma separated; \"\" for a "
            "linear head", metavar="N[,N...]"),

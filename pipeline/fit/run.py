@@ -16,8 +16,7 @@ Usage:
 
 from __future__ import annotations
 
-import os
-import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import write_toml
-from pipeline.errors import DataError
-from pipeline.outputs import write_json
+from pipeline.errors import DataError, OutputError
+from pipeline.outputs import (Scratch, check_writable_folder, publish_new_folder, write_json,
+                              write_marker)
 from pipeline.store.feature_store import open_store
 from pipeline.evaluation import checks
 from pipeline.fit.heads import resolve_output
@@ -53,6 +53,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         ConfigError: a wrong option, e.g. a 2-unit softmax with binary cross-entropy.
         DataError: too few or unlabelled samples for the requested splits.
         StoreError: the store is missing or unreadable.
+        OutputError: `--out` cannot be a writable folder (checked before training), or the run
+            folder could not be written (the message names where the trained head was kept).
     """
     from pipeline.fit import calibration, head_data
     from pipeline.fit.cross_validation import cross_validate
@@ -60,6 +62,7 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     config = HeadConfig.from_mapping(options)
     config_file = config.config_file
+    out_dir = check_writable_folder(out_dir or config.out, "--out")  # before any training
     with open_store(store_path) as store:
         n_classes = len(store.class_names)
         output = resolve_output(n_classes, config.output, config.loss, config_file)  # refuse early
@@ -114,7 +117,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         model.set_weights(final_weights)  # the curve's heads retrained the same compiled model
         run_dir = _write_run(store, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
-                             data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)))
+                             data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)),
+                             echo)
     epochs = f"epoch {best_epoch} of {len(history.get('loss', []))} kept"
     val_line = (f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose "
                 "the epoch: optimistic)")
@@ -175,101 +179,132 @@ def _check_data(store, source, split, echo) -> dict:
     return found
 
 
-def _run_dir_name(store_path: Path, out: Path, kind: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = out / f"{store_path.stem}-{kind}-{stamp}"
-    candidate, n = base, 2
-    while candidate.exists() or candidate.with_name(f".{candidate.name}.tmp").exists():
-        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return candidate
+def _run_dir_name(store_path: Path, kind: str) -> str:
+    return f"{store_path.stem}-{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _rescue_head(model, store, out: Path) -> Path | None:
+    """Saves the trained head (and a run.json predict can use) where it can still be written:
+    the system's temporary folder, else beside `out`. None when neither takes it."""
+    for parent in (Path(tempfile.gettempdir()), out.parent):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=f"featcache-rescued-{store.path.stem}-",
+                                           dir=parent))
+            model.save(folder / "head.keras")
+            write_json(folder / "run.json", {
+                "kind": "keras_head", "store": str(store.path.resolve()),
+                "store_key": store.key, "provenance": store.provenance,
+                "class_names": list(store.class_names), "rescued": True,
+                "feature_shape": list(store.feature_shape)})
+            return folder / "head.keras"
+        except Exception:  # this place is full or read-only too: try the next one
+            continue
+    return None
 
 
 def _write_run(store, config, model, history, best_epoch, split, results, cv, streamed,
-               seconds, output_reason, data_checks, out_dir, extras) -> Path:
-    """Writes everything into a hidden temporary folder, then renames it: no half runs."""
+               seconds, output_reason, data_checks, out_dir, extras, echo) -> Path:
+    """Writes the run folder in a scratch folder under `out`, then renames it to a name no
+    other folder has: no half runs, and two runs finishing in one second both stay. When
+    writing fails (a full disk), the trained head is saved elsewhere and the error says where.
+    """
+    out = Path(out_dir)
+    try:
+        with Scratch(out, "fit-head") as scratch:
+            tmp = scratch / "run"
+            tmp.mkdir()
+            _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
+                             streamed, seconds, output_reason, data_checks, extras)
+            return publish_new_folder(tmp, out, _run_dir_name(store.path, "head"))
+    except Exception as exc:
+        rescued = _rescue_head(model, store, out)
+        kept = (f"the trained head was saved to {rescued}, with the run's run.json beside it"
+                if rescued else "the trained head could not be saved anywhere")
+        if isinstance(exc, (OSError, OutputError)):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise OutputError(f"could not write the run folder in {out} ({reason}); {kept}. "
+                              "Free space there, or pass --out with another folder, and run "
+                              "fit-head again.") from None
+        echo(f"error while writing the run folder: {kept}")
+        raise
+
+
+def _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
+                     streamed, seconds, output_reason, data_checks, extras) -> None:
     from pipeline.fit import reports
 
-    out = Path(out_dir or config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    final = _run_dir_name(store.path, out, "head")
-    tmp = final.with_name(f".{final.name}.tmp")
-    tmp.mkdir()
-    try:
-        names = store.class_names
-        model.save(tmp / "head.keras")
-        write_toml(tmp / "config.toml", "fit_head",
-                   {**config.as_dict(), "store": str(store.path)})
-        write_json(tmp / "provenance.json", store.provenance)
-        reports.write_history(tmp, history, best_epoch,
-                              f"{store.path.stem}: head {list(config.hidden_units)} "
-                              f"({output_reason})")
-        metrics = {}
-        groups = store.column("group") if store.has_groups else None
-        group_of = {name: groups[np.sort(rows)] for name, rows in (("val", split.val),
-                                                                   ("test", split.test))
-                    } if groups is not None else None
-        for name, (ids, y, _, probs) in results.items():
-            scores = reports.classification_metrics(y, probs, names)
-            metrics.update({f"{name}_accuracy": scores["accuracy"],
-                            f"{name}_balanced_accuracy": scores["balanced_accuracy"],
-                            f"{name}_log_loss": scores["log_loss"]})
-            metrics.setdefault("per_split", {})[name] = scores
-            reports.write_predictions(tmp / f"predictions_{name}.csv", ids, y, probs, names,
-                                      groups=None if group_of is None else group_of[name])
-        shown = "test" if "test" in results else "val"
-        reports.write_confusion_matrix(tmp, metrics["per_split"][shown]["confusion_matrix"],
-                                       names, shown)
-        n_wrong = reports.write_misclassified(
-            tmp / "misclassified.csv", [(n, *results[n][:2], results[n][3]) for n in results],
-            names, groups=group_of)
-        metrics.update({
-            "confusion_matrix_split": shown,
-            "n_misclassified": n_wrong,
-            "split": {"how": split.how, "n_train": len(split.train) - extras[3], "n_val": len(split.val),
-                      "n_test": len(split.test), "test_split": "store" if "test" in store.splits
-                      else (f"held out {config.test_fraction:.0%} of the store, seed "
-                            f"{config.seed}" if len(split.test) else "none"),
-                      "n_calibration": extras[3],
-                      "groups_in_more_than_one_split":
-                          data_checks["groups_in_more_than_one_split"],
-                      "rows_without_group": data_checks["rows_without_group"]},
-            "data_checks": data_checks,
-            "output": output_reason,
-            "best_epoch": best_epoch,
-            "epochs_run": len(history["loss"]),
-            "class_weight": config.class_weight,
-            "training": "streamed from the store" if streamed else "in memory",
-            "train_seconds": round(seconds, 2),
-        })
-        cv_report, cv_table = cv
-        if cv_report:
-            metrics["cross_validation"] = cv_report
-            rows = cv_table["rows"]
-            reports.write_cv_folds(tmp / "cv_folds.csv", store.column("ids")[rows],
-                                   None if groups is None else groups[rows],
-                                   store.column("labels")[rows], cv_table["roles"],
-                                   cv_table["scored_in"], cv_table["probs"], names)
-        from pipeline.fit import calibration
+    names = store.class_names
+    model.save(tmp / "head.keras")
+    write_toml(tmp / "config.toml", "fit_head",
+               {**config.as_dict(), "store": str(store.path)})
+    write_json(tmp / "provenance.json", store.provenance)
+    reports.write_history(tmp, history, best_epoch,
+                          f"{store.path.stem}: head {list(config.hidden_units)} "
+                          f"({output_reason})")
+    metrics = {}
+    groups = store.column("group") if store.has_groups else None
+    group_of = {name: groups[np.sort(rows)] for name, rows in (("val", split.val),
+                                                               ("test", split.test))
+                } if groups is not None else None
+    for name, (ids, y, _, probs) in results.items():
+        scores = reports.classification_metrics(y, probs, names)
+        metrics.update({f"{name}_accuracy": scores["accuracy"],
+                        f"{name}_balanced_accuracy": scores["balanced_accuracy"],
+                        f"{name}_log_loss": scores["log_loss"]})
+        metrics.setdefault("per_split", {})[name] = scores
+        reports.write_predictions(tmp / f"predictions_{name}.csv", ids, y, probs, names,
+                                  groups=None if group_of is None else group_of[name])
+    shown = "test" if "test" in results else "val"
+    reports.write_confusion_matrix(tmp, metrics["per_split"][shown]["confusion_matrix"],
+                                   names, shown)
+    n_wrong = reports.write_misclassified(
+        tmp / "misclassified.csv", [(n, *results[n][:2], results[n][3]) for n in results],
+        names, groups=group_of)
+    metrics.update({
+        "confusion_matrix_split": shown,
+        "n_misclassified": n_wrong,
+        "split": {"how": split.how, "n_train": len(split.train) - extras[3], "n_val": len(split.val),
+                  "n_test": len(split.test), "test_split": "store" if "test" in store.splits
+                  else (f"held out {config.test_fraction:.0%} of the store, seed "
+                        f"{config.seed}" if len(split.test) else "none"),
+                  "n_calibration": extras[3],
+                  "groups_in_more_than_one_split":
+                      data_checks["groups_in_more_than_one_split"],
+                  "rows_without_group": data_checks["rows_without_group"]},
+        "data_checks": data_checks,
+        "output": output_reason,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history["loss"]),
+        "class_weight": config.class_weight,
+        "training": "streamed from the store" if streamed else "in memory",
+        "train_seconds": round(seconds, 2),
+    })
+    cv_report, cv_table = cv
+    if cv_report:
+        metrics["cross_validation"] = cv_report
+        rows = cv_table["rows"]
+        reports.write_cv_folds(tmp / "cv_folds.csv", store.column("ids")[rows],
+                               None if groups is None else groups[rows],
+                               store.column("labels")[rows], cv_table["roles"],
+                               cv_table["scored_in"], cv_table["probs"], names)
+    from pipeline.fit import calibration
 
-        calibrated, raw_val, curve, _ = extras  # T + reliability diagram; learning curve
-        _, val_labels, _, val_probs = results["val"]
-        metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
-                                                               raw_val, val_probs)
-        if curve:
-            curves.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
-            metrics["learning_curve"] = curve
-        honest = "test" if "test" in results else "val"
-        metrics["score"] = {"split": honest, "accuracy": metrics[f"{honest}_accuracy"],
-                            "n": int(len(results[honest][1]))}
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "run.json", {
-            "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
-            "provenance": store.provenance, "class_names": list(names),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "feature_shape": list(store.feature_shape),
-        })
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    calibrated, raw_val, curve, _ = extras  # T + reliability diagram; learning curve
+    _, val_labels, _, val_probs = results["val"]
+    metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
+                                                           raw_val, val_probs)
+    if curve:
+        curves.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
+        metrics["learning_curve"] = curve
+    honest = "test" if "test" in results else "val"
+    metrics["score"] = {"split": honest, "accuracy": metrics[f"{honest}_accuracy"],
+                        "n": int(len(results[honest][1]))}
+    write_json(tmp / "metrics.json", metrics)
+    write_json(tmp / "run.json", {
+        "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
+        "provenance": store.provenance, "class_names": list(names),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "feature_shape": list(store.feature_shape),
+    })
+    write_marker(tmp, "fit-head", store=str(store.path.resolve()))
+

@@ -32,7 +32,8 @@ GRID_SEARCH_OPTIONS = (
     Option("test_fraction", float, 0.2, "held-out test fraction when the store has no test "
            "split (stratified, group-aware, fixed seed)", metavar="FRACTION"),
     Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
-    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
+    Option("out", str, "cache/runs", "the folder that receives run folders: each run adds a new, uniquely named "
+           "run folder inside it and never replaces anything there (created if missing)", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar over the fits"),
     Option("plugin", plugin_names, (), "modules to import first, which register classifier "
            "families (register_family) for the grid (comma separated; also the "

@@ -12,8 +12,6 @@ Usage:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError, StoreError
+from pipeline.outputs import Scratch, check_writable_folder, publish_new_folder, write_marker
 from pipeline.search.options import SearchConfig
 
 
@@ -112,15 +111,8 @@ def _split_rows(store, cfg: SearchConfig, labels: np.ndarray):
     return pool, test, how
 
 
-def _run_dir(out_dir: Path, store_path: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = out_dir / f"{store_path.stem}-search-{stamp}"
-    n = 2
-    while run_dir.exists():
-        run_dir = out_dir / f"{store_path.stem}-search-{stamp}-{n}"
-        n += 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+def _run_dir_name(store_path: Path) -> str:
+    return f"{store_path.stem}-search-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
@@ -139,25 +131,18 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     Raises:
         ConfigError: bad options or grid. DataError: too few rows, classes or groups.
-        StoreError: the store cannot be read.
+        StoreError: the store cannot be read. OutputError: `--out` cannot be a writable
+            folder (checked before any work).
     """
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    from pipeline.search import io as search_io
-    from pipeline.search.backends import joblib_backend
-    from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
-
-    from pipeline.search import report as search_report
-    from pipeline.config import write_toml
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
     from pipeline.plugins import load_plugins
     from pipeline.evaluation.splits import cv_splitter, store_groups
-    from pipeline.search.checks import fold_score_warnings, search_data_warnings
+    from pipeline.search.checks import search_data_warnings
 
     cfg = SearchConfig.from_mapping(options)
     store_path = Path(store_path).resolve()
+    out_dir = check_writable_folder(out_dir or cfg.out, "--out")  # before any work
     load_plugins(cfg.plugin)  # before the grid is read: a family may be a plugin's
     entries = load_grid(cfg.grid_file)
     if cfg.model_names:
@@ -184,7 +169,6 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         n_classes = len(store.class_names)
         if len(np.unique(labels[search_rows])) < 2:
             raise DataError("grid-search needs at least 2 classes among the search rows")
-        # Features are read once; workers get them as a memory map of one file, not copies.
         loaded = store.read_rows(np.arange(len(store)))
         features = loaded.reshape(len(loaded), -1)  # pool5 maps are compared as flat vectors
         del loaded
@@ -197,87 +181,113 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
                  "groups": store.column("group") if store.has_groups else None}
     check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], cfg.seed)
 
-    out_dir = Path(out_dir or cfg.out)
-    run_dir = _run_dir(out_dir, store_path)
+    # The run folder and the scratch copy of the vectors are written under --out (the scratch
+    # of a killed run is removed by the next one) and the run folder is published at the end.
+    with Scratch(out_dir, "grid-search") as scratch:
+        run_dir = scratch / "run"
+        run_dir.mkdir()
+        # Features are read once; workers get them as a memory map of one file, not copies.
+        np.save(scratch / "features.npy", features)
+        del features
+        try:
+            _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
+                    search_rows, test_rows, test_how, groups, table, splitter, n_classes,
+                    echo)
+        except DataError as exc:
+            if (run_dir / "leaderboard.csv").exists():  # kept: the error points to it
+                published = publish_new_folder(run_dir, out_dir, _run_dir_name(store_path))
+                raise DataError(str(exc).replace(str(run_dir), str(published))) from None
+            raise
+        write_marker(run_dir, "grid-search", store=str(store_path))
+        return publish_new_folder(run_dir, out_dir, _run_dir_name(store_path))
+
+
+def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
+            search_rows, test_rows, test_how, groups, table, splitter, n_classes, echo):
+    """The search proper, written into `run_dir` (a scratch folder until published)."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    from pipeline.config import write_toml
+    from pipeline.search import io as search_io
+    from pipeline.search import report as search_report
+    from pipeline.search.backends import joblib_backend
+    from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
+    from pipeline.search.checks import fold_score_warnings
+
     search_io.write_run_json(run_dir, meta)
     write_toml(run_dir / "config.toml", "grid_search",
                {**cfg.as_dict(), "grid": cfg.grid_file, "store": str(store_path)})
     search_report.write_folds(run_dir, folds, test_rows, test_how, table)
 
-    scratch = Path(tempfile.mkdtemp(prefix="grid-search-"))
-    try:
-        np.save(scratch / "features.npy", features)
-        del features
-        X = np.load(scratch / "features.npy", mmap_mode="r")
-        y = labels
-        n_train = min(len(train) for train, _ in folds)
-        # Candidate.index is the grid's own order (entries as listed, then their parameter
-        # combinations): the leaderboard's tie rule. They run cheapest first (budget.py).
-        candidates = [Candidate(i, entry, params) for i, (entry, params) in enumerate(
-            (entry, params) for entry in entries
-            for params in entry.candidates(n_train, X.shape[1]))]
-        pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in entries}
-        budget = float(cfg.time_budget or 0)
-        started = time.monotonic()
-        n_workers = _n_jobs(cfg)
-        # After the search: the top_k refits on all search rows, n_workers at a time, in fits.
-        final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
-                        * len(search_rows) / n_train)
-        schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
-                            n_workers, len(folds), final_factor, started=started)
+    X = np.load(scratch / "features.npy", mmap_mode="r")
+    y = labels
+    n_train = min(len(train) for train, _ in folds)
+    # Candidate.index is the grid's own order (entries as listed, then their parameter
+    # combinations): the leaderboard's tie rule. They run cheapest first (budget.py).
+    candidates = [Candidate(i, entry, params) for i, (entry, params) in enumerate(
+        (entry, params) for entry in entries
+        for params in entry.candidates(n_train, X.shape[1]))]
+    pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in entries}
+    budget = float(cfg.time_budget or 0)
+    started = time.monotonic()
+    n_workers = _n_jobs(cfg)
+    # After the search: the top_k refits on all search rows, n_workers at a time, in fits.
+    final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
+                    * len(search_rows) / n_train)
+    schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
+                        n_workers, len(folds), final_factor, started=started)
 
-        def tasks():
-            for cand in schedule:  # the candidates it leaves stay "pending" -> skipped
-                cand.status = "running"
-                for fold, (train, val) in enumerate(folds):
-                    yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                                  train, val, cfg.scoring, groups), cand, fold
+    def tasks():
+        for cand in schedule:  # the candidates it leaves stay "pending" -> skipped
+            cand.status = "running"
+            for fold, (train, val) in enumerate(folds):
+                yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
+                                              train, val, cfg.scoring, groups), cand, fold
 
-        n_fits = len(candidates) * len(folds)
-        echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
-             f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
-             f"test: {test_how}; folds: {type(splitter).__name__}")
-        with joblib_backend(cfg.backend, X, y):  # this machine, or a Ray/Dask cluster
-            results = _run_tasks(tasks(), cfg, n_fits, tqdm, schedule.finished)
-        for cand, fold, res in results:
-            if "error" in res:
-                cand.status = f"failed: {res['error']}"
-                continue
-            cand.scores.append(res["score"])
-            cand.fit_times.append(res["fit_s"])
-            cand.score_times.append(res["score_s"])
-            cand.notes.update(res["notes"])
-        for cand in candidates:
-            if cand.status == "running":
-                cand.status = "done" if len(cand.scores) == len(folds) else "failed: a fold failed"
-            elif cand.status == "pending":
-                cand.status = "skipped (time budget)"
-        ranked = search_report.rank(candidates)
-        if ranked[0].status != "done":
-            search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
-            raise DataError(f"no candidate finished: every fit failed (first: "
-                            f"{ranked[0].status}); see {run_dir / 'leaderboard.csv'}")
-        top = [c for c in ranked if c.status == "done"][:cfg.top_k]
-        refits = Parallel(n_jobs=min(_n_jobs(cfg), len(top)))(
-            delayed(_refit)(pipes[c.entry.name], c.params, X, y, search_rows, test_rows,
-                            cfg.scoring, groups) for c in top)
-        for cand, (_, score) in zip(top, refits):
-            cand.test_score = score
-        best_model = refits[0][0]
-        from pipeline.evaluation.curves import learning_curve
+    n_fits = len(candidates) * len(folds)
+    echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
+         f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
+         f"test: {test_how}; folds: {type(splitter).__name__}")
+    with joblib_backend(cfg.backend, X, y):  # this machine, or a Ray/Dask cluster
+        results = _run_tasks(tasks(), cfg, n_fits, tqdm, schedule.finished)
+    for cand, fold, res in results:
+        if "error" in res:
+            cand.status = f"failed: {res['error']}"
+            continue
+        cand.scores.append(res["score"])
+        cand.fit_times.append(res["fit_s"])
+        cand.score_times.append(res["score_s"])
+        cand.notes.update(res["notes"])
+    for cand in candidates:
+        if cand.status == "running":
+            cand.status = "done" if len(cand.scores) == len(folds) else "failed: a fold failed"
+        elif cand.status == "pending":
+            cand.status = "skipped (time budget)"
+    ranked = search_report.rank(candidates)
+    if ranked[0].status != "done":
+        search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
+        raise DataError(f"no candidate finished: every fit failed (first: "
+                        f"{ranked[0].status}); see {run_dir / 'leaderboard.csv'}")
+    top = [c for c in ranked if c.status == "done"][:cfg.top_k]
+    refits = Parallel(n_jobs=min(_n_jobs(cfg), len(top)))(
+        delayed(_refit)(pipes[c.entry.name], c.params, X, y, search_rows, test_rows,
+                        cfg.scoring, groups) for c in top)
+    for cand, (_, score) in zip(top, refits):
+        cand.test_score = score
+    best_model = refits[0][0]
+    from pipeline.evaluation.curves import learning_curve
 
-        # The curve is an extra: drawn only when its fits are predicted to end within the budget.
-        best_fit_s = ranked[0].fit_seconds + float(np.mean(ranked[0].score_times))
-        draw_curve = cfg.learning_curve and best_fit_s * CURVE_FITS <= schedule.time_left()
-        if cfg.learning_curve and not draw_curve:
-            echo(f"learning curve skipped: its fits would end past the time budget of "
-                 f"{budget:g}s")
-        curve = learning_curve(  # the best candidate on shares of the first fold's training rows
-            lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
-                                        folds[0][1], cfg.scoring).get("score", float("nan")),
-            folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # The curve is an extra: drawn only when its fits are predicted to end within the budget.
+    best_fit_s = ranked[0].fit_seconds + float(np.mean(ranked[0].score_times))
+    draw_curve = cfg.learning_curve and best_fit_s * CURVE_FITS <= schedule.time_left()
+    if cfg.learning_curve and not draw_curve:
+        echo(f"learning curve skipped: its fits would end past the time budget of "
+             f"{budget:g}s")
+    curve = learning_curve(  # the best candidate on shares of the first fold's training rows
+        lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
+                                    folds[0][1], cfg.scoring).get("score", float("nan")),
+        folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
 
     search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
     search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, cfg.scoring)
@@ -306,7 +316,6 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
          f"cv {best.cv_mean:.4f} +/- {best.cv_std:.4f}  test "
          f"{'n/a' if best.test_score is None else f'{best.test_score:.4f}'}  "
          f"({time.monotonic() - started:.1f}s)")
-    return run_dir
 
 
 def _n_jobs(cfg: SearchConfig) -> int:
