@@ -44,7 +44,7 @@ def test_search_config_from_a_toml_file_with_its_own_grid(tmp_path):
 @pytest.mark.parametrize("given, message", [
     ({"cv": 1}, "cv must be at least 2"),
     ({"top_k": 0}, "top_k must be at least 1"),
-    ({"time_budget": -1}, "time_budget must be >= 0"),
+    ({"time_budget": -1}, "time_budget must be at least 0"),
     ({"scoring": "roc"}, "scoring"),
     ({"folds_k": 3}, "unknown grid-search option"),
 ])
