@@ -11,7 +11,6 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import shutil
@@ -25,6 +24,7 @@ from pipeline.evaluation.exclusions import audit_dir_for
 from pipeline.audit.options import DEFAULT_THRESHOLD, AuditConfig
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
+from pipeline.tables import write_rows
 
 DUPLICATE_COLUMNS = ("id_a", "id_b", "split_a", "split_b", "group_a", "group_b", "distance", "kind")
 SPLIT_ORDER = {"train": 0, "": 0, "val": 1, "test": 2}
@@ -116,10 +116,7 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
 
 
 def _write_csv(path: Path, header, rows) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(header)
-        out.writerows(rows)
+    write_rows(path, header, rows)  # the one CSV writer: formula-like cells neutralised
 
 
 def run_audit(store_path, options=None, out_dir=None, echo=print,

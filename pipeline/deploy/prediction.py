@@ -12,7 +12,6 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from pipeline.deploy.options import PredictConfig
 from pipeline.errors import ConfigError, StoreError, WeightsError
+from pipeline.tables import read_rows
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
 
@@ -328,7 +328,6 @@ def _true_labels(store, names: list) -> tuple[np.ndarray | None, dict]:
 
 def read_predictions(path) -> dict:
     """`{id: probabilities}` from a predictions CSV (ours: fit-head's or predict's)."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_rows(path)
     cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("p_")]
     return {r["id"]: np.array([float(r[c]) for c in cols]) for r in rows}
