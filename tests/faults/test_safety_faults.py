@@ -8,6 +8,7 @@ readers read the names back as they were.
 """
 
 import csv
+import os
 import re
 import shutil
 import sys
@@ -118,3 +119,58 @@ def test_exclude_leaks_finds_the_neutralised_ids_of_the_audit(hostile_runs, tmp_
         (train, test), dropped = drop_leaking_rows(store, [np.arange(n // 2),
                                                            np.arange(n // 2, n)])
     assert dropped > 0 and len(test) == n - n // 2 - dropped
+
+
+def _hostile_audit_store(tmp_path):
+    """A store whose ids name an image outside its data root (absolute and `..`), a FIFO
+    inside it and an ordinary image; every row a near-duplicate of the others so each one
+    reaches the report."""
+    from PIL import Image
+
+    from pipeline.store.feature_store import write_store
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    secret = tmp_path / "private" / "secret.png"
+    secret.parent.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(secret)
+    Image.fromarray(np.full((40, 40, 3), 30, np.uint8)).save(root / "a" / "ok.png")
+    os.mkfifo(root / "a" / "pipe.png")
+    ids = ["a/ok.png", str(secret), "../private/secret.png", "a/pipe.png"] * 3
+    labels = np.arange(len(ids)) % 2
+    rng = np.random.default_rng(0)
+    features = (np.ones((len(ids), 8)) + rng.normal(0, 1e-3, (len(ids), 8))).astype(np.float32)
+    store = write_store(tmp_path / "hostile.h5", features, labels, class_names=["x", "y"],
+                        ids=[f"{i}#clip{k}" if k else i for k, i in
+                             ((n // 4, i) for n, i in enumerate(ids))],
+                        provenance={"data_root": str(root)})
+    return store, secret
+
+
+def test_audit_report_shows_only_regular_files_under_the_data_root(tmp_path):
+    """The FIFO would hang the report at Image.open, the private image would be embedded in
+    report.html: both get a placeholder, within a time limit."""
+    import base64
+    import subprocess
+
+    store, secret = _hostile_audit_store(tmp_path)
+    out = tmp_path / "audit"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(repo / "run_pipeline.py"), "audit", "--store",
+                           str(store), "--out", str(out), "--threshold", "2", "--folds", "2"],
+                          capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = (out / "report.html").read_text(encoding="utf-8")
+    from PIL import Image
+    import io
+
+    shown = [Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")
+             for uri in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)]
+    means = {round(float(np.asarray(img).mean())) for img in shown}
+    assert any(abs(m - 30) < 5 for m in means)  # the data root's own image is shown
+    assert not any(abs(m - 200) < 3 for m in means), means  # the private one never is
+    from pipeline.audit.report import source_path
+
+    assert source_path(str(store.parent / "data"), str(secret)) is None
+    assert source_path(str(store.parent / "data"), "a/pipe.png") is None
+    assert source_path(str(store.parent / "data"), "a/ok.png") is not None
