@@ -118,7 +118,8 @@ def _coerce(opt: Option, value: Any, source: str) -> Any:
     if source == "the command line":
         where = f" (given with {opt.flag})"
     else:
-        where = "" if source.startswith("the ") else f" (in {source})"
+        library_call = source.startswith("the ") and source.endswith(" options")
+        where = "" if library_call else f" (in {source})"
     try:
         if opt.type is bool and not isinstance(value, bool):
             raise TypeError
