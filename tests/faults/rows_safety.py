@@ -117,6 +117,15 @@ def _swapped_grid_runs(root, f):
         f[name] = target
 
 
+def _untouched(name):
+    """After a refusal: the swapped folder is as it was, nothing in it ran, nothing exported."""
+    def check(f):
+        assert (f[name] / "head.keras").is_file() and (f[name] / "run.json").is_file()
+        assert not (f["root"] / "pwned").exists()
+        assert not (f["root"] / "export").exists()
+    return check
+
+
 def _other_backbone(info):
     info["provenance"]["extract_options"]["backbone"] = "mobilenet"
     info["provenance"]["backbone"] = "mobilenet"
@@ -172,7 +181,7 @@ CASES = [Fault(*row) for row in [
                                                "{root}/audit"], "memory_limit_mb"),
 ]] + [
     # run folders with a swapped or edited file: predict, export and audit --run refuse them
-    Fault(f"safety-{command}-{name.replace('_', '-')}", argv, words)
+    Fault(f"safety-{command}-{name.replace('_', '-')}", argv, words, after=_untouched(name))
     for name, words in (("lambda_run", "head.keras"), ("hdf5_run", "head.keras"),
                         ("os_system_run", "head.keras"), ("other_backbone_run", "run.json"),
                         ("list_run_json", "run.json"), ("no_class_names_run", "run.json"),
