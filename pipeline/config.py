@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +36,13 @@ class Option:
     positional: bool = False
     metavar: str | None = None
     aliases: tuple = field(default_factory=tuple)
+    # The range of a number, or of each element of a list (hidden_units). Open ends exclude the
+    # bound itself (a fraction in [0, 1)). NaN is always refused, infinity unless `allow_inf`.
     minimum: float | None = None  # smallest value allowed (a batch size of 0 is refused up front)
-    maximum: float | None = None  # largest value allowed (a count no input or memory can hold)
+    maximum: float | None = None
+    open_minimum: bool = False
+    open_maximum: bool = False
+    allow_inf: bool = False
 
     @property
     def flag(self) -> str:
@@ -90,6 +97,9 @@ def load_config_file(path: str | Path, section: str) -> dict:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it "
+                          "as UTF-8, which TOML requires.") from None
     if section in doc and isinstance(doc[section], dict):
         return dict(doc[section])
     tables = [k for k, v in doc.items() if isinstance(v, dict)]
@@ -102,24 +112,83 @@ def load_config_file(path: str | Path, section: str) -> dict:
 def _coerce(opt: Option, value: Any, source: str) -> Any:
     if value is None:
         return None
-    # Name the option as the user gave it: the flag on the command line, the key in a file.
-    named = f"{opt.flag}" if source == "the command line" else f"option '{opt.name}' from {source}"
+    # Name the option by its key (as the rules across options do), then where it came from:
+    # the flag on the command line, the file, nothing for a library call.
+    named = opt.name
+    if source == "the command line":
+        where = f" (given with {opt.flag})"
+    else:
+        library_call = source.startswith("the ") and source.endswith(" options")
+        where = "" if library_call else f" (in {source})"
     try:
         if opt.type is bool and not isinstance(value, bool):
             raise TypeError
         if opt.type in (int, float) and isinstance(value, bool):
             raise TypeError
+        if opt.type is int:
+            value = integral(value)
         value = opt.type(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{named} must be {opt.type.__name__}; received: {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{named} must be {_kind(opt)}; received: {value!r}{where}") from None
     if opt.choices and value not in opt.choices:
         raise ConfigError(f"{named} must be one of {', '.join(map(str, opt.choices))}; "
-                          f"received: {value!r}")
-    if opt.minimum is not None and value < opt.minimum:
-        raise ConfigError(f"{named} must be at least {as_typed(opt.minimum)}; received: {value!r}")
-    if opt.maximum is not None and value > opt.maximum:
-        raise ConfigError(f"{named} must be at most {as_typed(opt.maximum)}; received: {value!r}")
+                          f"received: {value!r}{where}")
+    for number in (value if isinstance(value, (list, tuple)) else (value,)):
+        problem = _out_of_range(opt, number)
+        if problem:
+            each = "each value of " if isinstance(value, (list, tuple)) else ""
+            raise ConfigError(f"{each}{named} must be {problem}; received: "
+                              f"{as_typed(value)}{where}")
     return value
+
+
+def integral(value: Any) -> Any:
+    """`value` as an int when it is a whole number (2, 2.0, "2"); a float with a fraction (2.9)
+    or a non-finite one raises ValueError instead of being truncated."""
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise TypeError
+
+
+def _kind(opt: Option) -> str:
+    if opt.type is int:
+        return "a whole number"
+    if opt.type is float:
+        return "a number"
+    return opt.type.__name__
+
+
+def _out_of_range(opt: Option, value: Any) -> str:
+    """What is wrong with one number (empty when it is fine or is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return ""
+    if math.isnan(value) or (math.isinf(value) and not opt.allow_inf):
+        return "a finite number" + (f", {_range_text(opt)}" if _range_text(opt) else "")
+    low, high = opt.minimum, opt.maximum
+    if (low is not None and (value < low or (opt.open_minimum and value == low))) or \
+            (high is not None and (value > high or (opt.open_maximum and value == high))):
+        return _range_text(opt)
+    return ""
+
+
+def _range_text(opt: Option) -> str:
+    low, high = (None if v is None else f"{v:g}" for v in (opt.minimum, opt.maximum))
+    if low is not None and high is not None:
+        return (f"in {'(' if opt.open_minimum else '['}{low}, {high}"
+                f"{')' if opt.open_maximum else ']'}")
+    if low is not None:
+        return f"{'above' if opt.open_minimum else 'at least'} {low}"
+    if high is not None:
+        return f"{'below' if opt.open_maximum else 'at most'} {high}"
+    return ""
 
 
 def write_toml(path: str | Path, section: str, values: dict) -> None:

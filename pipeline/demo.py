@@ -19,11 +19,13 @@ DEMO_OPTIONS = (
     Option("backbone", str, "resnet50", "backbone to extract with", metavar="NAME"),
     Option("weights", str, "none", "none (random, offline), imagenet, or a weights file",
            metavar="none|imagenet|FILE"),
-    Option("input_size", int, 32, "input size of the backbone", metavar="PIXELS"),
+    Option("input_size", int, 32, "input size of the backbone", metavar="PIXELS",
+           minimum=1),
     Option("cache_dir", str, "cache", "where the digits, the store and the runs go", metavar="DIR"),
     Option("out", str, None, "the folder that receives run folders (each run adds a new one) "
            "[default: CACHE_DIR/runs]", metavar="DIR"),
-    Option("time_budget", float, 90.0, "seconds the grid-search may take"),
+    Option("time_budget", float, 90.0, "seconds the grid-search may take",
+           minimum=0.0),
     Option("progress", bool, True, "show progress bars"),
 )
 

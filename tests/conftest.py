@@ -55,11 +55,11 @@ def image_folder(tmp_path):
 
 
 def read_csv(path) -> list[dict]:
-    """The rows of a CSV the pipeline wrote, as dicts keyed by its header."""
-    import csv
+    """The rows of a CSV the pipeline wrote, as dicts keyed by its header (cells neutralised
+    against spreadsheet formulas read back as they were given)."""
+    from pipeline.tables import read_rows
 
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_rows(path)
 
 
 def needs_shared(*paths):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pipeline.config import Option
-from pipeline.errors import ConfigError
 from pipeline.settings import Settings, settings_class
 
 # Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
@@ -22,14 +21,18 @@ AUDIT_OPTIONS = (
            "must be new, empty or written by an earlier audit [default: STORE without .h5 + "
            ".audit, where fit-head and grid-search look for it]", metavar="DIR"),
     Option("threshold", float, DEFAULT_THRESHOLD, "cosine distance (mean-centred vectors) at or "
-           "under which two rows are near-duplicates"),
+           "under which two rows are near-duplicates", minimum=0.0, open_minimum=True,
+           maximum=2.0),
     Option("l2_normalize", bool, False, "L2-normalise each vector before mean-centring"),
-    Option("neighbours", int, 5, "k of the k-nearest-neighbour outlier score"),
-    Option("folds", int, 5, "cross-validation folds of the label-issue probabilities"),
-    Option("seed", int, 0, "seed of the folds and of the split made for a store without splits"),
-    Option("shown", int, 60, "most rows of each table shown in report.html (the CSVs hold all)"),
+    Option("neighbours", int, 5, "k of the k-nearest-neighbour outlier score", minimum=1),
+    Option("folds", int, 5, "cross-validation folds of the label-issue probabilities",
+           minimum=2),
+    Option("seed", int, 0, "seed of the folds and of the split made for a store without splits",
+           minimum=0, maximum=2**32 - 1),
+    Option("shown", int, 60, "most rows of each table shown in report.html (the CSVs hold all)",
+           minimum=1),
     Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
-           "scratch file"),
+           "scratch file", minimum=0),
 )
 
 
@@ -37,14 +40,8 @@ AUDIT_OPTIONS = (
 class _AuditRules(Settings):
     """The audit's rules across options, checked wherever its settings are built."""
 
-    def validate(self) -> None:
-        if not 0.0 < self.threshold <= 2.0:
-            raise ConfigError(f"threshold is a cosine distance between 0 and 2; received: "
-                              f"{self.threshold}")
-        if self.neighbours < 1 or self.folds < 2 or self.shown < 1:
-            raise ConfigError(f"neighbours and shown must be at least 1 and folds at least 2; "
-                              f"received: neighbours={self.neighbours}, folds={self.folds}, "
-                              f"shown={self.shown}")
+    # One option's type and range are checked by its Option (pipeline/config.py); the audit
+    # has no rules across options.
 
 
 # The typed, frozen settings of `audit`, one field per option above (pipeline/settings.py).

@@ -2,7 +2,8 @@
 opens from an archive or a mail with nothing beside it.
 
 Still images are shown as themselves; clips (GIFs, videos, frame folders) by their first frame,
-decoded with the extract stage's own clip reader. A file that is gone shows a placeholder.
+decoded with the extract stage's own clip reader. A file that is gone, lies outside the data
+folder, is not a regular file (a FIFO, a device) or is too large shows a placeholder.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,46 @@ import numpy as np
 THUMB = 120  # px, longest side
 
 
+# The largest file a thumbnail is drawn from; bigger ones get a placeholder (a thumbnail never
+# reads more than this of a file).
+MAX_SOURCE_BYTES = 256 << 20
+
+
 def source_path(data_root: str | None, row_id: str) -> Path | None:
-    """The file a row came from (clip rows `path#clipN` map to their file), if it still exists."""
+    """The file a row came from (clip rows `path#clipN` map to their file), when it is one the
+    report may read; else None (see `checked_source`)."""
+    return checked_source(data_root, row_id)[0]
+
+
+def checked_source(data_root: str | None, row_id: str) -> tuple[Path | None, str]:
+    """(the row's file, "") when it is a regular file (or a folder of regular frame files) of
+    at most MAX_SOURCE_BYTES under the data root; else (None, why not).
+
+    An absolute id or one with `..` (a hostile store or manifest) could name any readable
+    file on the machine, and a FIFO or device would block the reader: neither is opened. A
+    symlink inside the data folder is followed (extract reads it the same way)."""
     if not data_root:
-        return None
-    path = Path(data_root) / row_id.split("#clip")[0]
-    return path if path.exists() else None
+        return None, "file not found"
+    root = os.path.abspath(data_root)
+    path = os.path.normpath(os.path.join(root, row_id.split("#clip")[0]))
+    if os.path.commonpath([root, path]) != root or path == root:
+        return None, "outside the data folder"
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):  # a frame folder: every entry must be a plain file
+            entries = [os.stat(entry.path) for entry in os.scandir(path)]
+            if not all(stat.S_ISREG(e.st_mode) for e in entries):
+                return None, "not a regular file"
+            size = sum(e.st_size for e in entries)
+        elif stat.S_ISREG(info.st_mode):
+            size = info.st_size
+        else:
+            return None, "not a regular file"
+    except OSError:
+        return None, "file not found"
+    if size > MAX_SOURCE_BYTES:
+        return None, "too large"
+    return Path(path), ""
 
 
 def _jpeg_data_uri(img) -> str:
@@ -43,9 +80,9 @@ def thumbnail(data_root: str | None, row_id: str) -> str:
     """A data URI of the row's thumbnail, or of a placeholder when the file cannot be read."""
     from pipeline.extract.sources import thumbnail as read_thumbnail
 
-    path = source_path(data_root, row_id)
+    path, why_not = checked_source(data_root, row_id)
     if path is None:
-        return _jpeg_data_uri(_placeholder("file not found"))
+        return _jpeg_data_uri(_placeholder(why_not))
     try:  # the reader that claims the file draws it (a clip: its first frame)
         return _jpeg_data_uri(read_thumbnail(path, THUMB))
     except Exception:  # noqa: BLE001 -- a broken file must not cost the whole page

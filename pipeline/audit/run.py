@@ -13,7 +13,6 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from pipeline.audit.report import source_path
 from pipeline.errors import DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
                               replace_own_folder, write_marker)
+from pipeline.tables import write_rows
 
 # What an audit folder held before folders carried a marker: such a folder is still ours.
 AUDIT_FILES = frozenset({"duplicates.csv", "label_issues.csv", "outliers.csv", "summary.json",
@@ -121,10 +121,7 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
 
 
 def _write_csv(path: Path, header, rows) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(header)
-        out.writerows(rows)
+    write_rows(path, header, rows)  # the one CSV writer: formula-like cells neutralised
 
 
 def run_audit(store_path, options=None, out_dir=None, echo=print,

@@ -28,15 +28,11 @@ def _best_model(cfg: AuditConfig):
     """The unfitted best pipeline of a grid-search run (`--run`), checked against the store."""
     if not cfg.run_dir:
         return None
-    import json
-    from pathlib import Path
-
     from pipeline.errors import ConfigError
-    from pipeline.search.io import load_best_model
+    from pipeline.search.io import load_best_model, run_kind
     from pipeline.store.feature_store import open_store
 
-    info = Path(cfg.run_dir) / "run.json"
-    kind = json.loads(info.read_text()).get("kind") if info.is_file() else None
+    kind = run_kind(cfg.run_dir)
     with open_store(cfg.store) as store:
         best = load_best_model(cfg.run_dir, provenance=store.provenance) \
             if kind == "grid_search" else None

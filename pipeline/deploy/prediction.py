@@ -12,7 +12,6 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from contextlib import ExitStack
@@ -23,8 +22,10 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.deploy.options import PredictConfig
+from pipeline.deploy.run_files import MODIFIED, check_head_fits, load_head_file, read_run_info
 from pipeline.errors import ConfigError, DataError, OutputError, StoreError, WeightsError
 from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_own_csv, is_own_json
+from pipeline.tables import read_rows
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
 
@@ -43,26 +44,6 @@ class LoadedRun:
     @property
     def provenance(self) -> dict:
         return self.info.get("provenance") or {}
-
-
-def read_run_info(run_dir) -> dict:
-    """`run.json` of a run folder, with a clear error when it is not one."""
-    path = Path(run_dir) / "run.json"
-    if not Path(run_dir).exists():
-        raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
-                          "grid-search printed as its last line (with --run).")
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
-                          "fit-head or grid-search printed as its last line.")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); the run folder is damaged, "
-                          "run fit-head again.") from None
-    if info.get("kind") not in ("keras_head", "grid_search"):
-        raise ConfigError(f"{path} has kind {info.get('kind')!r}; expected keras_head or "
-                          "grid_search.")
-    return info
 
 
 def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) -> LoadedRun:
@@ -93,7 +74,8 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) ->
     path = run_dir / "head.keras"
     if not path.is_file():
         raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
-    model = keras.saving.load_model(path, safe_mode=True)
+    model = load_head_file(keras, path)
+    check_head_fits(model, info, run_dir)
     from pipeline.fit.calibration import read_temperature, scale_output_layer
 
     if not calibrate and read_temperature(run_dir):
@@ -213,8 +195,12 @@ def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
                                                      command)
     trained = info.get("provenance") or {}
     check_weights_unchanged(extract_opts, trained)
-    check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from the "
-                          "run's recorded options")
+    try:
+        check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from "
+                              f"the options recorded in {Path(run_dir) / 'run.json'}")
+    except StoreError as exc:  # the recorded options disagree with the recorded vectors
+        raise StoreError(f"{exc} Unless the backbone's code or plugins changed, "
+                         f"{MODIFIED}") from None
     return extract_opts
 
 
@@ -381,7 +367,6 @@ def _true_labels(store, names: list) -> tuple[np.ndarray | None, dict]:
 
 def read_predictions(path) -> dict:
     """`{id: probabilities}` from a predictions CSV (ours: fit-head's or predict's)."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_rows(path)
     cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("p_")]
     return {r["id"]: np.array([float(r[c]) for c in cols]) for r in rows}

@@ -7,12 +7,12 @@ root and same size:mtime stamp) or when its vector is bit for bit a row of the r
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
 from pipeline.errors import StoreError
 from pipeline.store.feature_store import open_store
+from pipeline.tables import read_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -30,8 +30,7 @@ def _held_out_ids(run_dir: Path) -> dict:
     for split in ("val", "test"):
         path = run_dir / f"predictions_{split}.csv"
         if path.is_file():
-            with path.open(newline="", encoding="utf-8") as fh:
-                held.update({row["id"]: split for row in csv.DictReader(fh)})
+            held.update({row["id"]: split for row in read_rows(path)})
     return held
 
 

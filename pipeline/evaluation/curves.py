@@ -7,12 +7,12 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.outputs import pyplot
+from pipeline.tables import write_dicts
 
 CURVE_FRACTIONS = (0.10, 0.25, 0.50, 1.00)
 
@@ -48,10 +48,7 @@ def learning_curve(score_with_rows, train_rows: np.ndarray, labels: np.ndarray,
 def write_learning_curve(folder: Path, points: list[dict], title: str,
                          metric: str = "accuracy") -> None:
     """learning_curve.csv (columns fraction, n_train, val_<metric>) and learning_curve.png."""
-    with (folder / "learning_curve.csv").open("w", newline="", encoding="utf-8") as fh:
-        out = csv.DictWriter(fh, fieldnames=["fraction", "n_train", f"val_{metric}"])
-        out.writeheader()
-        out.writerows(points)
+    write_dicts(folder / "learning_curve.csv", ["fraction", "n_train", f"val_{metric}"], points)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     ax.plot([p["n_train"] for p in points], [p[f"val_{metric}"] for p in points], "o-")

@@ -11,13 +11,13 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.tables import read_rows
 
 # More cross-split near-duplicates than this and fit-head / grid-search warn.
 LEAK_WARNING_PAIRS = 3
@@ -83,13 +83,12 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     for p, rows in enumerate(parts):
         part_of[rows] = p
     drop = set()
-    with (audit_folder(store) / "duplicates.csv").open(newline="", encoding="utf-8") as fh:
-        for pair in csv.DictReader(fh):
-            a, b = row_of.get(pair["id_a"]), row_of.get(pair["id_b"])
-            if a is None or b is None or part_of[a] < 0 or part_of[b] < 0 \
-                    or part_of[a] == part_of[b] or a in drop or b in drop:
-                continue
-            drop.add(a if part_of[a] > part_of[b] else b)
+    for pair in read_rows(audit_folder(store) / "duplicates.csv"):
+        a, b = row_of.get(pair["id_a"]), row_of.get(pair["id_b"])
+        if a is None or b is None or part_of[a] < 0 or part_of[b] < 0 \
+                or part_of[a] == part_of[b] or a in drop or b in drop:
+            continue
+        drop.add(a if part_of[a] > part_of[b] else b)
     dropped = np.fromiter(drop, dtype=np.int64, count=len(drop))
     return [np.setdiff1d(rows, dropped) for rows in parts], len(drop)
 

@@ -10,7 +10,6 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.outputs import pyplot
+from pipeline.tables import write_rows
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names) -> dict:
@@ -64,39 +64,35 @@ def write_predictions(path: Path, ids, y_true, probs: np.ndarray, class_names,
 
     Probabilities are written with 9 significant digits so a reader can compare them to 1e-7.
     """
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        header = ["id"] + (["group"] if groups is not None else []) + \
-            (["split"] if split else []) + \
-            (["true_class"] if y_true is not None else []) + ["predicted_class"] + \
-            [f"p_{name}" for name in class_names]
-        out.writerow(header)
-        for i, sample_id in enumerate(ids):
-            row = [sample_id] + ([groups[i]] if groups is not None else []) + \
-                ([split] if split else [])
-            if y_true is not None:
-                row.append(class_names[y_true[i]] if y_true[i] >= 0 else "")
-            row.append(class_names[int(np.argmax(probs[i]))])
-            out.writerow(row + [f"{p:.9g}" for p in probs[i]])
-
+    header = ["id"] + (["group"] if groups is not None else []) + \
+        (["split"] if split else []) + \
+        (["true_class"] if y_true is not None else []) + ["predicted_class"] + \
+        [f"p_{name}" for name in class_names]
+    rows = []
+    for i, sample_id in enumerate(ids):
+        row = [sample_id] + ([groups[i]] if groups is not None else []) + \
+            ([split] if split else [])
+        if y_true is not None:
+            row.append(class_names[y_true[i]] if y_true[i] >= 0 else "")
+        row.append(class_names[int(np.argmax(probs[i]))])
+        rows.append(row + [f"{p:.9g}" for p in probs[i]])
+    write_rows(path, header, rows)
 
 def write_cv_folds(path: Path, ids, groups, y_true, roles, scored_in, probs,
                    class_names) -> None:
     """`cv_folds.csv`: per row its role in each fold (train / stop = early stopping / scored),
     the fold that scored it, and its out-of-fold prediction; `groups` None drops that column."""
     k = roles.shape[1]
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["id"] + (["group"] if groups is not None else []) + ["true_class"]
-                     + [f"fold{i + 1}" for i in range(k)] + ["scored_in_fold",
-                                                             "predicted_class"]
-                     + [f"p_{name}" for name in class_names])
-        for i, sample_id in enumerate(ids):
-            predicted = class_names[int(np.argmax(probs[i]))]
-            out.writerow([sample_id] + ([groups[i]] if groups is not None else [])
-                         + [class_names[y_true[i]]] + list(roles[i])
-                         + [int(scored_in[i]), predicted] + [f"{p:.9g}" for p in probs[i]])
-
+    header = (["id"] + (["group"] if groups is not None else []) + ["true_class"]
+              + [f"fold{i + 1}" for i in range(k)] + ["scored_in_fold", "predicted_class"]
+              + [f"p_{name}" for name in class_names])
+    rows = []
+    for i, sample_id in enumerate(ids):
+        predicted = class_names[int(np.argmax(probs[i]))]
+        rows.append([sample_id] + ([groups[i]] if groups is not None else [])
+                    + [class_names[y_true[i]]] + list(roles[i])
+                    + [int(scored_in[i]), predicted] + [f"{p:.9g}" for p in probs[i]])
+    write_rows(path, header, rows)
 
 def write_misclassified(path: Path, evaluated: list, class_names,
                         groups: dict | None = None) -> int:
@@ -121,12 +117,9 @@ def write_misclassified(path: Path, evaluated: list, class_names,
                 f"{probs[i, pred[i]]:.6f}", f"{probs[i, y_true[i]]:.6f}",
             ] + [f"{p:.6f}" for p in probs[i]]))
     rows.sort(key=lambda r: -r[0])
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["id"] + (["group"] if groups is not None else [])
-                     + ["split", "true_class", "predicted_class", "p_predicted", "p_true"]
-                     + [f"p_{name}" for name in class_names])
-        out.writerows(r[1] for r in rows)
+    write_rows(path, ["id"] + (["group"] if groups is not None else [])
+               + ["split", "true_class", "predicted_class", "p_predicted", "p_true"]
+               + [f"p_{name}" for name in class_names], (r[1] for r in rows))
     return len(rows)
 
 
@@ -141,11 +134,8 @@ def write_history(run_dir: Path, history: dict, best_epoch: int | None, title: s
     """
     keys = list(history)
     n = len(history[keys[0]]) if keys else 0
-    with (Path(run_dir) / "history.csv").open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["epoch"] + keys)
-        for e in range(n):
-            out.writerow([e + 1] + [f"{float(history[k][e]):.6g}" for k in keys])
+    write_rows(Path(run_dir) / "history.csv", ["epoch"] + keys,
+               ([e + 1] + [f"{float(history[k][e]):.6g}" for k in keys] for e in range(n)))
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = np.arange(1, n + 1)
@@ -174,11 +164,8 @@ def write_history(run_dir: Path, history: dict, best_epoch: int | None, title: s
 def write_confusion_matrix(run_dir: Path, matrix, class_names, split: str) -> None:
     """`confusion_matrix.csv` (counts) and `.png` (row-normalised colours, counts written in)."""
     matrix = np.asarray(matrix)
-    with (Path(run_dir) / "confusion_matrix.csv").open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["true \\ predicted"] + list(class_names))
-        for name, row in zip(class_names, matrix):
-            out.writerow([name] + [int(v) for v in row])
+    write_rows(Path(run_dir) / "confusion_matrix.csv", ["true \\ predicted"] + list(class_names),
+               ([name] + [int(v) for v in row] for name, row in zip(class_names, matrix)))
     plt = pyplot()
     k = len(class_names)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)

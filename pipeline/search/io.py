@@ -177,9 +177,10 @@ def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":
     try:
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise StoreError(f"{run_dir}: unreadable run.json or {SIDECAR} ({exc}); run "
                          "grid-search again.") from None
+    _check_run_files(run_dir, run, sidecar)
     if run.get("kind") != "grid_search":
         raise StoreError(f"{run_dir} is a {run.get('kind')!r} run, not a grid-search one.")
     kind, files = sidecar.get("format"), sidecar.get("files") or {}
@@ -211,6 +212,35 @@ def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":
             raise StoreError(f"{run_dir / KERAS_FILE} cannot be loaded in Keras' safe mode "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}).") from None
     return BestModel(sidecar, pipeline, head)
+
+
+def run_kind(run_dir) -> str | None:
+    """The `kind` run.json records ("grid_search", "keras_head"), or None when the folder has
+    no readable run.json object."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("kind") if isinstance(info, dict) else None
+
+
+def _check_run_files(run_dir: Path, run, sidecar) -> None:
+    """run.json and the sidecar are the objects grid-search writes (else: modified)."""
+    modified = ("the run folder was modified after grid-search wrote it or is not one of ours; "
+                "run grid-search again.")
+    for name, doc in (("run.json", run), (SIDECAR, sidecar)):
+        if not isinstance(doc, dict):
+            raise StoreError(f"{run_dir / name} holds a JSON {type(doc).__name__}, not a run's "
+                             f"description; {modified}")
+    names, classes = sidecar.get("class_names"), sidecar.get("classes")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or \
+            not isinstance(classes, list) or \
+            not all(isinstance(c, int) and 0 <= c < len(names) for c in classes):
+        raise StoreError(f"{run_dir / SIDECAR} has no valid class_names and classes; {modified}")
+    if not isinstance(sidecar.get("files"), (dict, type(None))) or \
+            not isinstance(sidecar.get("provenance"), (dict, type(None))):
+        raise StoreError(f"{run_dir / SIDECAR}: files and provenance must be objects; "
+                         f"{modified}")
 
 
 class BestModel:

@@ -18,22 +18,27 @@ GRID_SEARCH_OPTIONS = (
     Option("models", str, "", "comma-separated subset of the grid's model tables to run "
            "[default: all]", metavar="NAME,..."),
     Option("cv", int, 5, "cross-validation folds (stratified; group k-fold when the store has "
-           "groups)", metavar="K"),
-    Option("n_jobs", int, -1, "parallel fits through joblib (-1 = all cores)", metavar="N"),
+           "groups)", metavar="K", minimum=2),
+    Option("n_jobs", int, -1, "parallel fits through joblib (-1 = all cores)", metavar="N",
+           minimum=-1),
     Option("backend", str, "loky", "where the fits run: this machine's processes (loky), or a "
            "Ray or Dask cluster (pip install -r requirements-cluster.txt; see "
            "pipeline/search/backends.py)", choices=("loky", "ray", "dask")),
     Option("time_budget", float, 0.0, "seconds the whole search may take: candidates run "
            "cheapest first and one predicted to end past the budget is not launched; the "
-           "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
+           "skipped ones are listed (0 = no budget)", metavar="SECONDS",
+           minimum=0.0),
     Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
     Option("top_k", int, 3, "how many of the best candidates are refit and scored once on the "
-           "test split", metavar="K"),
+           "test split", metavar="K", minimum=1),
     Option("test_fraction", float, 0.2, "held-out test fraction when the store has no test "
-           "split (stratified, group-aware, fixed seed)", metavar="FRACTION"),
-    Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
-    Option("out", str, "cache/runs", "the folder that receives run folders: each run adds a new, uniquely named "
-           "run folder inside it and never replaces anything there (created if missing)", metavar="DIR"),
+           "split (stratified, group-aware, fixed seed)", metavar="FRACTION",
+           minimum=0.0, maximum=1.0, open_maximum=True),
+    Option("seed", int, 0, "seed of the folds, the held-out test split and the models",
+           minimum=0, maximum=2**32 - 1),
+    Option("out", str, "cache/runs", "the folder that receives run folders: each run adds a new, "
+           "uniquely named run folder inside it and never replaces anything there (created if "
+           "missing)", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar over the fits"),
     Option("plugin", plugin_names, (), "modules to import first, which register classifier "
            "families (register_family) for the grid (comma separated; also the "
@@ -50,12 +55,9 @@ class _SearchRules(Settings):
     """grid-search's rules across options, checked wherever its settings are built."""
 
     def validate(self) -> None:
-        if self.cv < 2:
-            raise ConfigError(f"cv must be at least 2 folds; received: {self.cv}")
-        if self.top_k < 1:
-            raise ConfigError(f"top_k must be at least 1; received: {self.top_k}")
-        if self.time_budget < 0:
-            raise ConfigError(f"time_budget must be >= 0 seconds; received: {self.time_budget}")
+        # One option's type and range are checked by its Option (pipeline/config.py).
+        if self.n_jobs == 0:
+            raise ConfigError("n_jobs must be -1 (all cores) or at least 1; received: 0")
 
     @property
     def grid_file(self):

@@ -8,12 +8,13 @@ Usage:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.tables import write_rows
 
 LEADERBOARD_COLUMNS = ("rank", "model", "family", "params", "cv_mean", "cv_std", "fit_seconds",
                        "test_score", "preprocess", "status", "notes")
@@ -61,45 +62,41 @@ def write_folds(run_dir: Path, folds: list, test_rows: np.ndarray, how: str,
     for k, (train, val) in enumerate(folds):
         roles[train, k], roles[val, k] = "train", "val"
     groups = table["groups"]
-    with (run_dir / "folds.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id"] + (["group"] if groups is not None else []) + ["true_class"]
-                        + [f"fold{k + 1}" for k in range(len(folds))])
-        for row in np.flatnonzero((roles != "").any(axis=1)):
-            label = table["labels"][row]
-            writer.writerow([table["ids"][row]] + ([groups[row]] if groups is not None else [])
-                            + [table["names"][label] if label >= 0 else ""] + list(roles[row]))
+    header = (["id"] + (["group"] if groups is not None else []) + ["true_class"]
+              + [f"fold{k + 1}" for k in range(len(folds))])
+    rows = []
+    for row in np.flatnonzero((roles != "").any(axis=1)):
+        label = table["labels"][row]
+        rows.append([table["ids"][row]] + ([groups[row]] if groups is not None else [])
+                    + [table["names"][label] if label >= 0 else ""] + list(roles[row]))
+    write_rows(run_dir / "folds.csv", header, rows)
 
 
 def write_tables(run_dir: Path, ranked: list, n_folds: int, scoring: str) -> None:
     """leaderboard.csv (one row per candidate) and cv_results.csv (one column per fold)."""
-    with (run_dir / "leaderboard.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(LEADERBOARD_COLUMNS)
-        for i, c in enumerate(ranked, 1):
-            writer.writerow([i if c.status == "done" else "", c.entry.name, c.entry.family,
-                             _params(c), _fmt(c.cv_mean), _fmt(c.cv_std), _fmt(c.fit_seconds, 3),
-                             _fmt(c.test_score), "+".join(c.entry.preprocess), c.status,
-                             " ".join(sorted(c.notes))])
+    write_rows(run_dir / "leaderboard.csv", LEADERBOARD_COLUMNS, (
+        [i if c.status == "done" else "", c.entry.name, c.entry.family, _params(c),
+         _fmt(c.cv_mean), _fmt(c.cv_std), _fmt(c.fit_seconds, 3), _fmt(c.test_score),
+         "+".join(c.entry.preprocess), c.status, " ".join(sorted(c.notes))]
+        for i, c in enumerate(ranked, 1)))
     param_names = sorted({k for c in ranked for k in c.params})
     header = (["model", "family", "params"] + [f"param_{p}" for p in param_names]
               + [f"split{i}_test_{scoring}" for i in range(n_folds)]
               + ["mean_test_score", "std_test_score", "rank_test_score", "mean_fit_time",
                  "std_fit_time", "mean_score_time", "status"])
-    with (run_dir / "cv_results.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for i, c in enumerate(ranked, 1):
-            scores = list(c.scores) + [None] * (n_folds - len(c.scores))
-            writer.writerow([c.entry.name, c.entry.family, _params(c)]
-                            + [json.dumps(c.params[p], default=str) if p in c.params else ""
-                               for p in param_names]
-                            + [_fmt(s) for s in scores]
-                            + [_fmt(c.cv_mean), _fmt(c.cv_std), i if c.status == "done" else "",
-                               _fmt(c.fit_seconds, 3),
-                               _fmt(float(np.std(c.fit_times)) if c.fit_times else None, 3),
-                               _fmt(float(np.mean(c.score_times)) if c.score_times else None, 3),
-                               c.status])
+    rows = []
+    for i, c in enumerate(ranked, 1):
+        scores = list(c.scores) + [None] * (n_folds - len(c.scores))
+        rows.append([c.entry.name, c.entry.family, _params(c)]
+                    + [json.dumps(c.params[p], default=str) if p in c.params else ""
+                       for p in param_names]
+                    + [_fmt(s) for s in scores]
+                    + [_fmt(c.cv_mean), _fmt(c.cv_std), i if c.status == "done" else "",
+                       _fmt(c.fit_seconds, 3),
+                       _fmt(float(np.std(c.fit_times)) if c.fit_times else None, 3),
+                       _fmt(float(np.mean(c.score_times)) if c.score_times else None, 3),
+                       c.status])
+    write_rows(run_dir / "cv_results.csv", header, rows)
 
 
 def param_items(params: dict) -> list[str]:
