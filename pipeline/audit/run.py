@@ -153,7 +153,7 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
         groups = store.column("group")
         splits, split_how = row_splits(store, cfg.seed)
         data_root = store.provenance.get("data_root")
-        prepared, digests, _ = prepare_vectors(store.file["features"], cfg.l2_normalize,
+        prepared, digests, _ = prepare_vectors(store.vectors, cfg.l2_normalize,
                                                memory_limit_mb=cfg.memory_limit_mb,
                                                scratch=store.path.parent)
         scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.store import integrity
 from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
@@ -126,7 +127,7 @@ class StoreWriter:
             chunk = min(chunk, int(n_rows))
         self.file.create_dataset("features", shape=(self.n, *self.feature_shape), dtype=dt,
                                  maxshape=(None, *self.feature_shape),
-                                 chunks=(chunk, *self.feature_shape))
+                                 chunks=(chunk, *self.feature_shape), fletcher32=True)
         for name in _META_COLUMNS:
             kind = np.int64 if name == "labels" else STR
             self.file.create_dataset(name, shape=(self.n,), dtype=kind, maxshape=(None,),
@@ -242,10 +243,13 @@ class FeatureStore:
         if version != SCHEMA_VERSION or "features" not in self.file:
             self.file.close()
             raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION))
-        self.class_names = json.loads(self.file.attrs["class_names"])
-        self.provenance = json.loads(self.file.attrs["provenance"])
-        self.key = str(self.file.attrs["cache_key"])
-        self._columns: dict[str, np.ndarray] = {}
+        try:
+            self.class_names, self.provenance, self.key, labels = \
+                integrity.validate(self.path, self.file)
+        except BaseException:
+            self.file.close()
+            raise
+        self._columns: dict[str, np.ndarray] = {"labels": labels}
 
     # -- metadata ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -288,8 +292,19 @@ class FeatureStore:
 
     # -- data -------------------------------------------------------------------------------
     def read_rows(self, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
-        """Features of the given rows, in the order given."""
-        return read_feature_rows(self.file["features"], rows, dtype)
+        """Features of the given rows, in the order given; a `StoreError` naming the rows when
+        they fail their checksum or hold NaN or inf."""
+        features = self.file["features"]
+        if not len(rows):
+            return read_feature_rows(features, rows, dtype)
+        return integrity.checked(self.path, features, rows,
+                                 lambda: read_feature_rows(features, rows, dtype),
+                                 self.provenance)
+
+    @property
+    def vectors(self) -> integrity.CheckedFeatures:
+        """The feature dataset as an array-like whose slices are checked like `read_rows`."""
+        return integrity.CheckedFeatures(self)
 
     def load(self, split: str | None = None, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of one split (or all rows) as arrays in memory."""
