@@ -16,7 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.errors import EngineError
 from pipeline.store.feature_store import STR, FeatureStore, StoreWriter, read_feature_rows
+from pipeline.store.integrity import non_finite_rows
 
 _CLIP_SEP = "#clip"
 
@@ -110,6 +112,13 @@ class PartWriter:
         return len(self.sample_ids) + len(self.failures)
 
     def add(self, sample, rows: np.ndarray, clip_index) -> None:
+        """Buffers one sample's rows; NaN or inf in them stops the run (nothing of that sample
+        is kept, every finished sample is): such vectors would poison every later stage."""
+        if len(non_finite_rows(rows)):
+            raise EngineError(
+                f"the backbone produced non-finite vectors (NaN or inf) for {sample.id}; nothing "
+                "was stored for it and the files finished so far are kept. Check the weights "
+                "(--weights) and run the backbone at full precision (--precision float32)")
         self.features.append(rows)
         self.sample_ids += [sample.id] * len(rows)
         self.stamps += [sample.stamp] * len(rows)

@@ -59,13 +59,40 @@ def _with_attrs(files, root, name, **attrs):
     files[name] = path
 
 
+def _nan_trunk(weights, input_shape):
+    """A real Keras trunk whose vectors are NaN (the log of a negative number)."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = keras.layers.Conv2D(2, 3, strides=4, name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.log(-1.0 - keras.ops.abs(t)), name="nan")(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+
+
+def _no_store_in(folder):
+    def check(files):
+        cache = files["root"] / folder
+        assert not list(cache.glob("*.h5")) and not list(cache.glob("*.lock")), \
+            list(cache.iterdir())
+    return check
+
+
 def build(root):
+    from keras.applications import resnet50
+
+    from conftest import write_images
+    from pipeline.extract.backbones import BackboneSpec, register_backbone
     from pipeline.store.feature_store import write_store
+
+    register_backbone(BackboneSpec(
+        name="nan_trunk", build=_nan_trunk, preprocess=resnet50.preprocess_input,
+        preprocess_name="keras.applications.resnet50.preprocess_input",
+        input_shape=(32, 32, 3), notes="test-only trunk whose vectors are NaN"), overwrite=True)
 
     rng = np.random.default_rng(1)
     labels = np.arange(N_ROWS) % 2
     vectors = rng.normal(size=(N_ROWS, 4)).astype(np.float32) + labels[:, None]
-    f = {"root": root}
+    f = {"root": root, "images": write_images(root / "pets", per_class=2, size=(24, 24))}
     f["healthy"] = write_store(root / "healthy.h5", vectors, labels, class_names=["cat", "dog"])
     f["flipped"] = root / "flipped.h5"
     shutil.copy(f["healthy"], f["flipped"])
@@ -91,7 +118,7 @@ def build(root):
     with h5py.File(f["labels_outside"], "a") as fh:
         fh["labels"][4] = 2  # two classes: indices 0 and 1 (-1 = unlabelled)
     for name in list(f):
-        if name != "root":
+        if name not in ("root", "images"):
             f[f"{name}_digest"] = _digest(f[name])
     return f
 
@@ -118,6 +145,10 @@ def _attribute(name, words, command="info"):
 
 
 CASES = [
+    Fault("extract-backbone-gives-nan",
+          ["extract", "--data", "{images}", "--backbone", "nan_trunk", "--weights", "none",
+           "--input-size", "32", "--cache-dir", "{root}/nan-cache", "--no-progress"],
+          "non-finite", after=_no_store_in("nan-cache")),
     *_commands("flipped", "checksum", "runs-flipped"),
     *_commands("nan", "non-finite", "runs-nan"),
     *_commands("inf", "non-finite", "runs-inf"),
