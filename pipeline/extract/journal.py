@@ -52,8 +52,9 @@ def clean_stale_files(store: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def index_store(store: FeatureStore) -> dict[str, Done]:
-    """Finished samples of an existing store, keyed by sample id."""
+def index_store(store: FeatureStore, damaged=()) -> dict[str, Done]:
+    """Finished samples of an existing store, keyed by sample id; a sample with a row in
+    `damaged` (rows that fail their checksum or hold NaN or inf) is not finished."""
     done: dict[str, Done] = {}
     clip = "clip_index" in store.file
     clip_index = store.column("clip_index") if clip else None
@@ -66,6 +67,10 @@ def index_store(store: FeatureStore) -> dict[str, Done]:
         for sample_id, stamp, reason in zip(group["ids"][:], group["stamps"][:],
                                             group["reasons"][:]):
             done[sample_id.decode()] = Done(stamp=stamp.decode(), failure=reason.decode())
+    if len(damaged):
+        ids = store.column("ids")
+        for row in damaged:
+            done.pop(sample_id_of(ids[row], clip), None)
     return done
 
 

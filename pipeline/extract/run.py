@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.store import feature_store as fs
-from pipeline.store import vector_identity
+from pipeline.store import integrity, vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
@@ -158,7 +158,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     with fs.StoreLock(path):
         journal.clean_stale_files(path)
         old = _open_existing(path, key)
-        done = journal.index_store(old) if old is not None else {}
+        done = journal.index_store(old, _damaged_rows(old, echo)) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
         if cfg.cluster:  # Ray is there; take in what an interrupted run's actors wrote
             from pipeline.extract import cluster
@@ -238,6 +238,17 @@ def _open_existing(path: Path, key: str):
         raise fs.StoreError(f"{path} was made with other settings (key {store.key[:10]}); "
                             "move it away or pass another --cache-dir.")
     return store
+
+
+def _damaged_rows(store, echo) -> list:
+    """Rows of an existing store that fail their checksum or hold NaN or inf: their files are
+    extracted again, so a damaged store is repaired by the same command, never reused."""
+    corrupt, non_finite = integrity.damaged_rows(store.file["features"])
+    if corrupt or non_finite:
+        echo(f"{store.path.name}: {len(corrupt) + len(non_finite)} damaged row(s) ("
+             f"{len(corrupt)} failing their checksum, {len(non_finite)} NaN or inf); their files "
+             "are extracted again")
+    return sorted(set(corrupt) | set(non_finite))
 
 
 def _same_contents(store, dataset, clip_rows: bool) -> bool:
