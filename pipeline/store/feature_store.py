@@ -25,6 +25,7 @@ Usage:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -36,7 +37,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.store import integrity
+from pipeline.store import integrity, space
 from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
@@ -70,9 +71,21 @@ class StoreLock:
         self._fh = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
+        self.read_only = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a+")
+        except OSError as exc:
+            if space.is_out_of_space(exc):
+                raise space.out_of_space_error(self.path.parent, "creating the lock") from None
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A read-only cache (a shared one, mounted read-only): nothing can be written into
+            # it, so nothing is locked; a complete store in it is still read. `read_only` tells
+            # the caller to write nothing.
+            self._fh, self.read_only = None, True
+            return self
+        while True:
             try:
                 fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -87,16 +100,25 @@ class StoreLock:
             if _same_file(self._fh, self.path):
                 break
             self._fh.close()
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()}")
-        self._fh.flush()
+            self._fh = open(self.path, "a+")
+        try:  # who holds it, for the message of a second extract; the flock is the lock
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(f"pid {os.getpid()}")
+            self._fh.flush()
+        except OSError:  # a full disk: the lock holds all the same
+            pass
         return self
 
     def __exit__(self, *exc):
+        if self._fh is None:  # a read-only cache: nothing was locked
+            return
         self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
         fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # the pid text could not be written out (full disk): nothing lost
+            pass
 
 
 def _same_file(fh, path: Path) -> bool:
@@ -187,10 +209,7 @@ class StoreWriter:
         return self.path
 
     def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.tmp_path.unlink(missing_ok=True)
+        space.discard(self.file, self.tmp_path)
 
 
 def _as_column(name: str, values) -> np.ndarray:
@@ -361,6 +380,8 @@ def write_store(path: str | Path, features, labels, *, class_names, ids=None, sp
         prov.update(provenance or {})
         key = cache_key({"written_by": "write_store", **prov, "n": n})
         return writer.commit(key, class_names, prov)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if space.is_out_of_space(exc):
+            raise space.out_of_space_error(writer.path.parent, "writing the store") from None
         raise
