@@ -152,7 +152,7 @@ def test_a_read_only_cache_serves_its_hits_and_names_cache_dir_on_a_miss(
     from run_pipeline import main
 
     weights = register_tiny_trunk(tmp_path / "tiny.weights.h5", 32)
-    data = write_images(tmp_path / "data", per_class=3, size=(32, 32))
+    data = write_images(tmp_path / "data", per_class=8, size=(32, 32))
     flags = ["extract", "--data", str(data), "--backbone", "tiny_trunk", "--weights",
              str(weights), "--input-size", "32", "--no-progress"]
     assert main([*flags, "--cache-dir", str(tmp_path / "cache")]) == 0
