@@ -1,7 +1,8 @@
 """The HDF5 feature store: schema, cache key, atomic writing and the read API.
 
 One file per cache key. Datasets (one row per sample, or per clip with `clip_index`):
-    features    float32|float16 (N, *feature_shape), chunked by rows
+    features    float32|float16 (N, *feature_shape), chunked by rows, each chunk with a
+                fletcher32 checksum (stores written before it lack it and stay readable)
     labels      int64, index into attrs["class_names"] (-1 = unlabelled)
     ids         UTF-8, path relative to the data root (`path#clip3` for clip rows)
     split       UTF-8, "train" | "val" | "test" | ""
