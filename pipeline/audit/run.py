@@ -182,7 +182,7 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     groups = store.column("group")
     splits, split_how = row_splits(store, cfg.seed)
     data_root = store.provenance.get("data_root")
-    prepared, digests, _ = prepare_vectors(store.file["features"], cfg.l2_normalize,
+    prepared, digests, _ = prepare_vectors(store.vectors, cfg.l2_normalize,
                                            memory_limit_mb=cfg.memory_limit_mb,
                                            scratch=scratch)
     scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)

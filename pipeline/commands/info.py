@@ -37,6 +37,7 @@ def describe_store(path) -> str:
             f"created      {prov.get('created_at')}  keras {prov.get('versions', {}).get('keras')}"
             f" ({prov.get('versions', {}).get('keras_backend')})",
             f"cache key    {store.key[:16]}",
+            f"vectors      {verify_vectors(store)}",
         ]
         failures = store.failures()
         lines.append(f"failures     {len(failures)}")
@@ -44,6 +45,22 @@ def describe_store(path) -> str:
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more")
     return "\n".join(lines)
+
+
+def verify_vectors(store) -> str:
+    """Reads every vector once: a `StoreError` naming the rows that fail their checksum or hold
+    NaN or inf, else what was verified."""
+    from pipeline.store import integrity
+
+    features = store.file["features"]
+    corrupt, non_finite = integrity.damaged_rows(features)
+    if corrupt:
+        raise integrity.corrupt_error(store.path, features, corrupt, store.provenance)
+    if non_finite:
+        raise integrity.non_finite_error(store.path, non_finite, store.provenance)
+    if features.fletcher32:
+        return "all finite, checksums verified"
+    return "all finite (no checksums: written before stores carried them)"
 
 
 def describe_reader(prov: dict) -> str:

@@ -16,7 +16,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.errors import EngineError
 from pipeline.store.feature_store import STR, FeatureStore, StoreWriter, read_feature_rows
+from pipeline.store import space
+from pipeline.store.integrity import non_finite_rows
 
 _CLIP_SEP = "#clip"
 
@@ -50,8 +53,9 @@ def clean_stale_files(store: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def index_store(store: FeatureStore) -> dict[str, Done]:
-    """Finished samples of an existing store, keyed by sample id."""
+def index_store(store: FeatureStore, damaged=()) -> dict[str, Done]:
+    """Finished samples of an existing store, keyed by sample id; a sample with a row in
+    `damaged` (rows that fail their checksum or hold NaN or inf) is not finished."""
     done: dict[str, Done] = {}
     clip = "clip_index" in store.file
     clip_index = store.column("clip_index") if clip else None
@@ -64,6 +68,10 @@ def index_store(store: FeatureStore) -> dict[str, Done]:
         for sample_id, stamp, reason in zip(group["ids"][:], group["stamps"][:],
                                             group["reasons"][:]):
             done[sample_id.decode()] = Done(stamp=stamp.decode(), failure=reason.decode())
+    if len(damaged):
+        ids = store.column("ids")
+        for row in damaged:
+            done.pop(sample_id_of(ids[row], clip), None)
     return done
 
 
@@ -110,6 +118,13 @@ class PartWriter:
         return len(self.sample_ids) + len(self.failures)
 
     def add(self, sample, rows: np.ndarray, clip_index) -> None:
+        """Buffers one sample's rows; NaN or inf in them stops the run (nothing of that sample
+        is kept, every finished sample is): such vectors would poison every later stage."""
+        if len(non_finite_rows(rows)):
+            raise EngineError(
+                f"the backbone produced non-finite vectors (NaN or inf) for {sample.id}; nothing "
+                "was stored for it and the files finished so far are kept. Check the weights "
+                "(--weights) and run the backbone at full precision (--precision float32)")
         self.features.append(rows)
         self.sample_ids += [sample.id] * len(rows)
         self.stamps += [sample.stamp] * len(rows)
@@ -125,7 +140,9 @@ class PartWriter:
             return
         final = self.dir / f"part-{self.next_number:06d}.h5"
         tmp = final.with_suffix(".tmp")
-        with h5py.File(tmp, "w") as fh:
+        fh = None
+        try:
+            fh = h5py.File(tmp, "w")
             feats = np.concatenate(self.features) if self.features else np.zeros((0, 1), np.float32)
             fh.create_dataset("features", data=feats)
             fh.create_dataset("sample_ids", data=np.asarray(self.sample_ids, dtype=object), dtype=STR)
@@ -134,8 +151,14 @@ class PartWriter:
             for i, name in enumerate(("fail_ids", "fail_stamps", "fail_reasons")):
                 fh.create_dataset(name, data=np.asarray([f[i] for f in self.failures], dtype=object),
                                   dtype=STR)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+            fh.close()
+            with open(tmp, "rb") as raw:
+                os.fsync(raw.fileno())
+        except BaseException as exc:
+            space.discard(fh, tmp)  # the samples stay buffered; published parts are untouched
+            if space.is_out_of_space(exc):
+                raise space.out_of_space_error(self.dir.parent, "writing the journal") from None
+            raise
         os.replace(tmp, final)
         self.next_number += 1
         self._reset()
@@ -161,7 +184,14 @@ def assemble(store_path: Path, dataset, done: dict[str, Done], *, feature_shape:
             columns["group"].append(sample.group or (sample.id if clip_rows else ""))
             columns["stamps"].append(sample.stamp)
             columns["clip_index"].append(cid)
-    writer = StoreWriter(store_path, feature_shape, dtype, n_rows=len(plan), clip_rows=clip_rows)
+    try:
+        writer = StoreWriter(store_path, feature_shape, dtype, n_rows=len(plan),
+                             clip_rows=clip_rows)
+    except BaseException as exc:
+        space.discard(None, store_path.with_name(f"{store_path.name}.tmp-{os.getpid()}"))
+        if space.is_out_of_space(exc):
+            raise space.out_of_space_error(store_path.parent, "assembling the store") from None
+        raise
     try:
         if not clip_rows:
             columns.pop("clip_index")
@@ -178,8 +208,10 @@ def assemble(store_path: Path, dataset, done: dict[str, Done], *, feature_shape:
                     writer.write_features(chunk[:, 1], data)
         writer.write_failures(*(zip(*failures) if failures else ([], [], [])))
         return writer.commit(key, dataset.class_names, provenance)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if space.is_out_of_space(exc):
+            raise space.out_of_space_error(store_path.parent, "assembling the store") from None
         raise
 
 

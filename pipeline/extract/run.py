@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.store import feature_store as fs
-from pipeline.store import vector_identity
+from pipeline.store import integrity, space, vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
@@ -160,10 +160,11 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
 
-    with fs.StoreLock(path):
-        journal.clean_stale_files(path)
+    with fs.StoreLock(path) as lock:
+        if not lock.read_only:
+            journal.clean_stale_files(path)
         old = _open_existing(path, key)
-        done = journal.index_store(old) if old is not None else {}
+        done = journal.index_store(old, _damaged_rows(old, echo)) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
         if cfg.cluster:  # Ray is there; take in what an interrupted run's actors wrote
             from pipeline.extract import cluster
@@ -183,6 +184,14 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
                                  time.perf_counter() - started, True, kind=spec.kind,
                                  unit=reader.unit)
+        if lock.read_only:  # nothing can be extracted into it
+            if old is not None:
+                old.close()
+            raise fs.StoreError(
+                f"--cache-dir {path.parent} is read-only and holds no complete store for these "
+                f"files and settings ({len(todo)} of {len(dataset.samples)} file(s) to extract); "
+                "pass a writable --cache-dir (a store made there can be copied into the shared "
+                "one)")
         feature_shape = tuple(old.feature_shape) if old is not None else None
         steady_rate, n_inputs = 0.0, 0
         # An appended store keeps the guard measured when its int8 model was made.
@@ -215,7 +224,13 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
                          dtype=cfg.dtype, clip_rows=clip_rows, key=key, provenance=provenance)
         journal.remove_parts(path)
-        _write_resolved_config(path, cfg)
+        try:
+            _write_resolved_config(path, cfg)
+        except OSError as exc:
+            if space.is_out_of_space(exc):
+                raise space.out_of_space_error(path.parent, "writing the store's config "
+                                               "(the store itself is complete)") from None
+            raise
         with fs.FeatureStore(path) as store:
             n_rows, n_fail = len(store), len(store.failures())
     return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
@@ -250,6 +265,17 @@ def _open_existing(path: Path, key: str):
         raise fs.StoreError(f"{path} was made with other settings (key {store.key[:10]}); "
                             "move it away or pass another --cache-dir.")
     return store
+
+
+def _damaged_rows(store, echo) -> list:
+    """Rows of an existing store that fail their checksum or hold NaN or inf: their files are
+    extracted again, so a damaged store is repaired by the same command, never reused."""
+    corrupt, non_finite = integrity.damaged_rows(store.file["features"])
+    if corrupt or non_finite:
+        echo(f"{store.path.name}: {len(corrupt) + len(non_finite)} damaged row(s) ("
+             f"{len(corrupt)} failing their checksum, {len(non_finite)} NaN or inf); their files "
+             "are extracted again")
+    return sorted(set(corrupt) | set(non_finite))
 
 
 def _same_contents(store, dataset, clip_rows: bool) -> bool:

@@ -1,7 +1,8 @@
 """The HDF5 feature store: schema, cache key, atomic writing and the read API.
 
 One file per cache key. Datasets (one row per sample, or per clip with `clip_index`):
-    features    float32|float16 (N, *feature_shape), chunked by rows
+    features    float32|float16 (N, *feature_shape), chunked by rows, each chunk with a
+                fletcher32 checksum (stores written before it lack it and stay readable)
     labels      int64, index into attrs["class_names"] (-1 = unlabelled)
     ids         UTF-8, path relative to the data root (`path#clip3` for clip rows)
     split       UTF-8, "train" | "val" | "test" | ""
@@ -25,6 +26,7 @@ Usage:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -36,6 +38,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.store import integrity, space
 from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
@@ -69,9 +72,21 @@ class StoreLock:
         self._fh = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
+        self.read_only = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a+")
+        except OSError as exc:
+            if space.is_out_of_space(exc):
+                raise space.out_of_space_error(self.path.parent, "creating the lock") from None
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A read-only cache (a shared one, mounted read-only): nothing can be written into
+            # it, so nothing is locked; a complete store in it is still read. `read_only` tells
+            # the caller to write nothing.
+            self._fh, self.read_only = None, True
+            return self
+        while True:
             try:
                 fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -86,16 +101,25 @@ class StoreLock:
             if _same_file(self._fh, self.path):
                 break
             self._fh.close()
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()}")
-        self._fh.flush()
+            self._fh = open(self.path, "a+")
+        try:  # who holds it, for the message of a second extract; the flock is the lock
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(f"pid {os.getpid()}")
+            self._fh.flush()
+        except OSError:  # a full disk: the lock holds all the same
+            pass
         return self
 
     def __exit__(self, *exc):
+        if self._fh is None:  # a read-only cache: nothing was locked
+            return
         self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
         fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # the pid text could not be written out (full disk): nothing lost
+            pass
 
 
 def _same_file(fh, path: Path) -> bool:
@@ -126,7 +150,7 @@ class StoreWriter:
             chunk = min(chunk, int(n_rows))
         self.file.create_dataset("features", shape=(self.n, *self.feature_shape), dtype=dt,
                                  maxshape=(None, *self.feature_shape),
-                                 chunks=(chunk, *self.feature_shape))
+                                 chunks=(chunk, *self.feature_shape), fletcher32=True)
         for name in _META_COLUMNS:
             kind = np.int64 if name == "labels" else STR
             self.file.create_dataset(name, shape=(self.n,), dtype=kind, maxshape=(None,),
@@ -186,10 +210,7 @@ class StoreWriter:
         return self.path
 
     def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.tmp_path.unlink(missing_ok=True)
+        space.discard(self.file, self.tmp_path)
 
 
 def _as_column(name: str, values) -> np.ndarray:
@@ -242,10 +263,13 @@ class FeatureStore:
         if version != SCHEMA_VERSION or "features" not in self.file:
             self.file.close()
             raise StoreError(not_a_store_message(self.path, SCHEMA_VERSION))
-        self.class_names = json.loads(self.file.attrs["class_names"])
-        self.provenance = json.loads(self.file.attrs["provenance"])
-        self.key = str(self.file.attrs["cache_key"])
-        self._columns: dict[str, np.ndarray] = {}
+        try:
+            self.class_names, self.provenance, self.key, labels = \
+                integrity.validate(self.path, self.file)
+        except BaseException:
+            self.file.close()
+            raise
+        self._columns: dict[str, np.ndarray] = {"labels": labels}
 
     # -- metadata ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -288,8 +312,19 @@ class FeatureStore:
 
     # -- data -------------------------------------------------------------------------------
     def read_rows(self, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
-        """Features of the given rows, in the order given."""
-        return read_feature_rows(self.file["features"], rows, dtype)
+        """Features of the given rows, in the order given; a `StoreError` naming the rows when
+        they fail their checksum or hold NaN or inf."""
+        features = self.file["features"]
+        if not len(rows):
+            return read_feature_rows(features, rows, dtype)
+        return integrity.checked(self.path, features, rows,
+                                 lambda: read_feature_rows(features, rows, dtype),
+                                 self.provenance)
+
+    @property
+    def vectors(self) -> integrity.CheckedFeatures:
+        """The feature dataset as an array-like whose slices are checked like `read_rows`."""
+        return integrity.CheckedFeatures(self)
 
     def load(self, split: str | None = None, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of one split (or all rows) as arrays in memory."""
@@ -346,6 +381,8 @@ def write_store(path: str | Path, features, labels, *, class_names, ids=None, sp
         prov.update(provenance or {})
         key = cache_key({"written_by": "write_store", **prov, "n": n})
         return writer.commit(key, class_names, prov)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if space.is_out_of_space(exc):
+            raise space.out_of_space_error(writer.path.parent, "writing the store") from None
         raise
