@@ -25,6 +25,7 @@ from pipeline.store import feature_store as fs
 from pipeline.store import vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone
+from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
 from pipeline.errors import ConfigError
@@ -133,6 +134,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         raise ConfigError("extract needs data: a folder or CSV manifest (--data DIR_OR_CSV)")
     progress = cfg.progress if progress is None else progress
     started = time.perf_counter()
+    refuse_unreachable_imagenet(cfg)  # offline: in a second, not after TensorFlow and the build
     load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
     engine = choose_engine(cfg)
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
