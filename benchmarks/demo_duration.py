@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ def main() -> None:
     print(f"{'wall s':>8} {'cpu s':>8} {'load before':>12} {'load after':>11}")
     print(f"{figures['wall_s']:>8} {figures['cpu_s']:>8} {load_before:>12} {load_average():>11}")
     if not args.keep:
-        subprocess.run(["rm", "-rf", str(cache)], check=False)
+        shutil.rmtree(cache, ignore_errors=True)  # the fresh folder this script made
     print(path)
 
 

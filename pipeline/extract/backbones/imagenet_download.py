@@ -7,7 +7,9 @@ and the backbone built, which takes a minute or more on a small machine. So befo
 
 - no store for this data, backbone and layer is in the cache folder (a cache hit needs no weights),
 - no weights file for the backbone is in Keras' cache,
-- the download host cannot be reached within a few seconds.
+- the download host cannot be reached within a few seconds,
+
+and the input size is not one that Keras refuses for ImageNet weights anyway.
 
 Otherwise the run goes on through Keras' own download and cache, unchanged.
 """
@@ -23,6 +25,9 @@ from pipeline.errors import WeightsError
 
 # Where keras.applications downloads its ImageNet weights from.
 DOWNLOAD_HOST = "storage.googleapis.com"
+# keras.applications refuse ImageNet weights below 32 px (some models need more): such a size is
+# left to that check, so the user hears about the size, the problem a file would not fix.
+SMALLEST_IMAGENET_INPUT = 32
 PROBE_SECONDS = 4.0  # name lookup and connection together; a lookup can hang past a socket timeout
 WEIGHTS_PAGE = "docs/weights.md"
 
@@ -74,6 +79,8 @@ def _store_may_exist(cache_dir: str | Path, backbone: str, layer: str) -> bool:
 def refuse_unreachable_imagenet(cfg) -> None:
     """Raises WeightsError when `cfg` asks for ImageNet weights that cannot be had (see above)."""
     if cfg.weights != "imagenet":
+        return
+    if cfg.input_size is not None and cfg.input_size < SMALLEST_IMAGENET_INPUT:
         return
     if _store_may_exist(cfg.cache_dir or "cache", cfg.backbone, cfg.layer):
         return

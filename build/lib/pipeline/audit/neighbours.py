@@ -1,0 +1,172 @@
+"""Exact nearest neighbours and near-duplicate pairs in row blocks, never an N x N matrix.
+
+Vectors are mean-centred (optionally L2-normalised first) and compared by cosine distance,
+1 - cos. Centring matters: raw CNN vectors are all positive, so every pair has a high cosine and
+duplicates hide among ordinary neighbours; after centring, a re-encoded copy of a photo sits
+near 0 and other photos of the same class far above it.
+
+The scan walks the upper triangle of block pairs (each block pair once, its transpose serving
+the other side), so it does half the multiply-adds of a plain all-against-all search and holds
+at most two `block_rows` x D blocks and one `block_rows` x `block_rows` similarity block, plus
+(N, k) neighbour lists and the pairs found.
+
+Usage:
+    prepared = prepare_vectors(store_features, l2_normalize=False)
+    scan = scan_neighbours(prepared, k=5, threshold=0.15)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BLOCK_ROWS = 2048  # 16 MB similarity block; BLAS runs near its peak at this size
+
+
+@dataclass
+class NeighbourScan:
+    """What one pass over all block pairs found.
+
+    Attributes:
+        knn_distance: (N, k) cosine distances to each row's k nearest other rows, ascending.
+        knn_index: (N, k) their row indices.
+        pairs: (P, 3) float64 rows (i, j, distance), i < j, every pair at or under the threshold.
+        truncated: True when more than `max_pairs` pairs were under the threshold.
+    """
+
+    knn_distance: np.ndarray
+    knn_index: np.ndarray
+    pairs: np.ndarray
+    truncated: bool
+
+
+def _blocks(n: int, rows: int):
+    return [(a, min(a + rows, n)) for a in range(0, n, rows)]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64 (vectors of a random-weight network can be ~1e-20,
+    whose squares underflow float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048,
+                    memory_limit_mb: int = 2048, scratch: Path | None = None):
+    """Mean-centred, unit-length float32 copies of the rows, plus a digest of each raw row.
+
+    Args:
+        features: (N, ...) array-like (an h5py dataset works): rows are read in blocks.
+        l2_normalize: scale each raw vector to unit length before centring.
+        block_rows: rows read at a time.
+        memory_limit_mb: above this the prepared copy goes to a memory-mapped scratch file, so
+            the scan's resident memory stays bounded by the OS, not by N.
+        scratch: folder of that scratch file (default: the system's temporary folder).
+
+    Returns:
+        (prepared (N, D) float32 array or memmap, raw digests as a list of bytes, mean (D,)).
+    """
+    n = int(features.shape[0])
+    dim = int(np.prod(features.shape[1:])) if n else 0
+
+    def read(a, b, digests=None):
+        x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+        if digests is not None:  # of the stored bytes: equal digests = identical vectors
+            digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
+        return _unit_rows(x) if l2_normalize else x
+
+    total = np.zeros(dim, dtype=np.float64)
+    digests: list = []
+    for a, b in _blocks(n, block_rows):
+        total += read(a, b, digests).sum(axis=0, dtype=np.float64)
+    mean = total / max(n, 1)
+    if n * dim * 4 > memory_limit_mb * (1 << 20):
+        handle = tempfile.NamedTemporaryFile(dir=scratch, suffix=".audit.f32", delete=True)
+        out = np.memmap(handle, dtype=np.float32, mode="w+", shape=(n, dim))
+        out._audit_handle = handle  # the file lives as long as the array
+    else:
+        out = np.empty((n, dim), dtype=np.float32)
+    for a, b in _blocks(n, block_rows):
+        # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
+        out[a:b] = _unit_rows(read(a, b) - mean)
+    return out, digests, mean
+
+
+def _merge_top(best_sim, best_idx, sims, offset, k):
+    """Keeps the k highest similarities per row among the old ones and this block's."""
+    if sims.shape[1] > k:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        cand_sim = np.take_along_axis(sims, part, axis=1)
+    else:
+        part = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        cand_sim = sims
+    all_sim = np.concatenate([best_sim, cand_sim], axis=1)
+    all_idx = np.concatenate([best_idx, part + offset], axis=1)
+    keep = np.argpartition(-all_sim, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(all_sim, keep, axis=1), np.take_along_axis(all_idx, keep, axis=1)
+
+
+def scan_neighbours(prepared, k: int = 5, threshold: float = 0.15,
+                    block_rows: int = BLOCK_ROWS, max_pairs: int = 1_000_000,
+                    progress=None) -> NeighbourScan:
+    """Exact k nearest neighbours of every row and every pair within `threshold`.
+
+    Args:
+        prepared: (N, D) unit-length rows from `prepare_vectors` (array or memmap).
+        k: neighbours kept per row (the row itself excluded); capped at N - 1.
+        threshold: cosine distance at or under which a pair is recorded.
+        block_rows: rows per block; memory is about 2 * block_rows * D * 4 + block_rows^2 * 4 B.
+        max_pairs: stop recording pairs beyond this many (the scan itself finishes).
+        progress: optional callable(done_blocks, total_blocks).
+
+    Returns:
+        A `NeighbourScan`.
+    """
+    n = int(prepared.shape[0])
+    k = max(0, min(k, n - 1))
+    best_sim = np.full((n, k), -np.inf, dtype=np.float32)
+    best_idx = np.full((n, k), -1, dtype=np.int64)
+    pairs, n_pairs, truncated = [], 0, False
+    blocks = _blocks(n, block_rows)
+    total = len(blocks) * (len(blocks) + 1) // 2
+    done = 0
+    floor = np.float32(1.0 - threshold)
+    for bi, (a, b) in enumerate(blocks):
+        left = np.ascontiguousarray(prepared[a:b])
+        for c, d in blocks[bi:]:
+            right = left if c == a else np.ascontiguousarray(prepared[c:d])
+            sims = left @ right.T
+            if c == a:
+                np.fill_diagonal(sims, -np.inf)  # a row is not its own neighbour
+            if k:
+                best_sim[a:b], best_idx[a:b] = _merge_top(best_sim[a:b], best_idx[a:b], sims, c, k)
+                if c != a:
+                    best_sim[c:d], best_idx[c:d] = _merge_top(best_sim[c:d], best_idx[c:d],
+                                                              sims.T, a, k)
+            if not truncated:
+                rows, cols = np.nonzero(sims >= floor)
+                if c == a:
+                    keep = cols > rows
+                    rows, cols = rows[keep], cols[keep]
+                if len(rows):
+                    pairs.append(np.column_stack([rows + a, cols + c,
+                                                  1.0 - sims[rows, cols].astype(np.float64)]))
+                    n_pairs += len(rows)
+                    truncated = n_pairs > max_pairs
+            done += 1
+            if progress:
+                progress(done, total)
+    order = np.argsort(-best_sim, axis=1)
+    best_sim = np.take_along_axis(best_sim, order, axis=1)
+    best_idx = np.take_along_axis(best_idx, order, axis=1)
+    found = np.concatenate(pairs) if pairs else np.zeros((0, 3))
+    if truncated:
+        found = found[:max_pairs]
+    # Clipped: rounding can give 1 - cos a hair below 0 for identical rows.
+    return NeighbourScan(np.clip(1.0 - best_sim.astype(np.float64), 0.0, 2.0), best_idx,
+                         found, truncated)

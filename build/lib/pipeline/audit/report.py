@@ -1,0 +1,171 @@
+"""report.html: one self-contained page (thumbnails and the histogram embedded as base64), so it
+opens from an archive or a mail with nothing beside it.
+
+Still images are shown as themselves; clips (GIFs, videos, frame folders) by their first frame,
+decoded with the extract stage's own clip reader. A file that is gone shows a placeholder.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+THUMB = 120  # px, longest side
+
+
+def source_path(data_root: str | None, row_id: str) -> Path | None:
+    """The file a row came from (clip rows `path#clipN` map to their file), if it still exists."""
+    if not data_root:
+        return None
+    path = Path(data_root) / row_id.split("#clip")[0]
+    return path if path.exists() else None
+
+
+def _jpeg_data_uri(img) -> str:
+    buffer = io.BytesIO()
+    img.convert("RGB").save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _placeholder(text: str):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (THUMB, THUMB), (225, 225, 225))
+    ImageDraw.Draw(img).text((8, THUMB // 2 - 6), text, fill=(90, 90, 90))
+    return img
+
+
+def thumbnail(data_root: str | None, row_id: str) -> str:
+    """A data URI of the row's thumbnail, or of a placeholder when the file cannot be read."""
+    from pipeline.extract.sources import thumbnail as read_thumbnail
+
+    path = source_path(data_root, row_id)
+    if path is None:
+        return _jpeg_data_uri(_placeholder("file not found"))
+    try:  # the reader that claims the file draws it (a clip: its first frame)
+        return _jpeg_data_uri(read_thumbnail(path, THUMB))
+    except Exception:  # noqa: BLE001 -- a broken file must not cost the whole page
+        return _jpeg_data_uri(_placeholder("unreadable"))
+
+
+def histogram_png(nearest: np.ndarray, threshold: float) -> str:
+    """The distribution of each row's nearest-neighbour distance, with the threshold drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
+    if len(nearest):
+        top = max(1.0, float(np.max(nearest)))  # a fixed range: identical distances still plot
+        ax.hist(nearest, bins=60, range=(0.0, top), color="#4c72b0")
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("cosine distance to the nearest other row (mean-centred vectors)")
+    ax.set_ylabel("rows")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px}
+.meta{color:#666;font-size:13px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
+.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:120px}
+.card b{display:block;font-size:24px} .card.bad b{color:#c44e52}
+table{border-collapse:collapse;font-size:13px} td,th{border-bottom:1px solid #eee;padding:6px;
+text-align:left;vertical-align:middle} img.t{width:120px;height:auto;border-radius:3px}
+.more{color:#666;font-size:13px}
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _cards(counts: dict) -> str:
+    shown = [("cross-split pairs", counts["cross_split_pairs"], True),
+             ("cross-group pairs", counts["cross_group_pairs"], True),
+             ("duplicate pairs", counts["duplicate_pairs"], False),
+             ("exact duplicates", counts["exact_pairs"], False),
+             ("label issues", counts["label_issues"], True),
+             ("outliers", counts["outliers"], False)]
+    return "".join(f'<div class="card{" bad" if bad and n else ""}"><b>{n}</b>{_esc(name)}</div>'
+                   for name, n, bad in shown)
+
+
+def _more(total: int, shown: int, csv_name: str) -> str:
+    return f'<p class="more">{total - shown} more in {csv_name}</p>' if total > shown else ""
+
+
+def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers: list,
+                 nearest: np.ndarray, data_root: str | None, shown: int) -> None:
+    """Writes report.html.
+
+    Args:
+        path: the file to write.
+        summary: summary.json's content.
+        dupes: duplicate rows (dicts, leaks first), as in duplicates.csv.
+        issues: label-issue rows [id, split, given, suggested, score].
+        outliers: (id, split, score) rows, highest score first.
+        nearest: every row's nearest-neighbour distance (for the histogram).
+        data_root: folder the ids are relative to (thumbnails), or None.
+        shown: most rows per table.
+    """
+    thumbs: dict[str, str] = {}
+
+    def thumb(row_id):
+        if row_id not in thumbs:
+            thumbs[row_id] = thumbnail(data_root, row_id)
+        return f'<img class="t" src="{thumbs[row_id]}" alt="{_esc(row_id)}">'
+
+    th = summary["thresholds"]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>audit: "
+             f"{_esc(Path(summary['store']).name)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>Dataset audit</h1><p class='meta'>{_esc(summary['store'])}<br>"
+             f"{summary['n_rows']} rows; splits: {_esc(summary['splits']['how'])}; "
+             f"{_esc(summary['created_at'])}</p>", f"<div class='cards'>{_cards(summary['counts'])}"
+             "</div>"]
+    leaks = [r for r in dupes if r["cross_split"] or r["cross_group"]]
+    parts.append(f"<h2>Leaking pairs ({len(leaks)})</h2><p class='meta'>near-duplicates on "
+                 f"both sides of a split or in different groups (distance &le; "
+                 f"{th['duplicate_distance']:g}); test scores are optimistic while they stay</p>")
+    if leaks:
+        parts.append("<table><tr><th>a</th><th>b</th><th>ids</th><th>splits</th><th>distance"
+                     "</th><th>kind</th></tr>")
+        for r in leaks[:shown]:
+            parts.append(f"<tr><td>{thumb(r['id_a'])}</td><td>{thumb(r['id_b'])}</td>"
+                         f"<td>{_esc(r['id_a'])}<br>{_esc(r['id_b'])}</td><td>{_esc(r['split_a'])}"
+                         f" / {_esc(r['split_b'])}</td><td>{r['distance']:.4f}</td>"
+                         f"<td>{r['kind']}</td></tr>")
+        parts.append("</table>" + _more(len(leaks), shown, "duplicates.csv"))
+    parts.append(f"<h2>Suspected label issues ({len(issues)})</h2>")
+    if issues:
+        parts.append("<table><tr><th></th><th>id</th><th>split</th><th>given</th><th>suggested"
+                     "</th><th>label quality</th></tr>")
+        for row_id, split, given, suggested, score in issues[:shown]:
+            parts.append(f"<tr><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td><td>{_esc(split)}"
+                         f"</td><td>{_esc(given)}</td><td><b>{_esc(suggested)}</b></td>"
+                         f"<td>{score:.3f}</td></tr>")
+        parts.append("</table>" + _more(len(issues), shown, "label_issues.csv"))
+    parts.append(f"<h2>Outliers ({len(outliers)})</h2><p class='meta'>{_esc(th['outlier_score'])}"
+                 f" above {th['outlier_cutoff']:.4f} ({_esc(th['outlier_how'])})</p>")
+    if outliers:
+        parts.append("<table><tr><th></th><th>id</th><th>split</th><th>score</th></tr>")
+        for row_id, split, score in outliers[:shown]:
+            parts.append(f"<tr><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td><td>{_esc(split)}"
+                         f"</td><td>{score:.4f}</td></tr>")
+        parts.append("</table>" + _more(len(outliers), shown, "outliers.csv"))
+    parts.append(f"<h2>Distance distribution</h2><p class='meta'>{_esc(th['duplicate_how'])}</p>"
+                 f"<img src='{histogram_png(nearest, th['duplicate_distance'])}' "
+                 "alt='nearest-neighbour distance histogram'>")
+    parts.append("</body></html>")
+    Path(path).write_text("\n".join(parts), encoding="utf-8")

@@ -1,0 +1,22 @@
+"""`run_pipeline.py export`: one deployable Keras model, raw RGB in, class probabilities out."""
+
+from __future__ import annotations
+
+from pipeline.config import add_options
+from pipeline.deploy.options import EXPORT_OPTIONS, ExportConfig
+
+HELP = "write one Keras model (preprocessing + frozen backbone + head) serving raw decoded RGB"
+
+
+def add_arguments(parser) -> None:
+    add_options(parser, EXPORT_OPTIONS)
+
+
+def run(args) -> str:
+    from pipeline.errors import ConfigError
+    from pipeline.deploy.export import export_model
+
+    cfg = ExportConfig.from_cli(args)
+    if not cfg.run_dir:
+        raise ConfigError("export needs --run RUN_DIR")
+    return str(export_model(cfg.run_dir, cfg))

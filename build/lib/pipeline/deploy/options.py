@@ -1,0 +1,50 @@
+"""Options of `predict` and `export`, the two commands that reuse a run folder."""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+from pipeline.settings import settings_class
+
+# Where a run's input files are now, when they have moved: predict and export look them up alike.
+MOVED_FILE_OPTIONS = (
+    Option("weights", str, None, "where the run's backbone weights file is now, when it has "
+           "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
+    Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
+           "(checked by sha256)", metavar="NPY"),
+)
+
+PREDICT_OPTIONS = (
+    Option("run_dir", str, None, "run folder printed by fit-head or grid-search",
+           metavar="RUN_DIR", aliases=("--run",)),
+    Option("data", str, None, "folder, single file or CSV manifest of new inputs",
+           metavar="PATH"),
+    Option("out", str, None, "CSV to write [default: RUN_DIR/predictions-<data name>.csv]",
+           metavar="CSV"),
+    Option("cache_dir", str, None, "folder where the new files' vectors are cached [default: "
+           "RUN_DIR/predict]", metavar="DIR"),
+    Option("batch_size", int, 32, "images (or clips) per backbone forward pass", minimum=1),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at most "
+           "32]", minimum=1),
+    Option("progress", bool, True, "show a progress bar"),
+    *MOVED_FILE_OPTIONS,
+    Option("calibrate", bool, True, "apply the temperature fit-head fitted on validation "
+           "(--no-calibrate: raw softmax)"),
+)
+
+
+EXPORT_OPTIONS = (
+    Option("run_dir", str, None, "run folder printed by fit-head (or a grid-search whose best "
+           "model is the Keras head)",
+           metavar="RUN_DIR", aliases=("--run",)),
+    Option("out", str, None, "model file to write [default: RUN_DIR/export/model.keras]",
+           metavar="FILE.keras"),
+    Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
+    *MOVED_FILE_OPTIONS,
+    Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
+           "model (--no-calibrate: raw softmax)"),
+)
+
+# The typed, frozen settings of `predict` and `export` (pipeline/settings.py).
+PredictConfig = settings_class("PredictConfig", PREDICT_OPTIONS, section="predict",
+                               command="predict")
+ExportConfig = settings_class("ExportConfig", EXPORT_OPTIONS, section="export", command="export")

@@ -1,0 +1,334 @@
+"""Predict with a run folder: raw images or clips in, class probabilities out.
+
+New files go through the same extraction code as training (`run_extraction` with the options
+recorded in the store's provenance, cache included), so the head only ever sees vectors made by
+the backbone, layer, weights and preprocessing it was trained on.
+
+Usage:
+    from pipeline.deploy.prediction import predict
+    csv_path = predict("cache/runs/flowers5-mobilenet-pooled-1a2b3c4d5e-head-20250101-120000",
+                       "new_photos/")
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.deploy.options import PredictConfig
+from pipeline.errors import ConfigError, StoreError, WeightsError
+from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
+                                            vector_key)
+
+
+@dataclass
+class LoadedRun:
+    """A run folder's model, whatever trained it (fit-head or grid-search)."""
+
+    run_dir: Path
+    kind: str
+    info: dict
+    class_names: list
+    predict_proba: Callable[[np.ndarray], np.ndarray]
+    keras_head: Any  # keras.Model from features to (n, K) or (n, 1) probabilities, or None
+
+    @property
+    def provenance(self) -> dict:
+        return self.info.get("provenance") or {}
+
+
+def read_run_info(run_dir) -> dict:
+    """`run.json` of a run folder, with a clear error when it is not one."""
+    path = Path(run_dir) / "run.json"
+    if not Path(run_dir).exists():
+        raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
+                          "grid-search printed as its last line (with --run).")
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
+                          "fit-head or grid-search printed as its last line.")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); the run folder is damaged, "
+                          "run fit-head again.") from None
+    if info.get("kind") not in ("keras_head", "grid_search"):
+        raise ConfigError(f"{path} has kind {info.get('kind')!r}; expected keras_head or "
+                          "grid_search.")
+    return info
+
+
+def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) -> LoadedRun:
+    """Loads a run folder's model.
+
+    Args:
+        run_dir: folder written by fit-head (`head.keras`) or grid-search.
+        provenance: provenance of the vectors about to be scored; a grid-search model refuses
+            vectors of another backbone, layer, pooling, size, preprocessing or weights.
+        calibrate: keep the temperature fit-head folded into head.keras; False gives the raw
+            softmax (`--no-calibrate`).
+
+    Returns:
+        A `LoadedRun` whose `predict_proba(features)` gives (n, K) probabilities.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info["kind"] == "grid_search":
+        from pipeline.search.io import load_best_model
+
+        best = load_best_model(run_dir, provenance=provenance)
+        return LoadedRun(run_dir, "grid_search", info, list(best.class_names),
+                         best.predict_proba, best.keras_head)
+    import keras
+
+    from pipeline.fit.heads import predict_proba
+
+    path = run_dir / "head.keras"
+    if not path.is_file():
+        raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
+    model = keras.saving.load_model(path, safe_mode=True)
+    from pipeline.fit.calibration import read_temperature, scale_output_layer
+
+    if not calibrate and read_temperature(run_dir):
+        scale_output_layer(model, 1.0 / read_temperature(run_dir))
+    return LoadedRun(run_dir, "keras_head", info, list(info["class_names"]),
+                     lambda x: predict_proba(model, x), model)
+
+
+def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
+    """Refuses a weights file whose bytes differ from those the head was trained behind."""
+    from pipeline.extract.backbones.weights import weights_identity
+
+    if extract_options["weights"] == "none":
+        # Random weights are seeded, so the same backend draws the same network again.
+        from pipeline.extract.engines import active_backend
+
+        drawn_on = (provenance.get("random_init") or {}).get("backend")
+        if drawn_on and drawn_on == active_backend():
+            return
+        raise WeightsError(
+            f"the run's vectors came from random weights (--weights none) drawn by the "
+            f"{drawn_on or 'unknown'} backend, which this process ({active_backend()}) cannot "
+            "draw again; run predict with KERAS_BACKEND set to that backend, or extract with "
+            "--weights imagenet or a weights file and fit-head again.")
+    now = weights_identity(extract_options["weights"])
+    if now != provenance.get("weights"):
+        raise WeightsError(
+            f"weights {extract_options['weights']} are not the ones this head was trained with "
+            f"(now {now[:19]}, trained with {str(provenance.get('weights'))[:19]}); restore the "
+            "original file, or extract and fit-head again with the new weights.")
+
+
+def extract_options_of(info: dict) -> dict:
+    """The extract options recorded in a run's store provenance (needed to re-extract)."""
+    options = (info.get("provenance") or {}).get("extract_options")
+    if not options:
+        raise StoreError("the run's store was not made by extract (its provenance has no "
+                         "extract_options, e.g. a store written with write_store), so new files "
+                         "cannot be turned into matching vectors; fit the head on an extracted "
+                         "store.")
+    return dict(options)
+
+
+def refuse_other_vectors(trained: dict, given: dict, what: str) -> None:
+    """Raises unless `given` describes the vectors the run's model was trained on (the one
+    vector key of pipeline/store/vector_identity.py)."""
+    diffs = vector_differences(trained, given)
+    if diffs:
+        raise StoreError(f"{what} would differ from the vectors this run was trained on "
+                         f"({describe_differences(diffs)}); use the run's own extract settings "
+                         "(or extract with the new ones and fit again).")
+
+
+def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
+    """The extractor rebuilt from the run's recorded options must give the run's vector key:
+    checked before anything is extracted or built."""
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.weights import weights_identity
+    from pipeline.plugins import load_plugins
+    from pipeline.extract.run import vector_settings
+    from pipeline.extract.sources import create_reader
+
+    load_plugins(extract_opts.get("plugin") or ())  # the backbone may be a plugin's
+    spec = get_backbone(extract_opts["backbone"])
+    reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size")),
+                           extract_opts)
+    identity = vector_settings(extract_opts, spec, reader,
+                               weights_identity(extract_opts["weights"]))
+    if trained.get("calibration"):  # int8: the training store's calibration, reused as is
+        identity["calibration"] = trained["calibration"]
+    refuse_other_vectors(trained, {**identity, KEY_FIELD: vector_key(identity)}, what)
+
+
+def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
+                         command: str) -> str:
+    """A file the run's store was made with (weights, mean cube), found again.
+
+    A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
+    from the command line); when it is gone because the data, the store and the run folder
+    moved together, the same tail of the path is looked for under the run folder and each of
+    its parents, nearest first and longest tail first. Contents are checked by sha256 later.
+
+    Raises:
+        ConfigError: not found anywhere; the message names the flag and the config key.
+    """
+    flag = "--" + key.replace("_", "-")
+    if given:
+        if not Path(given).is_file():
+            raise ConfigError(f"file not found: {given} (given with {flag}).")
+        return str(Path(given).resolve())
+    path = Path(recorded)
+    if path.is_file():
+        return str(path)
+    tail = path.parts[1:] if path.is_absolute() else path.parts
+    here = Path(run_dir).resolve()
+    for anchor in (here, *here.parents):
+        for k in range(len(tail), 0, -1):
+            candidate = anchor.joinpath(*tail[-k:])
+            if candidate.is_file():
+                return str(candidate)
+    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
+                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
+                      f"(or {key} = \"...\" under [{command}] in the config file).")
+
+
+def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
+    """The run's extract options with its files found again, its weights checked, and the
+    extractor they rebuild checked to make the run's vectors (`options`: a PredictConfig or
+    an ExportConfig, whose `weights` / `mean_file` say where moved files are now)."""
+    extract_opts = extract_options_of(info)
+    for key in ("weights", "mean_file"):
+        recorded, given = extract_opts.get(key), getattr(options, key)
+        if key == "weights" and recorded in ("imagenet", "none"):
+            continue
+        if recorded or given:
+            extract_opts[key] = locate_recorded_file(recorded or "", run_dir, given, key,
+                                                     command)
+    trained = info.get("provenance") or {}
+    check_weights_unchanged(extract_opts, trained)
+    check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from the "
+                          "run's recorded options")
+    return extract_opts
+
+
+def predict(run_dir, data, options=None, echo=print) -> Path:
+    """Extracts `data` as the run's store was extracted, scores it, and writes a CSV.
+
+    Args:
+        run_dir: a fit-head or grid-search run folder.
+        data: a folder (class folders, loose files or both), one file, or a CSV manifest.
+        options: a `PredictConfig` or a mapping of its options: `out` (CSV path), `cache_dir`
+            (default RUN_DIR/predict), `batch_size`, `workers`, `progress`, `weights` /
+            `mean_file` when those files have moved, and `calibrate` (False: raw softmax,
+            without the fitted temperature).
+        echo: where progress lines go.
+
+    Returns:
+        Path of the CSV: id, [true_class,] predicted_class, p_<class> for each class. With
+        labelled data, the accuracy is printed and written beside it (`<csv>-accuracy.json`),
+        with how many scored rows the run itself trained, validated or tested on.
+
+    Raises:
+        ConfigError, StoreError, WeightsError, DataError: see their messages.
+    """
+    from pipeline.deploy.seen_rows import rows_of_the_run
+    from pipeline.fit import reports
+    from pipeline.extract.run import run_extraction
+    from pipeline.store.feature_store import open_store
+
+    cfg = PredictConfig.from_mapping(options).replace(run_dir=str(run_dir), data=str(data))
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    trained = info.get("provenance") or {}
+    extract_opts = reuse_extract_options(run_dir, info, cfg, "predict")
+    # New vectors are cached inside the run folder: predicting never litters the shared cache.
+    extract_opts.update(data=str(data), cache_dir=cfg.cache_dir or run_dir / "predict",
+                        batch_size=cfg.batch_size, workers=cfg.workers)
+    if trained.get("calibration"):  # an int8 run: the same quantized model, not a new one
+        extract_opts["calibration"] = trained["calibration"]
+    result = run_extraction(extract_opts, progress=cfg.progress, echo=echo,
+                            require_labels=False)
+    with open_store(result.path) as store:
+        refuse_other_vectors(trained, store.provenance, f"new vectors (store {store.path.name})")
+        run = load_run(run_dir, provenance=store.provenance, calibrate=cfg.calibrate)
+        names = run.class_names
+        probs = np.concatenate([run.predict_proba(x) for x, _ in
+                                store.iter_batches(batch_size=4096)]) if len(store) else \
+            np.zeros((0, len(names)))
+        true, unseen = _true_labels(store, names)
+        out = Path(cfg.out or
+                   run_dir / f"predictions-{store.provenance.get('data_name', 'data')}.csv")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        reports.write_predictions(out, store.column("ids"), true, probs, names)
+        failures = store.failures()
+        seen = rows_of_the_run(run_dir, info, store, _run_store_path(run_dir, info))
+    if unseen:
+        echo(f"warning: class folder(s) {', '.join(sorted(unseen))} are not classes of this run "
+             f"(it knows {', '.join(names)}); their {sum(unseen.values())} row(s) are scored but "
+             "have no true_class and are left out of the accuracy")
+    if failures:
+        echo(f"{len(failures)} file(s) could not be decoded and have no prediction, e.g. "
+             f"{failures[0][0]}: {failures[0][1]}")
+    echo(f"predicted {len(probs)} row(s) with {run.kind} {run_dir.name}")
+    labelled = true is not None and bool((true >= 0).any())
+    if seen is None and labelled:  # the accuracy may be over training rows: say it is unknown
+        echo(f"note: the run's store ({info.get('store')}) is gone or has changed since the "
+             "run, so whether these files were among its training rows is not known")
+    elif seen is not None and seen["new"] < len(probs):
+        echo(f"note: {len(probs) - seen['new']} of the {len(probs)} scored rows are rows of this "
+             f"run's own store ({seen['train']} training, {seen['val']} validation and "
+             f"{seen['test']} test rows, matched by file and stamp or by identical vector); an "
+             "accuracy over training or validation rows is not an estimate on new files")
+    if labelled:
+        _report_accuracy(out, true, probs, unseen, seen, echo)
+    return out
+
+
+def _run_store_path(run_dir: Path, info: dict) -> str | None:
+    """The run's own store, also when it moved together with the run folder (as weights are
+    found again); None when it is not there."""
+    try:
+        return locate_recorded_file(str(info.get("store") or ""), run_dir, None, "store",
+                                    "predict")
+    except ConfigError:
+        return None
+
+
+def _report_accuracy(csv_path: Path, true: np.ndarray, probs: np.ndarray, unseen: dict,
+                     seen: dict, echo) -> None:
+    known = true >= 0
+    accuracy = float((probs[known].argmax(axis=1) == true[known]).mean())
+    echo(f"accuracy {accuracy:.3f} on {int(known.sum())} labelled row(s)")
+    path = csv_path.with_name(csv_path.stem + "-accuracy.json")
+    path.write_text(json.dumps({"accuracy": accuracy, "n_labelled": int(known.sum()),
+                                "n_rows": len(true), "unseen_classes": dict(sorted(unseen.items())),
+                                "rows_of_the_run": seen, "predictions": csv_path.name},
+                               indent=2) + "\n", encoding="utf-8")
+
+
+def _true_labels(store, names: list) -> tuple[np.ndarray | None, dict]:
+    """Labels of a labelled folder in the run's class order (-1 where unknown), else None; and
+    {class folder the run never saw: row count}."""
+    labels = store.column("labels")
+    if not len(labels) or (labels < 0).all():
+        return None, {}
+    index = {name: i for i, name in enumerate(names)}
+    found = [store.class_names[l] if l >= 0 else None for l in labels.tolist()]
+    unseen: dict = {}
+    for name in found:
+        if name is not None and name not in index:
+            unseen[name] = unseen.get(name, 0) + 1
+    mapped = [index.get(name, -1) if name is not None else -1 for name in found]
+    return np.asarray(mapped, dtype=np.int64), unseen
+
+
+def read_predictions(path) -> dict:
+    """`{id: probabilities}` from a predictions CSV (ours: fit-head's or predict's)."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("p_")]
+    return {r["id"]: np.array([float(r[c]) for c in cols]) for r in rows}

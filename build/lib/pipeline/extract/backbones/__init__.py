@@ -1,0 +1,67 @@
+"""Backbone registry: one small entry per backbone.
+
+Contract: a backbone module calls `register_backbone(spec)` at import with a `BackboneSpec`
+whose `build(weights, input_shape)` returns the headless Keras trunk. `get_backbone(name)`
+returns the spec; preprocessing, feature layers and input size all come from it.
+
+Any `keras.applications` model also works by its lower-case name (`mobilenet`,
+`efficientnetb0`, `keras/EfficientNetB0`): `keras_apps.py` makes its spec on first use.
+
+Add a backbone in three steps: write `build` and `preprocess`, register a `BackboneSpec` in a
+module of this package, and import that module in `_load_builtin_backbones` below.
+"""
+
+from __future__ import annotations
+
+from pipeline.extract.backbones.spec import BackboneSpec
+from pipeline.extract.sources import reader_class_for
+from pipeline.errors import BackboneError
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_BUILTINS_LOADED = False
+
+
+def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
+    """Adds `spec` under `spec.name`; refuses to replace an entry silently."""
+    if spec.name in _REGISTRY and not overwrite:
+        raise BackboneError(f"backbone '{spec.name}' is already registered")
+    reader = reader_class_for(spec.kind)
+    if reader is not None and reader.needs_recipe and spec.clip_recipe is None:
+        raise BackboneError(f"clip backbone '{spec.name}' needs a clip_recipe (how its frames are "
+                            "resized, cropped and mean-subtracted; see sources.ClipRecipe)")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtin_backbones() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    from pipeline.extract.backbones import keras_apps  # noqa: F401  (registers resnet50, vgg19, ...)
+    from pipeline.extract.backbones import c3d  # noqa: F401  (registers c3d)
+
+
+def list_backbones() -> list[str]:
+    """Registered names, plus a reminder that any keras.applications model also works."""
+    _load_builtin_backbones()
+    return sorted(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Returns the spec for `name` (registered, or any keras.applications model)."""
+    _load_builtin_backbones()
+    key = name.strip()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    from pipeline.extract.backbones.keras_apps import spec_for_keras_application
+
+    spec = spec_for_keras_application(key)
+    if spec is None:
+        raise BackboneError(
+            f"unknown backbone '{name}'. Registered: {', '.join(list_backbones())}; "
+            "or any keras.applications model by name (e.g. mobilenet, efficientnetb0, xception).")
+    return spec
+
+
+__all__ = ["BackboneSpec", "register_backbone", "get_backbone", "list_backbones"]

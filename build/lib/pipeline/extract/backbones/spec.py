@@ -1,0 +1,49 @@
+"""`BackboneSpec`: everything the pipeline needs to know about one frozen backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The data contract of one backbone, so preprocessing is derived from it and never drifts.
+
+    Attributes:
+        name: registry key, snake_case (`resnet50`, `vgg19`, `c3d`).
+        kind: `image` (one H×W×3 array a sample) or `clip` (T×H×W×3 arrays).
+        input_shape: default input shape without the batch axis, e.g. (224, 224, 3).
+        preprocess: array (or tensor) of RGB values in [0, 255] -> what the model expects.
+        preprocess_name: stable description of `preprocess`, recorded in the store and cache key.
+        build: `build(weights, input_shape) -> keras.Model`, the headless trunk; `weights` is
+            None or "imagenet" (files are loaded by `pipeline.extract.backbones.weights`).
+        layer_aliases: friendly layer names, e.g. {"pool5": "conv5_block3_out"}.
+        pooled_from: the layer that `--layer pooled` takes as it is (C3D: fc6, a vector);
+            None: the trunk's output map, globally pooled by `--pooling`.
+        clip_recipe: for clip backbones, how frames are resized, cropped and mean-subtracted
+            (a `sources.ClipRecipe`); the clip reader follows it.
+        notes: one line for `list` and reports.
+    """
+
+    name: str
+    build: Callable[[Any, tuple], Any]
+    preprocess: Callable[[Any], Any]
+    preprocess_name: str
+    input_shape: tuple = (224, 224, 3)
+    kind: str = "image"
+    layer_aliases: dict = field(default_factory=dict)
+    pooled_from: str | None = None
+    clip_recipe: Any = None
+    notes: str = ""
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 for images, 3 for clips (time, height, width)."""
+        return len(self.input_shape) - 1
+
+    def input_shape_for(self, input_size: int | None) -> tuple:
+        """The input shape with its square spatial size replaced (`--input-size`)."""
+        if not input_size:
+            return tuple(self.input_shape)
+        return tuple(self.input_shape[:-3]) + (input_size, input_size, self.input_shape[-1])

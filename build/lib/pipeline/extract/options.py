@@ -1,0 +1,89 @@
+"""Stage one's options: every `extract` flag and `[extract]` TOML key, with its default."""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+from pipeline.errors import ConfigError
+from pipeline.extract.engines import engine_names, get_engine
+from pipeline.plugins import plugin_names
+from pipeline.settings import Settings, settings_class
+
+
+EXTRACT_OPTIONS = (
+    Option("data", str, None, "folder of class folders (optionally in train/val/test) or CSV "
+           "manifest with path,label[,split,group]", metavar="DIR_OR_CSV"),
+    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d) or any "
+           "keras.applications name (mobilenet, efficientnetb0, ...)", metavar="NAME"),
+    Option("weights", str, "imagenet", "imagenet (Keras download), none (random), or a "
+           ".weights.h5 / legacy .h5 / .keras file", metavar="imagenet|none|FILE"),
+    Option("layer", str, "pooled", "pooled (global pooling of the last conv block), pool5 "
+           "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
+    Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
+    Option("input_size", int, None, "square input size overriding the backbone's default",
+           metavar="PIXELS", minimum=1),
+    Option("resize", str, "squash", "how images meet the input size",
+           choices=("squash", "center_crop")),
+    Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1),
+    Option("workers", int, None, "decoding threads or processes [default: one per core, at "
+           "most 32]", minimum=1),
+    Option("decode", str, "auto", "decode in threads or processes (auto: processes for still "
+           "images on machines with 8+ cores; processes for clips only when asked, as each "
+           "worker holds a whole file's clips)", choices=("auto", "threads", "processes")),
+    Option("jpeg_draft", bool, True, "decode JPEGs at least twice the input size at 1/2-1/8 "
+           "scale in libjpeg (DCT domain; several times faster on large photos; pixels differ "
+           "slightly, so it is part of the cache key)"),
+    Option("dtype", str, "float32", "stored vector type", choices=("float32", "float16")),
+    Option("cache_dir", str, "cache", "folder of the feature stores", metavar="DIR"),
+    Option("progress", bool, True, "show a progress bar"),
+    Option("engine", str, "auto", "what runs the backbone: a Keras backend, or openvino (the "
+           "model converted to OpenVINO IR, run natively; auto: the fastest measured here)",
+           choices=engine_names()),
+    Option("precision", str, "float32", "compute precision of the backbone (float16/bfloat16: "
+           "mixed precision; int8: NNCF-quantized, --engine openvino; vectors are stored as "
+           "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
+    Option("calibration_size", int, 300, "images of the dataset (seeded choice) that calibrate "
+           "--precision int8"),
+    # Running on a Ray cluster (pipeline/extract/cluster.py); needs requirements-cluster.txt.
+    Option("cluster", str, None, "shard the files over a Ray cluster's actors (the one store "
+           "is assembled here)", choices=("ray",)),
+    Option("actors", int, None, "Ray actors, each building the backbone once [default: one per "
+           "GPU (or per --gpus-per-actor GPUs) when the cluster has GPUs, else one per node]",
+           metavar="N"),
+    Option("gpus_per_actor", float, None, "GPUs each actor holds (0.5: two actors share one) "
+           "[default: 1 when the cluster has GPUs, else 0]", metavar="G"),
+    Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
+           "one is started]", metavar="ADDRESS"),
+    # Clip options (C3D); ignored for still-image backbones.
+    Option("frames", int, 16, "frames per clip (clip backbones)"),
+    Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
+    Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
+    Option("stride", int, 8, "frames between clip starts for --sampling stride"),
+    Option("num_clips", int, 10, "clips per video for --sampling uniform"),
+    Option("fps", float, None, "resample frames to this rate from their timestamps"),
+    Option("aggregate", str, "mean", "per-video mean of clip features, or one row per clip",
+           choices=("mean", "per_clip")),
+    Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
+    Option("mean_file", str, None, "Sports-1M mean cube (.npy) for C3D", metavar="NPY"),
+    Option("plugin", plugin_names, (), "modules to import first, which register backbones, "
+           "readers or engines (comma separated; also the featcache.plugins entry points)",
+           metavar="MODULE[,MODULE]"),
+)
+
+
+class _ExtractRules(Settings):
+    """The rules across extract options, checked once wherever the settings are built."""
+
+    def validate(self) -> None:
+        if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
+            get_engine(self.engine).check(self)
+        if self.aggregate == "per_clip" and self.l2_normalize:
+            raise ConfigError("--l2-normalize normalises the per-video mean of --aggregate mean; "
+                              "with --aggregate per_clip each clip's row is stored as it is. "
+                              "Leave out --l2-normalize (normalise clip rows in stage two, e.g. "
+                              "grid-search's l2_normalize preprocessing), or use --aggregate "
+                              "mean.")
+
+# The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
+ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract",
+                               base=_ExtractRules)
+ExtractConfig.__module__ = __name__  # so a config pickles (to a worker process) by this name

@@ -1,0 +1,305 @@
+"""Stage one: data source -> frozen backbone (inference mode) -> HDF5 feature store.
+
+Usage:
+    from pipeline.extract.run import run_extraction
+    store = run_extraction({"data": "photos/", "backbone": "resnet50", "weights": "w.weights.h5"})
+    print(store.path)  # the result is path-like too: open_store(store), str(store)
+
+The options are any subset of the `extract` options (the rest take the CLI's defaults) or an
+`ExtractConfig`; both give the store the CLI gives for the same flags.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.store import feature_store as fs
+from pipeline.store import vector_identity
+from pipeline.extract import journal
+from pipeline.extract.backbones import get_backbone
+from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
+from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
+from pipeline.config import write_toml
+from pipeline.errors import ConfigError
+from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
+from pipeline.extract.forward_pass import extract_into_journal
+from pipeline.extract.options import ExtractConfig
+from pipeline.plugins import load_plugins
+from pipeline.extract.sources import create_reader, discover
+
+@dataclass
+class ExtractResult:
+    path: Path
+    n_samples: int
+    n_rows: int
+    n_extracted: int
+    n_failures: int
+    seconds: float
+    cache_hit: bool
+    steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
+    n_inputs: int = 0  # model inputs run: images, or clips for a clip backbone
+    kind: str = "image"  # the backbone's kind: what a model input is
+    unit: str = "images"  # what a model input is called: the reader's unit
+
+    def __fspath__(self) -> str:  # the store: `open_store(result)`, `Path(result)` work
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def summary(self) -> str:
+        """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s, steady 0.6/s); ...`."""
+        if self.cache_hit:
+            head = ["cache hit: nothing to extract"]
+        else:
+            rate = self.n_inputs / self.seconds if self.seconds > 0 else 0.0
+            # `steady` (inputs per second after the first batch) is the figure benchmarks read;
+            # the whole-command rate also pays for model building and compilation.
+            steady = f", steady {self.steady_rate:.1f}/s" if self.steady_rate > 0 else ""
+            head = [f"extracted {_count(self.n_extracted, 'file')}"]
+            if self.unit != "images":  # files hold several inputs: count those too
+                head.append(f"{_count(self.n_inputs, self.unit[:-1])}")
+            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {self.unit}/s{steady})"
+        return (f"{', '.join(head)}; store holds {_count(self.n_rows, 'row')} from "
+                f"{_count(self.n_samples, 'file')}, {_count(self.n_failures, 'failure')} "
+                "recorded")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _versions() -> dict:
+    import h5py
+    import keras
+    import PIL
+
+    return {"keras": keras.__version__, "keras_backend": keras.backend.backend(),
+            "numpy": np.__version__, "h5py": h5py.__version__, "pillow": PIL.__version__,
+            "python": platform.python_version()}
+
+
+def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
+    """The vectors' identity (pipeline/store/vector_identity.py): the cache key is its hash.
+    Where the data lies is not part of it: a moved dataset keeps its vectors."""
+    settings = {
+        "backbone": spec.name,
+        "weights": weights_id,
+        "layer": opts["layer"],
+        # Pooling changes only a pooled map: not C3D's `pooled`, which is fc6, a vector already.
+        "pooling": opts["pooling"] if opts["layer"] == "pooled" and not spec.pooled_from
+        else None,
+        "input_shape": list(spec.input_shape_for(opts.get("input_size"))),
+        "preprocess": spec.preprocess_name,
+        "reader": reader.settings(),
+        "dtype": opts["dtype"],
+        "precision": opts.get("precision") or "float32",
+    }
+    if weights_id == "none":  # random init is seeded, but each backend draws differently
+        settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
+    settings.update(reader.aggregation_settings())  # clip readers: mean or per clip, L2
+    return settings
+
+
+def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = None, echo=print,
+                   require_labels: bool = True, calibration: dict | None = None) -> ExtractResult:
+    """Extracts features for `config.data` into the store for these settings.
+
+    Unchanged files already in the store (or in the journal of an interrupted run) are not
+    extracted again; new files are added, changed ones re-extracted, removed ones dropped.
+
+    Args:
+        config: an `ExtractConfig`, or a mapping of any subset of the extract options (the
+            others take the CLI's defaults; a `config` key names a TOML file).
+        progress: show a progress bar (default: `config.progress`).
+        calibration: the calibration of an int8 store to reuse (predict passes the training
+            store's, so its int8 model is reused); a mapping may carry it as `calibration`.
+
+    Returns:
+        The `ExtractResult`, which is path-like: the store's path.
+    """
+    if isinstance(config, Mapping) and "calibration" in config:
+        config = dict(config)
+        calibration = calibration or config.pop("calibration")
+    cfg = ExtractConfig.from_mapping(config)
+    if not cfg.data:
+        raise ConfigError("extract needs data: a folder or CSV manifest (--data DIR_OR_CSV)")
+    progress = cfg.progress if progress is None else progress
+    started = time.perf_counter()
+    refuse_unreachable_imagenet(cfg)  # offline: in a second, not after TensorFlow and the build
+    load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
+    engine = choose_engine(cfg)
+    if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
+        fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
+        return ExtractResult(**dict(fields, path=Path(fields["path"])))
+    cfg = cfg.replace(engine=engine.name)
+    spec = get_backbone(cfg.backbone)
+    input_shape = spec.input_shape_for(cfg.input_size)
+    reader = create_reader(spec, input_shape, cfg)
+    dataset = discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
+                       require_labels=require_labels)
+    clip_rows = reader.rows_per_file is None  # one row per clip, not per file
+    weights_id = weights_identity(cfg.weights)
+    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
+    if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
+        from pipeline.extract.quantize import CalibrationPlan
+
+        settings["calibration"] = calibration or \
+            CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
+    key = vector_identity.vector_key(settings)
+    path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
+
+    with fs.StoreLock(path):
+        journal.clean_stale_files(path)
+        old = _open_existing(path, key)
+        done = journal.index_store(old) if old is not None else {}
+        parts_dir = journal.parts_dir_for(path)
+        if cfg.cluster:  # Ray is there; take in what an interrupted run's actors wrote
+            from pipeline.extract import cluster
+
+            cluster.prepare(cfg, parts_dir)
+        done.update(journal.index_parts(parts_dir))
+        current = {s.id: s.stamp for s in dataset.samples}
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        todo = [s for s in dataset.samples if s.id not in done]
+
+        if old is not None and not todo and not parts_dir.exists() and \
+                _same_contents(old, dataset, clip_rows):
+            n_rows, n_fail = len(old), len(old.failures())
+            old.close()
+            echo(f"cache hit: {path.name} already holds these files with these settings "
+                 "(no backbone run)")
+            return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
+                                 time.perf_counter() - started, True, kind=spec.kind,
+                                 unit=reader.unit)
+        feature_shape = tuple(old.feature_shape) if old is not None else None
+        steady_rate, n_inputs = 0.0, 0
+        # An appended store keeps the guard measured when its int8 model was made.
+        native_report = dict(old.provenance.get("int8_guard") or {}) if old is not None else {}
+        if old is not None:
+            old.close()
+
+        if todo:
+            echo(f"{len(todo)} of {len(dataset.samples)} file(s) to extract with {spec.name} "
+                 f"({_weights_label(cfg.weights, weights_id)}), layer {cfg.layer}")
+            prepared = engine.prepare(spec, reader, cfg, settings, dataset.samples, echo)
+            native_report.update(getattr(prepared, "report", None) or {})
+            if cfg.cluster:  # the same journal, written by Ray actors
+                from pipeline.extract.cluster import extract_on_cluster
+
+                feature_shape, steady_rate, n_inputs = extract_on_cluster(
+                    todo, cfg, parts_dir, progress, echo, prepared=prepared)
+            else:
+                feature_shape, steady_rate, n_inputs = extract_into_journal(
+                    todo, spec, reader, cfg, parts_dir, progress, prepared=prepared)
+        done.update(journal.index_parts(parts_dir))  # what this run just added
+        done = {sid: d for sid, d in done.items() if current.get(sid) == d.stamp}
+        if feature_shape is None:
+            feature_shape = _feature_shape_from_parts(parts_dir)
+        provenance = _provenance(settings, cfg.as_dict(), dataset, weights_id, engine.name)
+        if cfg.plugin:  # predict and export import them again to rebuild this extractor
+            provenance["extract_options"]["plugin"] = list(cfg.plugin)
+        if native_report:  # the int8 accuracy guard, measured when the model was quantized
+            provenance["int8_guard"] = native_report
+        journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
+                         dtype=cfg.dtype, clip_rows=clip_rows, key=key, provenance=provenance)
+        journal.remove_parts(path)
+        _write_resolved_config(path, cfg)
+        with fs.FeatureStore(path) as store:
+            n_rows, n_fail = len(store), len(store.failures())
+    return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
+                         time.perf_counter() - started, False, steady_rate, n_inputs, spec.kind,
+                         reader.unit)
+
+
+def _weights_label(weights: str, weights_id: str) -> str:
+    if weights == "none":
+        return "weights=none: RANDOM weights, not pretrained"
+    if weights == "imagenet":
+        return "weights=imagenet"
+    return f"weights={Path(weights).name} {weights_id[:19]}"
+
+
+def _open_existing(path: Path, key: str):
+    if not path.exists():
+        return None
+    try:
+        store = fs.FeatureStore(path)
+    except Exception:
+        return None  # unreadable: rebuilt from scratch (it holds nothing usable)
+    if store.key != key:
+        store.close()
+        raise fs.StoreError(f"{path} was made with other settings (key {store.key[:10]}); "
+                            "move it away or pass another --cache-dir.")
+    return store
+
+
+def _same_contents(store, dataset, clip_rows: bool) -> bool:
+    """True when a re-assembly would write exactly what the store already holds."""
+    if list(store.class_names) != list(dataset.class_names):
+        return False
+    if clip_rows != ("clip_index" in store.file):
+        return False
+    ids = store.column("ids")
+    base = [journal.sample_id_of(i, clip_rows) for i in ids]
+    failed = {sid for sid, _ in store.failures()}
+    expected = [s.id for s in dataset.samples if s.id not in failed]
+    if list(dict.fromkeys(base)) != expected:
+        return False
+    by_id = {s.id: s for s in dataset.samples}
+    labels, split, group = store.column("labels"), store.column("split"), store.column("group")
+    for row, sid in enumerate(base):
+        s = by_id[sid]
+        if labels[row] != dataset.label_index(s.label) or split[row] != s.split or \
+                group[row] != (s.group or (s.id if clip_rows else "")):
+            return False
+    return len(failed) == len(dataset.samples) - len(expected)
+
+
+def _feature_shape_from_parts(parts_dir: Path):
+    import h5py
+
+    for part in sorted(parts_dir.glob("part-*.h5")):
+        with h5py.File(part, "r") as fh:
+            if fh["features"].shape[0]:
+                return tuple(fh["features"].shape[1:])
+    return None
+
+
+def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: str) -> dict:
+    fingerprint = fs.cache_key({"files": [(s.id, s.stamp) for s in dataset.samples]})
+    prov = dict(settings)
+    prov.update({
+        vector_identity.KEY_FIELD: vector_identity.vector_key(settings),
+        "data_root": str(dataset.root),  # for thumbnails and messages; not in the key
+        "weights": weights_id,
+        "weights_label": _weights_label(opts["weights"], weights_id),
+        "pretrained": opts["weights"] != "none",
+        "input_size": int(settings["input_shape"][-2]),
+        "resize": settings["reader"].get("resize", ""),
+        "source_fingerprint": fingerprint,
+        "n_files": len(dataset.samples),
+        "data_name": dataset.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "engine": engine,
+        "reader": settings["reader"],
+        # The options that made these vectors, so predict/export can rebuild the same extractor.
+        "extract_options": vector_identity.rebuild_options(opts),
+    })
+    return prov
+
+
+def _write_resolved_config(path: Path, cfg: ExtractConfig) -> None:
+    target = path.with_name(path.name[:-3] + ".config.toml")
+    tmp = target.with_name(target.name + ".tmp")
+    write_toml(tmp, "extract", cfg.as_dict())
+    os.replace(tmp, target)

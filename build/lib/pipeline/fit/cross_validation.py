@@ -1,0 +1,66 @@
+"""`fit-head --cv K`: K-fold cross-validation whose scores come from rows that chose nothing.
+
+Each fold's training rows are split once more (the same `--val-fraction`, stratified and
+group-aware): the inner part trains, the inner held-out part alone drives early stopping and
+the learning-rate decay, and the fold's own held-out rows are scored once at the end. So a
+fold's score never comes from the rows that picked its epoch.
+
+Usage:
+    report, table = cross_validate(store, source, split, config, print)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.evaluation.splits import cv_splitter, holdout, store_groups
+from pipeline.fit.training import probabilities, train_head
+
+SCORED_ON = ("each fold's held-out rows, which took no part in training or in choosing the "
+             "epoch (early stopping and learning-rate decay watched {share:.0%} of the fold's "
+             "training rows)")
+
+
+def cross_validate(store, source, split, config, echo) -> tuple[dict, dict]:
+    """K-fold CV over train + val (never test).
+
+    Returns:
+        (report for metrics.json, table for cv_folds.csv: per store row the role it had in each
+        fold — "train", "stop" (early stopping) or "scored" — and its out-of-fold probabilities).
+    """
+    k = config.cv
+    pool = np.sort(np.concatenate([split.train, split.val]))
+    labels = store.column("labels")
+    all_groups = store_groups(store)
+    groups = None if all_groups is None else all_groups[pool]
+    splitter = cv_splitter(labels[pool], groups, k, config.seed)
+    roles = np.full((len(store), k), "", dtype=object)
+    oof = np.zeros((len(store), len(store.class_names)))
+    scored_in = np.zeros(len(store), dtype=np.int64)
+    folds = []
+    for i, (tr, va) in enumerate(splitter.split(np.zeros(len(pool)), labels[pool], groups)):
+        fit_rows, stop_rows = holdout(pool[tr], labels, all_groups, config.val_fraction,
+                                      config.seed + i, config=config.config_file,
+                                      class_names=store.class_names)
+        model, history, best = train_head(store, source, fit_rows, stop_rows, config, echo,
+                                          prefix=f"fold {i + 1}/{k} ")
+        rows = np.sort(pool[va])
+        _, _, accuracy, probs = probabilities(model, store, source, rows)
+        roles[fit_rows, i], roles[stop_rows, i], roles[rows, i] = "train", "stop", "scored"
+        oof[rows], scored_in[rows] = probs, i + 1
+        folds.append({"fold": i + 1, "n_train": len(fit_rows), "n_stop": len(stop_rows),
+                      "n_val": len(rows), "best_epoch": best,
+                      "stop_loss": float(history["val_loss"][best - 1]),
+                      "val_accuracy": accuracy})
+        echo(f"fold {i + 1}/{k}: accuracy {accuracy:.4f} on {len(rows)} held-out rows "
+             f"(epoch {best} chosen on {len(stop_rows)} other rows)")
+    accs = np.array([f["val_accuracy"] for f in folds])
+    share = float(np.mean([f["n_stop"] / (f["n_stop"] + f["n_train"]) for f in folds]))
+    report = {"k": k, "grouped": groups is not None,
+              "val_accuracy_mean": float(accs.mean()), "val_accuracy_std": float(accs.std()),
+              "val_accuracy_min": float(accs.min()), "val_accuracy_max": float(accs.max()),
+              "scored_on": SCORED_ON.format(share=share), "folds": folds}
+    echo(f"cross-validation: accuracy {accs.mean():.4f} +/- {accs.std():.4f} over {k} folds "
+         f"(min {accs.min():.4f}, max {accs.max():.4f}); scored on {report['scored_on']}")
+    return report, {"rows": pool, "roles": roles[pool], "scored_in": scored_in[pool],
+                    "probs": oof[pool]}

@@ -1,0 +1,121 @@
+"""Stage two's options: every `fit-head` flag and `[fit_head]` TOML key, with its default.
+
+`HeadConfig` is the typed, frozen settings class generated from this table: the one list of
+fit-head defaults, read by the CLI, the TOML file, `fit_head(...)`, `build_head(...)` and the
+grid-search Keras estimator alike.
+
+    config = HeadConfig.from_mapping({"epochs": 50})   # any subset; the rest are defaults
+    config.hidden_units, config.learning_rate
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
+
+
+def int_list(value) -> tuple:
+    """Hidden layer sizes from the CLI ("512,256", "" for none) or TOML ([512, 256], 256)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value)
+    if isinstance(value, int):
+        return (value,)
+    text = str(value).strip().strip("[]()")
+    return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+
+
+int_list.__name__ = "a list of integers"  # shown in ConfigError messages
+
+FIT_HEAD_OPTIONS = (
+    Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
+    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
+    # The head (every key here is also a [fit_head] key of configs/head_mlp.toml).
+    Option("hidden_units", int_list, (256,), "hidden layer sizes, comma separated; \"\" for a "
+           "linear head", metavar="N[,N...]"),
+    Option("standardize", bool, True, "scale inputs by the training vectors' mean and variance "
+           "(a Normalization layer inside the head)"),
+    Option("dropout", float, 0.5, "dropout after each hidden layer"),
+    Option("l2", float, 3e-2, "L2 penalty on the hidden and output kernels (the head's "
+           "counterpart of logistic regression's C; measured in benchmarks/defaults.py)"),
+    Option("batch_norm", bool, False, "BatchNormalization after each hidden layer"),
+    Option("activation", str, "relu", "hidden activation", metavar="NAME"),
+    Option("spatial", str, "flatten", "how a pool5 map becomes a vector inside the head",
+           choices=("flatten", "avg", "max")),
+    Option("output", str, "auto", "output layer: auto picks 1 sigmoid unit for 2 classes, "
+           "a K-unit softmax for K", choices=("auto", "sigmoid", "softmax")),
+    Option("loss", str, "auto", "loss; auto follows the output layer",
+           choices=("auto", "binary_crossentropy", "categorical_crossentropy",
+                    "sparse_categorical_crossentropy")),
+    Option("optimizer", str, "adam", "Keras optimizer name", metavar="NAME"),
+    Option("learning_rate", float, 1e-3, "initial learning rate (halved on plateaus)"),
+    Option("batch_size", int, 32, "vectors per training step", minimum=1),
+    Option("epochs", int, 100, "most epochs; early stopping ends sooner once val_loss stops "
+           "improving by --min-delta (\"usually\", measured on flowers5 MobileNet vectors by "
+           "benchmarks/defaults.py: after 36 to 66 epochs on 400 rows, 56 on 4,317)"),
+    Option("patience", int, 10, "epochs without a val_loss better by --min-delta before "
+           "stopping (the best epoch's weights are kept)"),
+    Option("min_delta", float, 5e-3, "smallest val_loss drop that counts as better, so a loss "
+           "creeping down by 1e-4 an epoch does not keep training going"),
+    Option("class_weight", str, "balanced", "weight classes by inverse frequency",
+           choices=("balanced", "none")),
+    Option("seed", int, 0, "seed of splits, initial weights, dropout and shuffling"),
+    # Validation.
+    Option("val_fraction", float, 0.2, "validation share when the store has no val split"),
+    Option("test_fraction", float, 0.2, "when the store has no test split, hold out this share "
+           "(stratified, group-aware) as an untouched test split, reported as the honest "
+           "score; 0 = none"),
+    Option("calibration_fraction", float, 0.1, "share of the training rows held out (group-"
+           "aware) to fit the temperature that calibrates the probabilities; 0 = no "
+           "calibration"),
+    Option("cv", int, 0, "also run k-fold cross-validation with this k (0 = off); the saved "
+           "head still comes from the train/val split"),
+    # Reading the store.
+    Option("stream", str, "auto", "read vectors in batches from the store instead of memory; "
+           "auto streams when they exceed --memory-limit-mb", choices=("auto", "always", "never")),
+    Option("memory_limit_mb", int, 1024, "largest vector set loaded into memory (auto mode)"),
+    Option("progress", bool, True, "print one line per epoch"),
+    # The audit and calibration (pipeline/audit, pipeline/fit/calibration.py).
+    Option("exclude_leaks", bool, False, "drop the val/test side of each near-duplicate pair "
+           "that `audit` found across the splits (needs a current audit of the store)"),
+    Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
+           "rows for learning_curve.csv/png"),
+)
+
+# Activations that normalise across units: right for an output layer, wrong for a hidden one.
+OUTPUT_ONLY_ACTIVATIONS = ("softmax", "log_softmax", "sparsemax")
+
+
+def _flag(name: str, value, config_file) -> str:
+    text = f"--{name.replace('_', '-')} {value}"
+    toml = f'"{value}"' if isinstance(value, str) else value
+    return text + (f" ({name} = {toml} in {config_file})" if config_file else "")
+
+
+class _FitHeadRules(Settings):
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; received: {getattr(self, name)}; "
+                                  f"use {_flag(name, 1, self.config_file)} or more")
+        if self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"cv must be 0 (off) or at least 2 folds; received: {self.cv}")
+        for name in ("val_fraction", "test_fraction", "calibration_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1); received: {value}")
+        if self.val_fraction == 0.0:
+            raise ConfigError("val_fraction must be above 0: early stopping needs validation "
+                              f"rows; use {_flag('val_fraction', 0.2, self.config_file)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); received: {self.dropout}")
+        if str(self.activation).lower() in OUTPUT_ONLY_ACTIVATIONS:
+            raise ConfigError(
+                f"{self.activation} normalises across a layer's units, so it belongs to the "
+                "output layer (chosen by --output), not to the hidden layers; use "
+                f"{_flag('activation', 'relu', self.config_file)} (or gelu, tanh, sigmoid)")
+
+
+HeadConfig = settings_class(
+    "HeadConfig", FIT_HEAD_OPTIONS, "fit_head", "fit-head", base=_FitHeadRules,
+    doc="fit-head's settings: the head's hyperparameters, its training and its validation.")

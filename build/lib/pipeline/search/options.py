@@ -1,0 +1,78 @@
+"""The comparison's options: every `grid-search` flag and `[grid_search]` TOML key."""
+
+from __future__ import annotations
+
+from pipeline.config import Option
+from pipeline.plugins import plugin_names
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
+
+
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
+
+GRID_SEARCH_OPTIONS = (
+    Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
+    Option("grid", str, None, "TOML grid file with [models.<name>] tables [default: "
+           "configs/search_default.toml, or the --config file when it has [models] tables]",
+           metavar="FILE"),
+    Option("models", str, "", "comma-separated subset of the grid's model tables to run "
+           "[default: all]", metavar="NAME,..."),
+    Option("cv", int, 5, "cross-validation folds (stratified; group k-fold when the store has "
+           "groups)", metavar="K"),
+    Option("n_jobs", int, -1, "parallel fits through joblib (-1 = all cores)", metavar="N"),
+    Option("backend", str, "loky", "where the fits run: this machine's processes (loky), or a "
+           "Ray or Dask cluster (pip install -r requirements-cluster.txt; see "
+           "pipeline/search/backends.py)", choices=("loky", "ray", "dask")),
+    Option("time_budget", float, 0.0, "seconds the whole search may take: candidates run "
+           "cheapest first and one predicted to end past the budget is not launched; the "
+           "skipped ones are listed (0 = no budget)", metavar="SECONDS"),
+    Option("scoring", str, "accuracy", "score that ranks the candidates", choices=SCORINGS),
+    Option("top_k", int, 3, "how many of the best candidates are refit and scored once on the "
+           "test split", metavar="K"),
+    Option("test_fraction", float, 0.2, "held-out test fraction when the store has no test "
+           "split (stratified, group-aware, fixed seed)", metavar="FRACTION"),
+    Option("seed", int, 0, "seed of the folds, the held-out test split and the models"),
+    Option("out", str, "cache/runs", "folder of the run folders", metavar="DIR"),
+    Option("progress", bool, True, "show a progress bar over the fits"),
+    Option("plugin", plugin_names, (), "modules to import first, which register classifier "
+           "families (register_family) for the grid (comma separated; also the "
+           "featcache.plugins entry points)", metavar="MODULE[,MODULE]"),
+    Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
+           "`audit` found between search and test rows (needs a current audit of the store)"),
+    Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
+           "of the first fold's training rows for learning_curve.csv/png"),
+)
+
+
+
+class _SearchRules(Settings):
+    """grid-search's rules across options, checked wherever its settings are built."""
+
+    def validate(self) -> None:
+        if self.cv < 2:
+            raise ConfigError(f"cv must be at least 2 folds; received: {self.cv}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be at least 1; received: {self.top_k}")
+        if self.time_budget < 0:
+            raise ConfigError(f"time_budget must be >= 0 seconds; received: {self.time_budget}")
+
+    @property
+    def grid_file(self):
+        """The grid to run: --grid, else the config file when it carries [models.*] tables
+        (a config that is also a grid), else None (the default grid)."""
+        from pipeline.search.models import has_models_table
+
+        if self.grid:
+            return self.grid
+        return self.config_file if self.config_file and has_models_table(self.config_file) \
+            else None
+
+    @property
+    def model_names(self) -> list[str]:
+        """The --models subset, in the order given (empty: every model of the grid)."""
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
+# The typed, frozen settings of `grid-search`, one field per option above (pipeline/settings.py).
+SearchConfig = settings_class("SearchConfig", GRID_SEARCH_OPTIONS, section="grid_search",
+                              command="grid-search", base=_SearchRules)
