@@ -134,7 +134,6 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         raise ConfigError("extract needs data: a folder or CSV manifest (--data DIR_OR_CSV)")
     progress = cfg.progress if progress is None else progress
     started = time.perf_counter()
-    refuse_unreachable_imagenet(cfg)  # offline: in a second, not after TensorFlow and the build
     load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
     engine = choose_engine(cfg)
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
@@ -156,6 +155,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
+    refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
 
     with fs.StoreLock(path):
         journal.clean_stale_files(path)

@@ -1,11 +1,12 @@
-"""`--weights imagenet` offline: refuse in a second, before TensorFlow loads, with where to get files.
+"""`--weights imagenet` offline: refuse before the backbone is built, with where to get files.
 
 Keras downloads ImageNet weights on first use and keeps them in KERAS_HOME/models (by default
-~/.keras/models). Without a network the download fails only after TensorFlow has been imported
-and the backbone built, which takes a minute or more on a small machine. So before any of that,
+~/.keras/models). Without a network the download fails only after the whole backbone has been
+built (and, for a native engine, prepared), which takes a minute or more on a small machine.
+So once the inputs are checked and the store's path is known, and before any of that,
 `refuse_unreachable_imagenet` refuses the run when all three hold:
 
-- no store for this data, backbone and layer is in the cache folder (a cache hit needs no weights),
+- the store for these settings does not exist yet (a cache hit needs no weights),
 - no weights file for the backbone is in Keras' cache,
 - the download host cannot be reached within a few seconds,
 
@@ -70,19 +71,18 @@ def host_reachable(host: str = "", port: int = 443, seconds: float = PROBE_SECON
     return bool(outcome and outcome[0])
 
 
-def _store_may_exist(cache_dir: str | Path, backbone: str, layer: str) -> bool:
-    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s)  # noqa: E731
-    folder = Path(cache_dir)
-    return folder.is_dir() and any(folder.glob(f"*-{safe(backbone)}-{safe(layer)}-*.h5"))
+def refuse_unreachable_imagenet(cfg, store_path: str | Path) -> None:
+    """Raises WeightsError when `cfg` asks for ImageNet weights that cannot be had (see above).
 
-
-def refuse_unreachable_imagenet(cfg) -> None:
-    """Raises WeightsError when `cfg` asks for ImageNet weights that cannot be had (see above)."""
+    Args:
+        cfg: the run's ExtractConfig.
+        store_path: the store these settings make (when it exists, the run may be a cache hit).
+    """
     if cfg.weights != "imagenet":
         return
     if cfg.input_size is not None and cfg.input_size < SMALLEST_IMAGENET_INPUT:
         return
-    if _store_may_exist(cfg.cache_dir or "cache", cfg.backbone, cfg.layer):
+    if Path(store_path).exists():
         return
     if cached_weights_file(cfg.backbone) is not None or host_reachable():
         return

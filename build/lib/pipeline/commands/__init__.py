@@ -1,1 +1,0 @@
-"""One module per CLI command: `HELP`, `add_arguments(parser)` and `run(args) -> output path`."""
