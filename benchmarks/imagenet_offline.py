@@ -63,7 +63,8 @@ def time_refusal(checkout: Path, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH")
+    parser.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH[@COMMIT]",
+                        help="a checkout to time; @COMMIT names its code when PATH has no .git")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     checkouts = [tuple(c.split("=", 1)) for c in args.checkout] or [("this", str(ROOT))]
@@ -72,11 +73,13 @@ def main() -> None:
     print(f"{'checkout':>10} {'exit':>5} {'wall s':>7} {'cpu s':>6} {'load':>11} page")
     for _ in range(args.rounds):
         for label, path in checkouts:
+            path, _, commit = path.partition("@")
             load_before = load_average()
             figures = {"checkout": label, **time_refusal(Path(path), work)}
             shown = ("python run_pipeline.py extract --data 6_PHOTOS --backbone resnet50 "
                      "--weights imagenet (offline, empty KERAS_HOME)")
-            append_result("imagenet_offline.csv", figures, command=shown, load_before=load_before)
+            append_result("imagenet_offline.csv", figures, command=shown, load_before=load_before,
+                          commit=commit or None)
             print(f"{label:>10} {figures['exit']:>5} {figures['wall_s']:>7} {figures['cpu_s']:>6} "
                   f"{load_before:>5}-{load_average():<5} {figures['names_weights_page']}")
     shutil.rmtree(work, ignore_errors=True)  # the folder this script made

@@ -57,14 +57,17 @@ def git_commit() -> str:
         return ""
 
 
-def append_result(file_name: str, figures: dict, command: str, load_before: float) -> Path:
-    """Appends one row (the figures, then the context columns) to benchmarks/results/FILE."""
+def append_result(file_name: str, figures: dict, command: str, load_before: float,
+                  commit: str | None = None) -> Path:
+    """Appends one row (the figures, then the context columns) to benchmarks/results/FILE.
+
+    `commit` names the code measured when it is not this checkout's HEAD."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / file_name
     row = dict(figures)
     row.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=cpu_model(),
                cores=os.cpu_count(), cpu_flags=cpu_flags(), load_before=load_before,
-               load_after=load_average(), commit=git_commit(), command=command)
+               load_after=load_average(), commit=commit or git_commit(), command=command)
     new = not path.exists()
     with path.open("a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
