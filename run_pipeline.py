@@ -52,8 +52,21 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _program_name() -> str:
+    """`featcache` when run as the installed command, else `run_pipeline.py`."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "featcache" if invoked == "featcache" else "run_pipeline.py"
+
+
+def _version() -> str:
+    from pipeline import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog="run_pipeline.py", description=__doc__.split("\n")[0])
+    parser = _OneLineErrors(prog=_program_name(), description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available_commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)

@@ -91,7 +91,10 @@ def run_demo(options=None, echo=print) -> Path:
         fit_head = None
     if fit_head is not None:
         echo("[2/4] fit-head: dense head on the cached vectors")
-        run_dir = fit_head(result.path, {"epochs": 60, "progress": cfg.progress},
+        # The learning curve retrains the head three more times: off here, so the demo stays
+        # short; fit-head and grid-search draw it by default.
+        run_dir = fit_head(result.path, {"epochs": 60, "progress": cfg.progress,
+                                         "learning_curve": False},
                            out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
         last = run_dir
@@ -104,7 +107,7 @@ def run_demo(options=None, echo=print) -> Path:
         from pipeline.search.options import SearchConfig
 
         search = SearchConfig.from_mapping({"time_budget": cfg.time_budget,
-                                            "progress": cfg.progress})
+                                            "progress": cfg.progress, "learning_curve": False})
         last = run_grid_search(result.path, search, out_dir=runs, echo=echo)
     from pipeline.audit.options import AuditConfig
     from pipeline.audit.run import run_audit

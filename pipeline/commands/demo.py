@@ -5,8 +5,8 @@ from __future__ import annotations
 from pipeline.config import add_options
 from pipeline.demo import DEMO_OPTIONS, DemoConfig
 
-HELP = ("run extract -> fit-head -> grid-search -> audit on scikit-learn's digits (offline, "
-        "about 2 minutes on 2 CPU cores)")
+HELP = ("run extract -> fit-head -> grid-search -> audit on scikit-learn's digits (offline; "
+        "the time it takes is measured on the benchmarks page, docs/benchmarks.md)")
 
 def add_arguments(parser) -> None:
     add_options(parser, DEMO_OPTIONS)

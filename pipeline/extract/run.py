@@ -25,6 +25,7 @@ from pipeline.store import feature_store as fs
 from pipeline.store import integrity, space, vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone, kind_of
+from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
 from pipeline.config import write_toml
 from pipeline.errors import ConfigError
@@ -159,6 +160,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
+    refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
 
     with fs.StoreLock(path) as lock:
         if not lock.read_only:

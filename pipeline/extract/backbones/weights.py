@@ -53,7 +53,8 @@ def load_trunk(spec, weights: str, input_shape: tuple):
             raise WeightsError(
                 f"could not get ImageNet weights for {spec.name} through Keras' download "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                "pass a weights file with --weights PATH (or --weights none for random weights)."
+                "pass a weights file with --weights PATH (where to get one for each backbone: "
+                "docs/weights.md), or --weights none for random weights."
             ) from None
     path = Path(weights)
     weights_identity(weights)  # the not-found message
