@@ -38,6 +38,10 @@ def describe_store(path) -> str:
             f" ({prov.get('versions', {}).get('keras_backend')})",
             f"cache key    {store.key[:16]}",
         ]
+        if prov.get("precision") == "int8":  # the guard's figures, threshold and decision
+            from pipeline.extract.quantize import describe_guard
+
+            lines.append(f"int8 guard   {describe_guard(prov.get('int8_guard') or {})}")
         failures = store.failures()
         lines.append(f"failures     {len(failures)}")
         lines += [f"  {fid}: {reason}" for fid, reason in failures[:20]]
