@@ -12,8 +12,12 @@ Xception with random weights (no real ones can be downloaded here); random-weigh
 how faithful int8 is to the float32 graph, not how well a pretrained model classifies.
 
 Usage:
-    python benchmarks/int8.py [--backbones mobilenet,resnet50,xception] [--images 500] \\
-        [--data ../shared/data/flowers5]
+    python benchmarks/int8.py [--backbones mobilenet,resnet50:96,xception:96] [--images 150] \\
+        [--calibration-size 100] [--data ../shared/data/flowers5]
+
+`NAME:SIZE` runs that backbone at SIZE x SIZE pixels instead of its default input size (random-
+weight models are measured for the faithfulness of int8 to float32, which a smaller input keeps
+cheap on a small machine).
 
 Prints a table and appends its rows (with cores, CPU flags, load before and after) to
 benchmarks/results/int8_accuracy.csv.
@@ -73,18 +77,20 @@ def _head_accuracy(store_path, out: Path) -> float:
     return float(json.loads((Path(run) / "metrics.json").read_text())["test_accuracy"])
 
 
-def measure(backbone: str, data: Path, workdir: Path) -> dict:
+def measure(backbone: str, data: Path, workdir: Path, calibration_size: int) -> dict:
     import numpy as np
 
     from pipeline.extract.quantize import GUARD_MEDIAN
     from pipeline.extract.run import run_extraction
 
+    backbone, _, size = backbone.partition(":")
     weights = REAL_WEIGHTS.get(backbone)
     weights = str(weights) if weights and weights.is_file() else "none"
     stores = {}
     for precision in ("float32", "int8"):
         opts = {"data": str(data), "backbone": backbone, "weights": weights, "engine": "openvino",
-                "precision": precision, "cache_dir": str(workdir / "cache"), "int8_min_cosine": 0.0}
+                "precision": precision, "cache_dir": str(workdir / "cache"), "int8_min_cosine": 0.0,
+                "input_size": int(size) if size else None, "calibration_size": calibration_size}
         stores[precision] = run_extraction(opts, progress=False, echo=lambda *_: None).path
     v32, labels, _ = _vectors(stores["float32"])
     v8, _, prov = _vectors(stores["int8"])
@@ -93,7 +99,8 @@ def measure(backbone: str, data: Path, workdir: Path) -> dict:
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     y = np.array([labels[i] for i in ids])
     guard = prov["int8_guard"]
-    row = {"backbone": backbone, "weights": "real" if weights != "none" else "random",
+    row = {"backbone": backbone, "input_size": size or "default",
+           "weights": "real" if weights != "none" else "random",
            "images": len(ids), "cosine_median": round(float(np.median(cos)), 4),
            "cosine_min": round(float(cos.min()), 4), "guard_median": guard["cosine_median"],
            "kept_in_float32": guard["kept_in_float32"],
@@ -110,8 +117,9 @@ def measure(backbone: str, data: Path, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbones", default="mobilenet,resnet50,xception")
-    parser.add_argument("--images", type=int, default=500,
+    parser.add_argument("--backbones", default="mobilenet,resnet50:96,xception:96")
+    parser.add_argument("--calibration-size", type=int, default=100)
+    parser.add_argument("--images", type=int, default=150,
                         help="photos in all, the same number from each class")
     parser.add_argument("--data", default=str(SHARED / "data" / "flowers5"))
     args = parser.parse_args()
@@ -126,11 +134,12 @@ def main() -> None:
         n_classes = sum(1 for p in source.iterdir() if p.is_dir())
         data = _subset(source, max(1, args.images // n_classes), workdir)
         for backbone in args.backbones.split(","):
-            rows.append(measure(backbone, data, workdir))
+            rows.append(measure(backbone, data, workdir, args.calibration_size))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    cols = ("backbone", "weights", "images", "cosine_median", "cosine_min", "guard_median",
+    cols = ("backbone", "input_size", "weights", "images", "cosine_median", "cosine_min",
+            "guard_median",
             "kept_in_float32", "default_guard", "probe_float32", "probe_int8", "head_float32",
             "head_int8")
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

@@ -96,7 +96,8 @@ def main() -> None:
                            "batch_size": args.batch_size, "rounds": args.rounds,
                            "engine": engine, "precision": precision,
                            "steady_per_s_median": round(median[(engine, precision)], 2),
-                           "steady_per_s_rounds": " ".join(f"{v:.1f}" for v in rates[(engine, precision)]),
+                           "steady_per_s_rounds": " ".join(
+                               f"{v:.1f}" for v in rates[(engine, precision)]),
                            "whole_cmd_per_s_round0": round(whole[(engine, precision)], 2),
                            "vs_tensorflow": round(ratio[(engine, precision)], 3),
                            "int8_vs_openvino_float32": round(ov8 / ov32, 3)}
