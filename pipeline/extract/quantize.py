@@ -7,9 +7,9 @@ same files give the same choice, and adding a file changes it only if that file 
 the first ones. The calibration set's fingerprint (ids, sizes, mtimes) is in the cache key.
 
 Depthwise convolutions (MobileNet-style) lose most under per-tensor int8 activations: when the
-guard's median falls below GUARD_MEDIAN and the model has depthwise (GroupConvolution) layers,
-they are quantized again with those layers kept in float32 (NNCF's ignored scope), and the
-more accurate of the two is kept; the report says which.
+guard's median falls below GUARD_MEDIAN (or a higher --int8-min-cosine) and the model has
+depthwise (GroupConvolution) layers, they are quantized again with those layers kept in float32
+(NNCF's ignored scope), and the more accurate of the two is kept; the report says which.
 
 The guard refuses: below `--int8-min-cosine` (0.98) no int8 vector is published. With
 `--int8-refusal fallback` (the default) the float32 model is saved under the int8 model's name
@@ -121,7 +121,9 @@ def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict,
     cosines = cosine_to_float32(ov_model, quantized, held)
     report = _report(cosines, guard_on, "none")
     has_depthwise = any(op.get_type_name() in DEPTHWISE_OPS for op in ov_model.get_ops())
-    if report["cosine_median"] < plan.min_cosine and has_depthwise:
+    # Retried below the default bar even under a lower --int8-min-cosine: a lower bar accepts
+    # more loss, it does not ask for a worse model than extract makes by default.
+    if report["cosine_median"] < max(plan.min_cosine, GUARD_MEDIAN) and has_depthwise:
         echo("openvino: depthwise layers lost accuracy in int8; quantizing again with them "
              "kept in float32")
         retry = run(DEPTHWISE_OPS)
