@@ -9,6 +9,10 @@ reused afterwards (as a second extract would), and the stores are removed betwee
 Usage:
     python benchmarks/native_engine.py [--backbone resnet50] [--images 96] [--rounds 3] \
         [--data ../shared/data/flowers5]
+
+Each run appends its rows (one per engine and precision, with the ratios, cores, CPU flags and
+the load average before and after) to benchmarks/results/native_engine.csv. Run it when nothing
+else runs: the load columns say whether it was quiet.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 CONFIGS = (("tensorflow", "float32"), ("openvino", "float32"), ("openvino", "int8"))
+RESULTS = ROOT / "benchmarks" / "results" / "native_engine.csv"
 
 
 def main() -> None:
@@ -41,6 +46,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from engines import _image_folder
+    from machine import append_rows, machine_fields
+
+    machine = machine_fields()
     from pipeline.extract.run import run_extraction
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-native-"))
@@ -55,7 +63,8 @@ def main() -> None:
                         "resize": "squash", "batch_size": args.batch_size, "dtype": "float32",
                         "cache_dir": str(workdir / "cache"), "engine": engine,
                         "precision": precision, "jpeg_draft": True,
-                        "calibration_size": args.calibration_size}
+                        "calibration_size": args.calibration_size,
+                        "int8_min_cosine": 0.0}  # speed only: keep int8 whatever its accuracy
                 result = run_extraction(opts, progress=False, echo=lambda *_: None)
                 rates[(engine, precision)].append(result.steady_rate)
                 if rnd == 0:
@@ -81,6 +90,18 @@ def main() -> None:
     print(f"\nopenvino float32 / tensorflow: {ov32 / tf:.2f}x (target >= 1.15)")
     print(f"openvino int8 / openvino float32: {ov8 / ov32:.2f}x (target >= 1.6)")
     print(f"openvino int8 / tensorflow: {ov8 / tf:.2f}x (target >= 2)")
+    ratio = {("openvino", "float32"): ov32 / tf, ("openvino", "int8"): ov8 / tf,
+             ("tensorflow", "float32"): 1.0}
+    append_rows(RESULTS, [{"backbone": args.backbone, "images": args.images,
+                           "batch_size": args.batch_size, "rounds": args.rounds,
+                           "engine": engine, "precision": precision,
+                           "steady_per_s_median": round(median[(engine, precision)], 2),
+                           "steady_per_s_rounds": " ".join(
+                               f"{v:.1f}" for v in rates[(engine, precision)]),
+                           "whole_cmd_per_s_round0": round(whole[(engine, precision)], 2),
+                           "vs_tensorflow": round(ratio[(engine, precision)], 3),
+                           "int8_vs_openvino_float32": round(ov8 / ov32, 3)}
+                          for engine, precision in CONFIGS], machine)
 
 
 if __name__ == "__main__":

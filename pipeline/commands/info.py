@@ -39,6 +39,10 @@ def describe_store(path) -> str:
             f"cache key    {store.key[:16]}",
             f"vectors      {verify_vectors(store)}",
         ]
+        if prov.get("precision") == "int8":  # the guard's figures, threshold and decision
+            from pipeline.extract.quantize import describe_guard
+
+            lines.append(f"int8 guard   {describe_guard(prov.get('int8_guard') or {})}")
         failures = store.failures()
         lines.append(f"failures     {len(failures)}")
         lines += [f"  {fid}: {reason}" for fid, reason in failures[:20]]

@@ -74,6 +74,12 @@ EXTRACT_OPTIONS = (
            "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
     Option("calibration_size", int, 300, "images of the dataset (seeded choice) that calibrate "
            "--precision int8"),
+    Option("int8_min_cosine", float, 0.98, "--precision int8 keeps its vectors only if their "
+           "median cosine similarity to float32 vectors on 64 held-back images reaches this",
+           metavar="COSINE", minimum=0.0),
+    Option("int8_refusal", str, "fallback", "what --precision int8 does when the guard refuses "
+           "its vectors: fallback stores float32 vectors (said and recorded in the store), error "
+           "stops before writing anything", choices=("fallback", "error")),
     # Running on a Ray cluster (pipeline/extract/cluster.py); needs requirements-cluster.txt.
     Option("cluster", str, None, "shard the files over a Ray cluster's actors (the one store "
            "is assembled here)", choices=("ray",)),

@@ -7,9 +7,15 @@ same files give the same choice, and adding a file changes it only if that file 
 the first ones. The calibration set's fingerprint (ids, sizes, mtimes) is in the cache key.
 
 Depthwise convolutions (MobileNet-style) lose most under per-tensor int8 activations: when the
-guard's median falls below GUARD_MEDIAN and the model has depthwise (GroupConvolution) layers,
-they are quantized again with those layers kept in float32 (NNCF's ignored scope), and the
-more accurate of the two is kept; the report says which.
+guard's median falls below GUARD_MEDIAN (or a higher --int8-min-cosine) and the model has
+depthwise (GroupConvolution) layers, they are quantized again with those layers kept in float32
+(NNCF's ignored scope), and the more accurate of the two is kept; the report says which.
+
+The guard refuses: below `--int8-min-cosine` (0.98) no int8 vector is published. With
+`--int8-refusal fallback` (the default) the float32 model is saved under the int8 model's name
+and the store holds float32 vectors, said on the console and recorded in the store's
+`int8_guard` (`decision`); with `error` extract stops before writing anything, naming the fix.
+`info` prints the guard: its figures, threshold and decision.
 """
 
 from __future__ import annotations
@@ -25,18 +31,29 @@ DEFAULT_CALIBRATION_SIZE = 300
 CALIBRATION_SEED = 0
 GUARD_IMAGES = 64
 # Below this median cosine similarity (float32 vs int8 vectors, held-back images) int8 is
-# reported as not faithful enough; 0.98 keeps linear probes within ~1 point in our runs.
+# refused; 0.98 keeps linear probes within ~1 point in our runs (the --int8-min-cosine default).
 GUARD_MEDIAN = 0.98
+REFUSALS = ("fallback", "error")
+KEPT = "int8 kept"
+FELL_BACK = "refused: float32 vectors stored"
 DEPTHWISE_OPS = ("GroupConvolution",)
 
 
 class CalibrationPlan:
     """The seeded choice of calibration and held-back samples for one dataset."""
 
-    def __init__(self, samples, size: int = DEFAULT_CALIBRATION_SIZE):
+    def __init__(self, samples, size: int = DEFAULT_CALIBRATION_SIZE,
+                 min_cosine: float = GUARD_MEDIAN, on_refusal: str = "fallback"):
         self.size = int(size)
         if self.size < 1:
             raise ConfigError(f"calibration_size must be at least 1; received: {self.size}")
+        if not 0.0 <= float(min_cosine) <= 1.0:
+            raise ConfigError("--int8-min-cosine is a cosine similarity between 0 and 1; "
+                              f"received: {min_cosine}")
+        if on_refusal not in REFUSALS:
+            raise ConfigError(f"--int8-refusal must be one of {', '.join(REFUSALS)}; "
+                              f"received: {on_refusal!r}")
+        self.min_cosine, self.on_refusal = float(min_cosine), on_refusal
         rank = lambda s: hashlib.sha256(f"{CALIBRATION_SEED}:{s.id}".encode()).hexdigest()  # noqa: E731
         ranked = sorted(samples, key=rank)
         self.calibration = ranked[:self.size]
@@ -45,7 +62,8 @@ class CalibrationPlan:
     def settings(self) -> dict:
         """Recorded in the cache key and the provenance."""
         return {"images": len(self.calibration), "seed": CALIBRATION_SEED,
-                "fingerprint": fs.cache_key([(s.id, s.stamp) for s in self.calibration])[:20]}
+                "fingerprint": fs.cache_key([(s.id, s.stamp) for s in self.calibration])[:20],
+                "min_cosine": self.min_cosine, "on_refusal": self.on_refusal}
 
 
 def _import_nncf():
@@ -76,7 +94,9 @@ def _decode(reader, samples) -> list[np.ndarray]:
 def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict, echo=print):
     """Returns (int8 ov.Model, guard report) for a float32 OpenVINO model."""
     nncf = _import_nncf()
-    plan = CalibrationPlan(samples, calibration["images"])
+    plan = CalibrationPlan(samples, calibration["images"],
+                           calibration.get("min_cosine", GUARD_MEDIAN),
+                           calibration.get("on_refusal", "fallback"))
     if plan.settings() != calibration:  # predict asked for a training store's int8 model
         raise EngineError(
             f"the int8 model calibrated on set {calibration['fingerprint']} is not in this "
@@ -101,23 +121,42 @@ def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict,
     cosines = cosine_to_float32(ov_model, quantized, held)
     report = _report(cosines, guard_on, "none")
     has_depthwise = any(op.get_type_name() in DEPTHWISE_OPS for op in ov_model.get_ops())
-    if report["cosine_median"] < GUARD_MEDIAN and has_depthwise:
+    # Retried below the default bar even under a lower --int8-min-cosine: a lower bar accepts
+    # more loss, it does not ask for a worse model than extract makes by default.
+    if report["cosine_median"] < max(plan.min_cosine, GUARD_MEDIAN) and has_depthwise:
         echo("openvino: depthwise layers lost accuracy in int8; quantizing again with them "
              "kept in float32")
         retry = run(DEPTHWISE_OPS)
-        retry_cos = cosine_to_float32(ov_model, retry, held)
-        if np.median(retry_cos) > report["cosine_median"]:
-            quantized, report = retry, _report(retry_cos, guard_on, "depthwise in float32")
-    report.update(calibration_images=len(images), threshold=GUARD_MEDIAN)
-    if report["cosine_median"] < GUARD_MEDIAN:
-        echo(f"warning: int8 vectors are far from float32 ones (median cosine "
-             f"{report['cosine_median']:.4f} < {GUARD_MEDIAN} on {report['images']} "
-             f"{guard_on}); keep float32 (--precision float32) or quantize with NNCF's ignored "
-             "scopes for the sensitive layers")
-    else:
-        echo(f"openvino: int8 guard: median cosine {report['cosine_median']:.4f} "
-             f"(min {report['cosine_min']:.4f}) to float32 on {report['images']} {guard_on}")
-    return quantized, report
+        retry_report = _report(cosine_to_float32(ov_model, retry, held), guard_on,
+                               "depthwise in float32")
+        if retry_report["cosine_median"] > report["cosine_median"]:
+            quantized, report = retry, retry_report
+    report.update(calibration_images=len(images), threshold=plan.min_cosine, decision=KEPT)
+    figures = (f"median cosine {report['cosine_median']:.4f} (min {report['cosine_min']:.4f}) "
+               f"to float32 on {report['images']} {guard_on}")
+    if report["cosine_median"] >= plan.min_cosine:
+        echo(f"openvino: int8 guard: {figures}")
+        return quantized, report
+    if plan.on_refusal == "error":  # nothing is saved: the next run quantizes and asks again
+        raise EngineError(
+            f"int8 vectors of {name} are too far from float32 ones: {figures}, below "
+            f"--int8-min-cosine {plan.min_cosine}; extract with --precision float32, or pass "
+            "--int8-refusal fallback to store float32 vectors under --precision int8")
+    report["decision"] = FELL_BACK
+    echo(f"warning: int8 guard refused {name}: {figures}, below --int8-min-cosine "
+         f"{plan.min_cosine}; storing float32 vectors instead (recorded in the store; "
+         "--int8-refusal error stops instead)")
+    return ov_model, report
+
+
+def describe_guard(guard: dict) -> str:
+    """The `info` line of a store's int8 guard: its figures, threshold and decision."""
+    if not guard:
+        return "none (not an int8 store)"
+    return (f"median cosine {guard.get('cosine_median')} (min {guard.get('cosine_min')}) to "
+            f"float32 on {guard.get('images')} {guard.get('measured_on')}; threshold "
+            f"{guard.get('threshold')}; kept in float32: {guard.get('kept_in_float32')}; "
+            f"decision: {guard.get('decision', 'not recorded (an older store)')}")
 
 
 def _report(cosines: np.ndarray, guard_on: str, ignored: str) -> dict:

@@ -157,7 +157,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         from pipeline.extract.quantize import CalibrationPlan
 
         settings["calibration"] = calibration or \
-            CalibrationPlan(dataset.samples, cfg.calibration_size).settings()
+            CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
+                            cfg.int8_refusal).settings()
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
     refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone

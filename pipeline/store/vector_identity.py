@@ -41,7 +41,8 @@ FIELDS = {
                "fps", "mean_file"),   # the reader's own settings(): decoding and resizing
     "dtype": ("dtype",),
     "precision": ("precision",),
-    "calibration": ("calibration_size",),  # int8 only: the images that set its scales
+    "calibration": ("calibration_size", "int8_min_cosine", "int8_refusal"),  # int8 only: the
+                                      # images that set its scales and the guard's rule
     "aggregate": ("aggregate",),      # clip backbones only
     "l2_normalize": ("l2_normalize",),  # clip backbones only
 }

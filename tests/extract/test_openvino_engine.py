@@ -75,6 +75,7 @@ def test_int8_is_keyed_calibrated_and_guarded(case):
     assert len(prov["calibration"]["fingerprint"]) == 20
     guard = prov["int8_guard"]
     assert guard["images"] == 8 and guard["measured_on"] == "held-back images"
+    assert guard["decision"] == "int8 kept" and guard["threshold"] == 0.98
     assert any("int8 guard: median cosine" in m for m in messages)
     cos = (v8 * v32).sum(1) / np.linalg.norm(v8, axis=1) / np.linalg.norm(v32, axis=1)
     assert guard["cosine_median"] > 0.98 and np.median(cos) > 0.98
@@ -158,3 +159,37 @@ def test_int8_mobilenet_vectors_keep_the_flowers5_linear_probe():
           f"{scores['int8']:.4f}; int8 guard {guard}")
     assert guard["images"] == 64 and guard["measured_on"] == "held-back images"
     assert abs(scores["int8"] - scores["float32"]) <= 0.015
+
+
+@pytest.mark.slow
+def test_int8_mobilenet_default_head_keeps_its_accuracy_or_int8_is_refused():
+    """A default fit-head on int8 vectors of flowers5 within 0.015 of one on float32 vectors
+    (validation and test accuracy, the same split), unless the guard refused int8."""
+    pytest.importorskip("nncf")
+    import json
+    from pathlib import Path
+
+    from pipeline.fit.run import fit_head
+    from tests.conftest import FLOWERS, MOBILENET_WEIGHTS
+
+    if not (FLOWERS.is_dir() and MOBILENET_WEIGHTS.is_file()):
+        pytest.skip("needs ../shared (flowers5 and the MobileNet weights)")
+    cache = Path(__file__).resolve().parents[2] / "cache"  # re-runs are cache hits
+    metrics, guard = {}, None
+    for precision in ("float32", "int8"):
+        result = run_extraction(
+            {"data": str(FLOWERS), "backbone": "mobilenet", "weights": str(MOBILENET_WEIGHTS),
+             "cache_dir": str(cache), "engine": "openvino", "precision": precision},
+            progress=False)
+        with open_store(result.path) as store:
+            guard = store.provenance.get("int8_guard", guard)
+        run = fit_head(result.path, {"progress": False}, out_dir=str(cache / "runs"),
+                       echo=lambda *_: None)
+        metrics[precision] = json.loads((Path(run) / "metrics.json").read_text())
+    print(f"default head, MobileNet flowers5: float32 {metrics['float32']}, int8 "
+          f"{metrics['int8']}; guard {guard}")
+    if guard["decision"] != "int8 kept":  # refused: the store holds float32 vectors, said so
+        assert guard["cosine_median"] < guard["threshold"]
+        return
+    for score in ("val_accuracy", "test_accuracy"):
+        assert abs(metrics["int8"][score] - metrics["float32"][score]) <= 0.015, score
