@@ -58,9 +58,10 @@ SCRATCH = ".featcache-scratch"  # per-run scratch folders, under the output fold
 _OWNER = "owner"
 
 
-def check_writable_folder(folder: str | Path, flag: str) -> Path:
+def check_writable_folder(folder: str | Path, flag: str, writable: bool = True) -> Path:
     """Refuses, before any work, a `folder` that cannot become a writable folder: a file on
-    its path, or a read-only or unwritable existing parent. Creates nothing.
+    its path, or (with `writable`) a read-only or unwritable existing parent. Creates nothing.
+    `writable=False` is for a folder that may be read from only (a shared read-only cache).
 
     Raises:
         OutputError: naming `flag` and what to pass instead.
@@ -73,7 +74,7 @@ def check_writable_folder(folder: str | Path, flag: str) -> Path:
         what = "is a file" if path == folder else f"lies below the file {path}"
         raise OutputError(f"{flag} {folder} {what}; this needs a folder: pass {flag} with a "
                           "folder path (a new one is created).")
-    if not os.access(path, os.W_OK | os.X_OK):
+    if writable and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {folder}: {path} is not writable (read-only or "
                           f"without permission); pass {flag} with a folder you can write to.")
     return folder

@@ -23,7 +23,8 @@ def run(args) -> str:
     config = ExtractConfig.from_cli(args)
     if not config.data:
         raise ConfigError("extract needs --data DIR_OR_CSV (or data = \"...\" in the config file)")
-    check_writable_folder(config.cache_dir or "cache", "--cache-dir")  # before any work
+    # Before any work: a file is refused; a read-only cache may still serve a cache hit.
+    check_writable_folder(config.cache_dir or "cache", "--cache-dir", writable=False)
     config = _choose_backend_before_keras_loads(_store_paths_absolute(config))
     result = run_extraction(config)
     print(result.summary())
