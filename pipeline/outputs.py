@@ -234,6 +234,41 @@ def remove_dead_scratch(root: Path) -> list[Path]:
     return removed
 
 
+def hold_exclusive_lock(fh, path: Path, busy):
+    """Takes the exclusive OS lock of the open lock file `fh` (at `path`) and returns the file
+    that holds it; the OS drops it when the holder dies, even by SIGKILL. When another process
+    holds it, raises `busy(holder)` (holder: the text that process wrote into the file).
+
+    The previous holder may remove the file between our open and our lock: then the lock is on
+    a name nobody else can see, so the new file at `path` is opened and locked instead."""
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise busy(holder) from None
+        try:
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
+                return fh
+        except FileNotFoundError:
+            pass
+        fh.close()
+        fh = open(path, "a+")
+
+
+def release_lock_file(fh, path: Path) -> None:
+    """Removes the lock file while still holding it (no one else holds this file), then
+    unlocks; closing may fail on a full disk, which loses nothing."""
+    path.unlink(missing_ok=True)
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        fh.close()
+    except OSError:
+        pass
+
+
 class FolderLock:
     """An exclusive OS lock `.NAME.lock` beside an output folder, as extract locks a store:
     a second run writing the same folder is refused; the lock goes when its holder dies."""
@@ -244,23 +279,11 @@ class FolderLock:
         self._fh = None
 
     def __enter__(self):
-        while True:
-            self._fh = open(self.path, "a+")
-            try:
-                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._fh.seek(0)
-                holder = self._fh.read().strip() or "another process"
-                self._fh.close()
-                raise OutputError(f"{self.folder} is being written by another {self.command} "
-                                  f"({holder}); wait for it to finish, or pass another --out."
-                                  ) from None
-            try:
-                if os.path.samestat(os.fstat(self._fh.fileno()), os.stat(self.path)):
-                    break
-            except FileNotFoundError:
-                pass
-            self._fh.close()
+        def busy(holder):
+            return OutputError(f"{self.folder} is being written by another {self.command} "
+                               f"({holder}); wait for it to finish, or pass another --out.")
+
+        self._fh = hold_exclusive_lock(open(self.path, "a+"), self.path, busy)
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(f"pid {os.getpid()} host {socket.gethostname()}")
@@ -268,9 +291,7 @@ class FolderLock:
         return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        release_lock_file(self._fh, self.path)
 
 
 def check_own_file(path: Path, flag: str, is_ours, what: str, example: str) -> Path:

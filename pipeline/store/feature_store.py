@@ -27,7 +27,6 @@ Usage:
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +37,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.outputs import hold_exclusive_lock, release_lock_file
 from pipeline.store import integrity, space
 from pipeline.store.diagnose import not_a_store_message
 
@@ -86,22 +86,9 @@ class StoreLock:
             # the caller to write nothing.
             self._fh, self.read_only = None, True
             return self
-        while True:
-            try:
-                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._fh.seek(0)
-                holder = self._fh.read().strip() or "another process"
-                self._fh.close()
-                raise StoreError(f"store {self.path.name[:-5]} is being written by {holder}; "
-                                 "wait for that extract to finish (or use another --cache-dir)."
-                                 ) from None
-            # The previous holder may have removed the file between our open and our lock:
-            # then we hold a lock on a name nobody else can see, so take the new file instead.
-            if _same_file(self._fh, self.path):
-                break
-            self._fh.close()
-            self._fh = open(self.path, "a+")
+        self._fh = hold_exclusive_lock(self._fh, self.path, lambda holder: StoreError(
+            f"store {self.path.name[:-5]} is being written by {holder}; wait for that extract "
+            "to finish (or use another --cache-dir)."))
         try:  # who holds it, for the message of a second extract; the flock is the lock
             self._fh.seek(0)
             self._fh.truncate()
@@ -114,19 +101,7 @@ class StoreLock:
     def __exit__(self, *exc):
         if self._fh is None:  # a read-only cache: nothing was locked
             return
-        self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        try:
-            self._fh.close()
-        except OSError:  # the pid text could not be written out (full disk): nothing lost
-            pass
-
-
-def _same_file(fh, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
-    except FileNotFoundError:
-        return False
+        release_lock_file(self._fh, self.path)
 
 
 class StoreWriter:
