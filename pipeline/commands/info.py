@@ -69,10 +69,10 @@ def verify_vectors(store) -> str:
 
 def describe_reader(prov: dict) -> str:
     """The reader settings that made the vectors, as the reader that made them words them."""
-    from pipeline.extract.sources import reader_class_for
+    from pipeline.extract.sources import reader_class_for, reader_class_named
 
     settings = prov.get("reader") or {}
-    reader = reader_class_for(settings.get("reader", "image")) or reader_class_for("image")
+    reader = reader_class_named(settings.get("reader", "image")) or reader_class_for("image")
     return reader.describe(prov)
 
 

@@ -183,16 +183,18 @@ def export_model(run_dir, options=None, echo=print) -> Path:
                             "express it; predict with `run_pipeline.py predict` instead.")
     features = build_feature_model(spec, eo["weights"], eo["layer"], eo.get("pooling") or "avg",
                                    eo.get("input_size"))
-    # A clip reader averaging a file's clips: the exported model averages its clips' vectors.
-    clips_mean = create_reader(spec, sample_shape, eo).mean_rows
-    model = _assemble(keras, spec, features, run, affine, sample_shape, clips_mean,
+    # A reader pooling a file's inputs into one row (a clip reader's mean of its clips, a frame
+    # reader's mean or max over time): the exported model pools its inputs' vectors the same way.
+    reader = create_reader(spec, sample_shape, eo)
+    pool = _rows_pool(reader)
+    model = _assemble(keras, spec, features, run, affine, sample_shape, pool,
                       bool(eo.get("l2_normalize")), eo.get("dtype") == "float16")
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
-    contract = _contract(spec, eo, run, affine, sample_shape, clips_mean, out)
+    contract = _contract(spec, eo, run, affine, sample_shape, pool, reader.unit, out)
     out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
     if cfg.check:
-        error = _self_check(keras, out, preprocess, features, run, sample_shape, clips_mean, eo)
+        error = _self_check(keras, out, preprocess, features, run, sample_shape, pool, eo)
         echo(f"check: exported model vs pipeline on a random input, max |difference| {error:.2e}")
     echo(f"exported {spec.name} + head ({len(run.class_names)} classes), input "
          f"{contract['input_shape']}")
@@ -236,17 +238,33 @@ def _refuse_reduced_precision(run) -> None:
             f"{precision} extractor.")
 
 
-def _assemble(keras, spec, features, run, affine, sample_shape, clips_mean, l2, float16):
+def _rows_pool(reader) -> str | None:
+    """mean or max when the reader pools a file's model inputs into one row, else None."""
+    pool = getattr(reader, "rows_pool", None)
+    return pool if pool is not None else ("mean" if reader.mean_rows else None)
+
+
+def _pool_rows(pool: str | None, feats: np.ndarray) -> np.ndarray:
+    """What extract stores of one file's input vectors, for the self-check."""
+    if pool is None:
+        return feats
+    return feats.max(axis=0, keepdims=True) if pool == "max" else feats.mean(axis=0,
+                                                                            keepdims=True)
+
+
+def _assemble(keras, spec, features, run, affine, sample_shape, pool, l2, float16):
     features.trainable = False
     inputs = keras.Input(shape=sample_shape, name="rgb")
     x = apply_preprocessing(inputs, affine)
     x = features(x, training=False)
-    if clips_mean:
-        # One call = the clips of one video (the batch axis), averaged as extract does. Not
-        # TimeDistributed over a clips axis: in Keras 3.15 its traced path for a clip count
-        # unknown at trace time maps over the batch size instead (model.predict retraces
-        # that way for the second clip count it sees), giving wrong probabilities.
-        x = keras.ops.mean(x, axis=0, keepdims=True)
+    if pool is not None:
+        # One call = the clips (or sampled frames) of one video on the batch axis, pooled as
+        # extract does. Not TimeDistributed over a clips axis: in Keras 3.15 its traced path
+        # for a clip count unknown at trace time maps over the batch size instead
+        # (model.predict retraces that way for the second clip count it sees), giving wrong
+        # probabilities.
+        reduce = keras.ops.max if pool == "max" else keras.ops.mean
+        x = reduce(x, axis=0, keepdims=True)
         if l2:
             x = keras.layers.UnitNormalization(name="l2_normalize")(x)
     if float16:  # the store kept float16 vectors; round the same way
@@ -259,18 +277,18 @@ def _assemble(keras, spec, features, run, affine, sample_shape, clips_mean, l2, 
     return keras.Model(inputs, probs, name=f"{spec.name}_end_to_end")
 
 
-def _contract(spec, eo, run, affine, sample_shape, clips_mean, out) -> dict:
+def _contract(spec, eo, run, affine, sample_shape, pool, unit, out) -> dict:
     reader = run.provenance.get("reader") or {}
     return {
         "model": out.name,
         "load": "keras.saving.load_model(path, safe_mode=True)",
-        "input_shape": (["clips"] if clips_mean else []) + list(sample_shape),
+        "input_shape": ([unit] if pool else []) + list(sample_shape),
         "input": ("float32 RGB values in 0..255 (decoded frames, channels last), "
-                  + ("the clips of ONE video: clips x " + " x ".join(map(str, sample_shape))
-                     + "; output 1 x classes (the mean of the clips' features, as extract "
-                     "stores it). Call model(clips) or model.predict(clips, "
-                     "batch_size=len(clips)): a smaller batch_size averages each batch apart."
-                     if clips_mean else "batch x " + " x ".join(map(str, sample_shape)))),
+                  + (f"the {unit} of ONE video: {unit} x " + " x ".join(map(str, sample_shape))
+                     + f"; output 1 x classes (the {pool} of the {unit}' features, as extract "
+                     f"stores it). Call model({unit}) or model.predict({unit}, "
+                     f"batch_size=len({unit})): a smaller batch_size pools each batch apart."
+                     if pool else "batch x " + " x ".join(map(str, sample_shape)))),
         # The reader's own record, once: an image policy (squash) or a clip's resize and crop.
         "resize_outside_the_model": {"policy": reader.get("resize") or eo.get("resize"),
                                      **{k: v for k, v in reader.items() if k != "resize"}},
@@ -285,18 +303,15 @@ def _contract(spec, eo, run, affine, sample_shape, clips_mean, out) -> dict:
     }
 
 
-def _self_check(keras, path, preprocess, features, run, sample_shape, clips_mean, eo) -> float:
+def _self_check(keras, path, preprocess, features, run, sample_shape, pool, eo) -> float:
     """Max |exported - pipeline| on a random input; raises when they disagree."""
     rng = np.random.default_rng(1)
     shape = (3,) + sample_shape  # three clips of one video, or three images
     raw = rng.integers(0, 256, size=shape).astype(np.float32)
     pre = np.asarray(preprocess(raw.copy()), dtype=np.float32)
-    if clips_mean:
-        feats = np.asarray(features.predict(pre, verbose=0)).mean(axis=0, keepdims=True)
-        if eo.get("l2_normalize"):
-            feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    else:
-        feats = np.asarray(features.predict(pre, verbose=0))
+    feats = _pool_rows(pool, np.asarray(features.predict(pre, verbose=0)))
+    if pool is not None and eo.get("l2_normalize"):
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     if eo.get("dtype") == "float16":
         feats = feats.astype(np.float16).astype(np.float32)
     expected = run.predict_proba(feats)

@@ -90,9 +90,14 @@ EXTRACT_OPTIONS = (
            "[default: 1 when the cluster has GPUs, else 0]", metavar="G"),
     Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
            "one is started]", metavar="ADDRESS"),
-    # Clip options (C3D); ignored for still-image backbones.
-    Option("frames", int, 16, "frames per clip (clip backbones)", minimum=1,
+    # Clip options (C3D, and image backbones run frame by frame with --temporal-pool).
+    Option("frames", int, 16, "frames per clip (clip backbones); with --temporal-pool, frames "
+           "taken evenly over each GIF, video or frame folder", minimum=1,
            maximum=MAX_CLIP_FRAMES),
+    Option("temporal_pool", str, None, "run an image backbone on --frames frames of each GIF, "
+           "video or frame folder and pool their vectors over time: mean or max (one row per "
+           "clip), or none (one row per frame, grouped by its clip)",
+           choices=("mean", "max", "none")),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
     Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
     Option("stride", int, 8, "frames between clip starts for --sampling stride", minimum=1,

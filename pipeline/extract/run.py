@@ -137,7 +137,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     load_plugins(cfg.plugin)  # before the backbone is looked up: it may be a plugin's
     # The inputs are listed and checked before any backend is imported (that takes tens of
     # seconds): a bad manifest is refused at once, and the file count is the first line.
-    listed_by = reader_class_for(kind_of(cfg.backbone))
+    listed_by = reader_class_for(kind_of(cfg.backbone), cfg)
     dataset = _discover(cfg, listed_by, require_labels)
     echo(f"found {len(dataset.samples)} file(s) in {dataset.root}")
     engine = choose_engine(cfg)

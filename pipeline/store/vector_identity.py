@@ -45,6 +45,8 @@ FIELDS = {
                                       # images that set its scales and the guard's rule
     "aggregate": ("aggregate",),      # clip backbones only
     "l2_normalize": ("l2_normalize",),  # clip backbones only
+    "temporal_pool": ("temporal_pool",),  # image backbones on clip frames only: mean, max
+                                      # or none (a row per frame)
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")

@@ -13,9 +13,14 @@ from pipeline.extract.sources.discover import discover
 
 # BackboneSpec.kind -> the reader class that feeds such backbones. A reader class has `kind`,
 # `extensions`, `leaf_dirs`, `unit`, `rows_per_file`, `process_decode`, `auto_processes`,
-# `from_config(spec, input_shape, config)`, `settings()`, `read(path)`, `aggregate(rows)`,
+# `from_config(spec, input_shape, config)`, optionally `check_settings(config)` (refuses
+# settings it cannot follow), `settings()`, `read(path)`, `aggregate(rows)`,
 # `claims(path)` and `thumbnail(path, size)`; see images.ImageReader.
 READERS: dict[str, type] = {}
+# BackboneSpec.kind -> reader classes that take over from READERS[kind] for some settings: a
+# variant's `serves(config)` says when (FrameReader: an image backbone on clip frames, asked
+# for by --temporal-pool). Its `name` is the "reader" entry of its settings().
+VARIANTS: dict[str, list] = {}
 
 
 def register_reader(reader_class: type, *, overwrite: bool = False) -> type:
@@ -26,18 +31,51 @@ def register_reader(reader_class: type, *, overwrite: bool = False) -> type:
     return reader_class
 
 
+def register_reader_variant(reader_class: type) -> type:
+    """Lets `reader_class` read for backbones of kind `reader_class.kind` whenever its
+    `serves(config)` is true for the extract settings."""
+    variants = VARIANTS.setdefault(reader_class.kind, [])
+    if reader_class not in variants:
+        variants.append(reader_class)
+    return reader_class
+
+
 def _load_builtin_readers() -> None:
     from pipeline.extract.sources.clips import ClipReader
+    from pipeline.extract.sources.frame_reader import FrameReader
     from pipeline.extract.sources.images import ImageReader
 
     for reader_class in (ClipReader, ImageReader):  # a GIF's thumbnail: the clip reader's
         READERS.setdefault(reader_class.kind, reader_class)
+    register_reader_variant(FrameReader)
 
 
-def reader_class_for(kind: str):
-    """The reader class registered for a backbone kind, or None."""
+def reader_class_for(kind: str, config=None):
+    """The reader class registered for a backbone kind, or None. With `config` (extract
+    settings), the class those settings ask for: a variant that serves them (an image backbone
+    reading clip frames with `--temporal-pool`), else the kind's own reader, which may refuse
+    them (`check_settings`)."""
     _load_builtin_readers()
-    return READERS.get(kind)
+    reader_class = READERS.get(kind)
+    if reader_class is None or config is None:
+        return reader_class
+    for variant in VARIANTS.get(kind, ()):
+        if variant.serves(config):
+            return variant
+    check = getattr(reader_class, "check_settings", None)
+    if check is not None:
+        check(config)
+    return reader_class
+
+
+def reader_class_named(name: str):
+    """The reader class whose settings() are named `name` (a store's "reader" entry), or None."""
+    _load_builtin_readers()
+    for variants in VARIANTS.values():
+        for variant in variants:
+            if variant.name == name:
+                return variant
+    return READERS.get(name)
 
 
 def create_reader(spec, input_shape: tuple, config):
@@ -50,8 +88,8 @@ def create_reader(spec, input_shape: tuple, config):
     if spec.kind not in READERS:
         raise ValueError(f"no reader for source kind {spec.kind!r}; registered: "
                          f"{', '.join(sorted(READERS))} (see register_reader)")
-    return READERS[spec.kind].from_config(spec, tuple(input_shape),
-                                          ExtractConfig.from_mapping(config))
+    config = ExtractConfig.from_mapping(config)
+    return reader_class_for(spec.kind, config).from_config(spec, tuple(input_shape), config)
 
 
 def thumbnail(path, size: int):
@@ -64,4 +102,5 @@ def thumbnail(path, size: int):
 
 
 __all__ = ["ClipRecipe", "Dataset", "Sample", "discover", "create_reader", "register_reader",
-           "reader_class_for", "thumbnail", "READERS"]
+           "register_reader_variant", "reader_class_for", "reader_class_named", "thumbnail",
+           "READERS", "VARIANTS"]

@@ -60,6 +60,14 @@ class ClipReader:
     auto_processes = False  # a worker holds a whole file's clips: processes only when asked
     needs_recipe = True  # a backbone it feeds must bring a ClipRecipe
 
+    @staticmethod
+    def check_settings(config) -> None:
+        """Clip backbones read whole clips: `--temporal-pool` (frame by frame) is refused."""
+        if getattr(config, "temporal_pool", None) is not None:
+            raise ConfigError("--temporal-pool pools an image backbone's per-frame vectors; a "
+                              "clip backbone takes whole clips. Leave out --temporal-pool (use "
+                              "--aggregate mean|per_clip), or pick an image backbone.")
+
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ClipReader":
         """The reader for `spec` (its `clip_recipe`) with the extract settings `config`."""
