@@ -1,0 +1,265 @@
+"""An image backbone on clip frames (`--temporal-pool mean|max|none`, `--frames K`).
+
+Real files written here (animated GIFs, an MP4 encoded by PyAV, a folder of PNG frames), a
+real tiny Keras image backbone with a saved weights file, real HDF5 stores, fit-head, predict
+and export: the stored rows must be the backbone's per-frame vectors (`none`) and their
+mean / max over time; every frame row keeps its video as its group so no split separates a
+video's frames; each setting changes the vector key.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SIZE = 32
+FRAMES = 4
+
+
+def _tiny_net(weights, input_shape):
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="conv")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(8, 3, name="conv2")(x))
+
+
+def _scale(x):
+    return x / 127.5 - 1.0
+
+
+def _frames(n, seed, cue):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        arr = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+        arr[..., cue] = np.clip(arr[..., cue].astype(int) + 90, 0, 255)  # a learnable cue
+        out.append(arr)
+    return out
+
+
+def _write_gif(path, frames):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=60, loop=0)
+
+
+def _write_mp4(path, frames):
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 52, 40, "yuv420p"
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_folder(path, frames):
+    path.mkdir(parents=True, exist_ok=True)
+    for i, arr in enumerate(frames):
+        Image.fromarray(arr).save(path / f"frame{i}.png")
+
+
+@pytest.fixture(scope="module")
+def frame_data(tmp_path_factory):
+    import keras
+
+    from pipeline.extract.backbones import BackboneSpec, register_backbone
+
+    register_backbone(BackboneSpec(name="tiny_frames", build=_tiny_net, preprocess=_scale,
+                                   preprocess_name="x / 127.5 - 1 (test)",
+                                   input_shape=(SIZE, SIZE, 3)), overwrite=True)
+    root = tmp_path_factory.mktemp("frames")
+    weights = root / "tiny.weights.h5"
+    keras.utils.set_random_seed(0)
+    _tiny_net(None, (SIZE, SIZE, 3)).save_weights(str(weights))
+    data = root / "clips"
+    for c, name in enumerate(("neg", "pos")):
+        for i in range(6):  # 2 to 12 frames: shorter than --frames are looped
+            _write_gif(data / name / f"g{i}.gif", _frames(2 + 2 * i, 10 * c + i, c))
+        _write_mp4(data / name / "v.mp4", _frames(15, 50 + c, c))
+        _write_folder(data / name / "shots", _frames(7, 60 + c, c))
+    return {"root": root, "data": data, "weights": weights}
+
+
+def _extract(frame_data, pool, **more):
+    from pipeline.extract.run import run_extraction
+
+    opts = {"data": str(frame_data["data"]), "backbone": "tiny_frames",
+            "weights": str(frame_data["weights"]), "frames": FRAMES, "temporal_pool": pool,
+            "cache_dir": str(frame_data["root"] / "cache"), "batch_size": 5, "progress": False,
+            **more}
+    return run_extraction(opts, echo=lambda *_: None).path
+
+
+def _rows_by_file(store):
+    from pipeline.extract.journal import sample_id_of
+
+    ids = [sample_id_of(i, "clip_index" in store.file) for i in store.column("ids")]
+    feats = store.read_rows(np.arange(len(store)))
+    by_file = {}
+    for sid, row in zip(ids, feats):
+        by_file.setdefault(sid, []).append(row)
+    return {sid: np.stack(rows) for sid, rows in by_file.items()}
+
+
+def test_k_frames_are_taken_evenly_and_short_clips_are_completed():
+    from pipeline.extract.sources.frame_reader import sampled_indices
+
+    assert sampled_indices(10, 4) == [1, 3, 6, 8]  # the middle of four equal segments
+    assert sampled_indices(4, 4) == [0, 1, 2, 3]
+    assert sampled_indices(100, 1) == [50]
+    assert sampled_indices(3, 5, "loop") == [0, 1, 2, 0, 1]
+    assert sampled_indices(3, 5, "pad") == [0, 1, 2, 2, 2]
+
+
+def test_a_gifs_frames_get_the_pixels_a_still_image_gets(tmp_path):
+    from pipeline.extract.sources.frame_reader import FrameReader
+    from pipeline.extract.sources.images import ImageReader, fit_to_size, to_rgb
+
+    frames = _frames(6, 3, 0)
+    _write_gif(tmp_path / "a.gif", frames)
+    reader = FrameReader((SIZE, SIZE, 3), {"frames": 3, "temporal_pool": "mean",
+                                           "resize": "center_crop"})
+    got = np.concatenate(list(reader.read(tmp_path / "a.gif")))
+    with Image.open(tmp_path / "a.gif") as img:
+        expected = []
+        for index in (1, 3, 5):
+            img.seek(index)
+            expected.append(np.asarray(fit_to_size(to_rgb(img), (SIZE, SIZE), "center_crop")))
+    np.testing.assert_array_equal(got, np.stack(expected))
+    first = FrameReader((SIZE, SIZE, 3), {"frames": 1, "temporal_pool": "mean",
+                                          "resize": "center_crop"})
+    with Image.open(tmp_path / "a.gif") as img:
+        assert img.n_frames == 6
+    still = next(ImageReader((SIZE, SIZE, 3), "center_crop").read(tmp_path / "a.gif"))
+    one = FrameReader((SIZE, SIZE, 3), {"frames": 6, "temporal_pool": "none",
+                                        "resize": "center_crop"})
+    np.testing.assert_array_equal(next(one.read(tmp_path / "a.gif"))[0], still[0])
+    assert next(first.read(tmp_path / "a.gif")).shape == (1, SIZE, SIZE, 3)
+
+
+def test_pooled_rows_are_the_mean_and_max_of_the_backbones_frame_vectors(frame_data):
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.feature_model import build_feature_model
+    from pipeline.extract.sources.frame_reader import FrameReader
+    from pipeline.store import open_store
+
+    paths = {pool: _extract(frame_data, pool) for pool in ("none", "mean", "max")}
+    assert len(set(paths.values())) == 3  # three stores: the pools never share vectors
+    with open_store(paths["none"]) as s:
+        frames = _rows_by_file(s)
+    with open_store(paths["mean"]) as s:
+        means = _rows_by_file(s)
+    with open_store(paths["max"]) as s:
+        maxima = _rows_by_file(s)
+    assert len(frames) == 16 and {"neg/v.mp4", "pos/shots", "pos/g0.gif"} <= set(frames)
+    assert all(rows.shape == (FRAMES, 8) for rows in frames.values())
+    # The backbone itself, run here on the reader's frames, gives the per-frame rows.
+    model = build_feature_model(get_backbone("tiny_frames"), str(frame_data["weights"]),
+                                input_size=SIZE)
+    reader = FrameReader((SIZE, SIZE, 3), {"frames": FRAMES, "temporal_pool": "none"})
+    for sid in ("neg/v.mp4", "pos/shots", "pos/g0.gif", "neg/g5.gif"):
+        pixels = np.concatenate(list(reader.read(frame_data["data"] / sid)))
+        direct = np.asarray(model.predict(_scale(pixels.astype(np.float32)), verbose=0))
+        np.testing.assert_allclose(frames[sid], direct, atol=1e-5, err_msg=sid)
+    for sid, rows in frames.items():
+        assert means[sid].shape == maxima[sid].shape == (1, 8)
+        np.testing.assert_allclose(means[sid][0], rows.mean(axis=0), atol=1e-6, err_msg=sid)
+        np.testing.assert_array_equal(maxima[sid][0], rows.max(axis=0), err_msg=sid)
+    assert not np.allclose(means["pos/g5.gif"], maxima["pos/g5.gif"])
+
+
+def test_frame_rows_keep_their_video_as_group_and_no_split_separates_them(frame_data):
+    from pipeline.evaluation.splits import cv_splitter, effective_groups, make_split
+    from pipeline.store import open_store
+
+    with open_store(_extract(frame_data, "none")) as store:
+        groups = store.column("group")
+        ids = store.column("ids")
+        assert len(ids) == 16 * FRAMES
+        for row_id, group in zip(ids, groups):
+            assert row_id.split("#clip")[0] == group  # each frame's group is its video
+        labels = store.column("labels")
+        for seed in range(4):
+            split = make_split(store, val_fraction=0.25, seed=seed, test_fraction=0.25)
+            parts = [set(groups[rows]) for rows in (split.train, split.val, split.test)]
+            assert all(len(p) for p in parts)
+            assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        g = effective_groups(groups)
+        for train, test in cv_splitter(labels, g, 3, seed=0).split(np.zeros(len(g)), labels, g):
+            assert not set(g[train]) & set(g[test])
+
+
+def test_every_frame_setting_changes_the_vector_key():
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.run import vector_settings
+    from pipeline.extract.sources import create_reader
+    from pipeline.store.vector_identity import REBUILD_OPTIONS, vector_key
+
+    spec = get_backbone("mobilenet")
+    base = {"backbone": "mobilenet", "weights": "none", "frames": 8, "temporal_pool": "mean"}
+    variants = [{}, {"temporal_pool": "max"}, {"temporal_pool": "none"}, {"frames": 4},
+                {"short": "pad"}, {"fps": 5.0}, {"resize": "center_crop"},
+                {"temporal_pool": None}]  # the still-image reader
+    keys = []
+    for change in variants:
+        opts = {**base, **change}
+        from pipeline.extract.options import ExtractConfig
+
+        cfg = ExtractConfig.from_mapping(opts)
+        reader = create_reader(spec, spec.input_shape_for(None), cfg)
+        keys.append(vector_key(vector_settings(cfg.as_dict(), spec, reader, "none")))
+    assert len(set(keys)) == len(variants), keys
+    assert "temporal_pool" in REBUILD_OPTIONS  # predict and export rebuild the same reader
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--backbone", "c3d", "--temporal-pool", "mean"], "clip backbone takes whole clips"),
+    (["--backbone", "mobilenet", "--temporal-pool", "mean", "--l2-normalize"], "--l2-normalize"),
+    (["--backbone", "mobilenet", "--temporal-pool", "max", "--mean-file", "m.npy"],
+     "--mean-file"),
+    (["--backbone", "mobilenet", "--temporal-pool", "sum"], "temporal"),
+])
+def test_settings_frame_pooling_cannot_follow_are_refused(tmp_path, capsys, flags, words):
+    from run_pipeline import main
+
+    _write_gif(tmp_path / "d" / "a" / "x.gif", _frames(3, 0, 0))
+    _write_gif(tmp_path / "d" / "b" / "y.gif", _frames(3, 1, 1))
+    code = main(["extract", "--data", str(tmp_path / "d"), "--weights", "none",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error:") and words in err[-1], err
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.h5"))
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "none"])
+def test_predict_and_export_pool_frames_as_extract_does(frame_data, tmp_path, pool):
+    import keras
+
+    from pipeline.deploy.export import export_model
+    from pipeline.deploy.prediction import predict, read_predictions
+    from pipeline.extract.sources.frame_reader import FrameReader
+    from pipeline.fit.run import fit_head
+
+    store = _extract(frame_data, pool)
+    run = fit_head(store, {"epochs": 2, "hidden_units": (8,), "progress": False},
+                   out_dir=tmp_path / "runs", echo=lambda *_: None)
+    predicted = read_predictions(predict(run, frame_data["data"],
+                                         {"progress": False,
+                                          "cache_dir": str(frame_data["root"] / "cache")},
+                                         echo=lambda *_: None))
+    path = export_model(run, {"out": str(tmp_path / "m.keras")}, echo=lambda *_: None)
+    model = keras.saving.load_model(path, safe_mode=True)
+    reader = FrameReader((SIZE, SIZE, 3), {"frames": FRAMES, "temporal_pool": pool})
+    for sid in ("neg/v.mp4", "pos/shots", "pos/g1.gif"):
+        pixels = np.concatenate(list(reader.read(frame_data["data"] / sid))).astype(np.float32)
+        got = model.predict(pixels, batch_size=len(pixels), verbose=0)  # one video per call
+        if pool == "none":  # one row per frame
+            want = np.stack([predicted[f"{sid}#clip{k}"] for k in range(FRAMES)])
+        else:
+            want = predicted[sid][None]
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=sid)
