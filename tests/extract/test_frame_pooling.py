@@ -256,7 +256,8 @@ def test_predict_and_export_pool_frames_as_extract_does(frame_data, tmp_path, po
     model = keras.saving.load_model(path, safe_mode=True)
     reader = FrameReader((SIZE, SIZE, 3), {"frames": FRAMES, "temporal_pool": pool})
     for sid in ("neg/v.mp4", "pos/shots", "pos/g1.gif"):
-        pixels = np.concatenate(list(reader.read(frame_data["data"] / sid))).astype(np.float32)
+        pixels = np.concatenate(list(reader.read(frame_data["data"] / sid)))
+        assert pixels.dtype == np.uint8  # the decoded frames go in as they are
         got = model.predict(pixels, batch_size=len(pixels), verbose=0)  # one video per call
         if pool == "none":  # one row per frame
             want = np.stack([predicted[f"{sid}#clip{k}"] for k in range(FRAMES)])
