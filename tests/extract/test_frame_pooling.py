@@ -264,3 +264,37 @@ def test_predict_and_export_pool_frames_as_extract_does(frame_data, tmp_path, po
         else:
             want = predicted[sid][None]
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=sid)
+
+
+@pytest.mark.slow
+def test_real_mobilenet_on_the_shared_clips_pools_its_frame_vectors(tmp_path):
+    """The real MobileNet weights on the real GIF, MP4 and 1080p AVI, 8 frames each."""
+    from conftest import MOBILENET_WEIGHTS, SHARED
+
+    clips = [SHARED / "clips" / n for n in ("ucf101_cricket_shot.gif", "arm_wrestling.mp4",
+                                            "ntu_drink_water.avi")]
+    missing = [p for p in (MOBILENET_WEIGHTS, *clips) if not p.exists()]
+    if missing:
+        pytest.skip(f"../shared not available: {missing[0]}")
+    from pipeline.extract.run import run_extraction
+    from pipeline.store import open_store
+
+    data = tmp_path / "clips"
+    for i, clip in enumerate(clips):
+        (data / f"class{i}").mkdir(parents=True)
+        (data / f"class{i}" / clip.name).symlink_to(clip)
+    stores = {pool: run_extraction({"data": str(data), "backbone": "mobilenet",
+                                    "weights": str(MOBILENET_WEIGHTS), "frames": 8,
+                                    "temporal_pool": pool, "batch_size": 8, "progress": False,
+                                    "cache_dir": str(tmp_path / "cache")},
+                                   echo=lambda *_: None).path for pool in ("none", "mean")}
+    with open_store(stores["none"]) as s:
+        frames = _rows_by_file(s)
+    with open_store(stores["mean"]) as s:
+        means = _rows_by_file(s)
+        assert len(s) == 3 and not s.failures()
+    assert {k: v.shape for k, v in frames.items()} == {
+        f"class{i}/{c.name}": (8, 1024) for i, c in enumerate(clips)}
+    for sid, rows in frames.items():
+        assert np.isfinite(rows).all() and rows.std(axis=0).max() > 0  # the frames differ
+        np.testing.assert_allclose(means[sid][0], rows.mean(axis=0), atol=1e-5, err_msg=sid)
