@@ -142,6 +142,29 @@ def test_a_gifs_frames_get_the_pixels_a_still_image_gets(tmp_path):
     assert next(first.read(tmp_path / "a.gif")).shape == (1, SIZE, SIZE, 3)
 
 
+@pytest.mark.parametrize("packets", [None, 9, 18])  # as counted; fewer; more than its frames
+def test_a_videos_frames_are_its_decoded_frames_at_the_sampled_indices(tmp_path, monkeypatch,
+                                                                      packets):
+    import av
+
+    from pipeline.extract.sources import frame_reader
+    from pipeline.extract.sources.frame_reader import FrameReader, sampled_indices
+    from pipeline.extract.sources.images import fit_to_size
+
+    _write_mp4(tmp_path / "v.mp4", _frames(15, 4, 1))
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        decoded = [np.asarray(fit_to_size(f.to_image(), (SIZE, SIZE), "squash"))
+                   for f in container.decode(container.streams.video[0])]
+    assert len(decoded) == 15
+    if packets is not None:  # a container whose packets and frames do not match one to one
+        monkeypatch.setattr(frame_reader, "video_packet_count", lambda path: packets)
+    else:
+        assert frame_reader.video_packet_count(tmp_path / "v.mp4") == 15
+    reader = FrameReader((SIZE, SIZE, 3), {"frames": 4, "temporal_pool": "max"})
+    got = np.concatenate(list(reader.read(tmp_path / "v.mp4")))
+    np.testing.assert_array_equal(got, np.stack([decoded[i] for i in sampled_indices(15, 4)]))
+
+
 def test_pooled_rows_are_the_mean_and_max_of_the_backbones_frame_vectors(frame_data):
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.feature_model import build_feature_model

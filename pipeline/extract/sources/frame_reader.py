@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError, DecodeError
 from pipeline.extract.sources.base import environment_problem, require_regular
 from pipeline.extract.sources.clips import CLIP_EXTENSIONS, VIDEO_EXTENSIONS, _resample
 from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, first_line, folder_frames,
-                                             gif_frames, video_frames)
+                                             gif_frames, video_frames, video_packet_count)
 from pipeline.extract.sources.images import RESIZE_POLICIES, fit_to_size, to_rgb
 
 TEMPORAL_POOLS = ("mean", "max", "none")
@@ -175,23 +175,44 @@ class FrameReader:
             yield np.stack(frames[start:start + FRAMES_PER_CHUNK])
 
     def frames_of(self, path: Path) -> list[np.ndarray]:
-        """The K sampled frames of one source: one pass counts, a second converts only those."""
-        n = sum(1 for _ in self._timeline(path))  # no pixel conversion in this pass
+        """The K sampled frames of one source.
+
+        The frames are counted first: a video (without --fps) by its packets, demuxed without
+        decoding, and checked against the frames its one decoding pass sees (when they differ,
+        the decoded count is used, in a third pass); other sources by a pass that converts no
+        pixels, after which the second pass stops at the last frame it needs.
+        """
+        quick = self._quick_count(path)
+        n = quick if quick is not None else sum(1 for _ in self._timeline(path))
         wanted = sampled_indices(n, self.frames, self.short)
-        needed = set(wanted)
-        arrays = {}
+        arrays, seen = self._collect(path, set(wanted), to_the_end=quick is not None)
+        if quick is not None and seen != n:  # a packet without a frame, or with two
+            wanted = sampled_indices(seen, self.frames, self.short)
+            arrays, seen = self._collect(path, set(wanted), to_the_end=False)
+        if not set(wanted) <= set(arrays):  # the file changed between the passes
+            raise DecodeError(f"{path.name}: fewer frames on the second read than the first")
+        return [arrays[i] for i in wanted]
+
+    def _quick_count(self, path: Path) -> int | None:
+        if self.fps is not None or path.is_dir() or \
+                path.suffix.lower() not in VIDEO_EXTENSIONS:
+            return None
+        return video_packet_count(path)
+
+    def _collect(self, path: Path, needed: set, to_the_end: bool) -> tuple[dict, int]:
+        """{index: pixels} of the needed frames, and how many frames the pass saw."""
+        arrays, seen = {}, 0
         timeline = self._timeline(path)
         try:
             for index, frame in enumerate(timeline):
+                seen = index + 1
                 if index in needed:
                     arrays[index] = frame.array()
-                if len(arrays) == len(needed):
+                if not to_the_end and len(arrays) == len(needed):
                     break
         finally:
             timeline.close()  # closes the file now, not when the generator is collected
-        if len(arrays) < len(needed):  # the file changed between the two passes
-            raise DecodeError(f"{path.name}: fewer frames on the second read than the first")
-        return [arrays[i] for i in wanted]
+        return arrays, seen
 
     def _timeline(self, path: Path):
         if path.is_dir():

@@ -109,6 +109,22 @@ def video_frames(path: Path, fit) -> Iterator[LazyFrame]:
             yield previous
 
 
+def video_packet_count(path: Path) -> int | None:
+    """The video stream's packets with data, read without decoding: the frame count of
+    nearly every file, cheaply. None when the file cannot tell (the decoder then counts).
+    Callers check it against the frames decoded: a packet may hold no frame, or two."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError):
+        return None  # decoding reports what is wrong, with the file's name
+
+
 def folder_frames(path: Path, fit) -> Iterator[LazyFrame]:
     """The still images of one folder, in natural order (frame2 before frame10)."""
     def natural(p: Path):
