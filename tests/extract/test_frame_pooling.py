@@ -217,6 +217,40 @@ def test_frame_rows_keep_their_video_as_group_and_no_split_separates_them(frame_
             assert not set(g[train]) & set(g[test])
 
 
+def test_grid_search_folds_and_audit_keep_a_videos_frames_together(frame_data, tmp_path,
+                                                                    capsys):
+    import json
+
+    from conftest import read_csv
+    from run_pipeline import main
+
+    store = str(_extract(frame_data, "none"))
+    assert main(["grid-search", "--store", store, "--out", str(tmp_path / "gs"), "--models",
+                 "logistic_regression", "--cv", "3", "--n-jobs", "1"]) == 0
+    run = capsys.readouterr().out.strip().splitlines()[-1]
+    folds = read_csv(f"{run}/folds.csv")
+    assert len(folds) == 16 * FRAMES
+    fold_columns = [c for c in folds[0] if c.startswith("fold")]
+    by_group = {}
+    for row in folds:
+        assert row["id"].split("#clip")[0] == row["group"]
+        by_group.setdefault(row["group"], set()).add(tuple(row[c] for c in fold_columns))
+    assert len(by_group) == 16 and all(len(roles) == 1 for roles in by_group.values())
+    assert main(["audit", "--store", store, "--out", str(tmp_path / "audit"),
+                 "--folds", "3"]) == 0
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["n_rows"] == 16 * FRAMES
+    # A looped 2-frame GIF repeats its frames (0, 1, 0, 1): audit finds those exact copies as
+    # pairs inside one video, its group; every pair names each row's video as its group.
+    pairs = read_csv(tmp_path / "audit" / "duplicates.csv")
+    exact = {(p["id_a"], p["id_b"]) for p in pairs if p["kind"] == "exact"}
+    for video in ("neg/g0.gif", "pos/g0.gif"):
+        assert (f"{video}#clip0", f"{video}#clip2") in exact, video
+        assert (f"{video}#clip1", f"{video}#clip3") in exact, video
+    assert all(p["group_a"] == p["id_a"].split("#clip")[0] and
+               p["group_b"] == p["id_b"].split("#clip")[0] for p in pairs)
+
+
 def test_every_frame_setting_changes_the_vector_key():
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.run import vector_settings
