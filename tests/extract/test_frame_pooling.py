@@ -280,6 +280,8 @@ def test_every_frame_setting_changes_the_vector_key():
     (["--backbone", "mobilenet", "--temporal-pool", "max", "--mean-file", "m.npy"],
      "--mean-file"),
     (["--backbone", "mobilenet", "--temporal-pool", "sum"], "temporal"),
+    (["--backbone", "mobilenet", "--temporal-pool", "mean", "--aggregate", "per_clip"],
+     "--temporal-pool none"),
 ])
 def test_settings_frame_pooling_cannot_follow_are_refused(tmp_path, capsys, flags, words):
     from run_pipeline import main

@@ -105,6 +105,10 @@ class FrameReader:
         if config.mean_file:
             raise ConfigError("--mean-file is a C3D mean cube; an image backbone brings its own "
                               "preprocessing. Leave out --mean-file.")
+        if config.aggregate != "mean":  # the default: rows are set by --temporal-pool here
+            raise ConfigError("--aggregate is how a clip backbone's clips become rows; with "
+                              "--temporal-pool, leave it out and use --temporal-pool none for "
+                              "one row per frame.")
         if config.l2_normalize:
             raise ConfigError("--l2-normalize normalises a clip backbone's per-video mean; with "
                               "--temporal-pool the pooled rows are stored as they are. Leave "
