@@ -106,16 +106,16 @@ class OnnxFormat(ExportFormat):
         """Through a frozen TensorFlow graph: Keras 3.15's `export(format="onnx")` leaves the
         constants a layer captures (a Normalization layer's mean and variance, which every
         standardizing head holds) as graph inputs the caller would have to feed."""
-        import keras
+        import tensorflow as tf
 
         from pipeline.deploy.sklearn_onnx import OPSET
 
-        if keras.backend.backend() != "tensorflow":
+        if not all(isinstance(w.value, tf.Variable) for w in model.weights):
+            # Another Keras backend holds the weights: its graph is not TensorFlow's to freeze.
             _called_once(model)
             with contextlib.redirect_stdout(io.StringIO()):
                 model.export(str(path), format="onnx", verbose=False, opset_version=OPSET)
             return
-        import tensorflow as tf
         import tf2onnx
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2)

@@ -231,3 +231,18 @@ def test_an_artifact_failing_parity_is_never_published_and_the_old_one_is_kept(t
                      echo=lambda *_: None)
     assert (out.read_bytes(), out.with_suffix(".json").read_text()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite"]
+
+
+def test_the_export_pins_are_installed_by_ci():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def pins(name):
+        return {l.strip() for l in (root / name).read_text().splitlines()
+                if l.strip() and not l.startswith("#")}
+
+    export = pins("requirements-export.txt")
+    assert {p.split("==")[0] for p in export} >= {"tf2onnx", "onnx", "onnxruntime", "skl2onnx",
+                                                  "ai-edge-litert"}
+    assert export <= pins("requirements-dev.txt")  # the same versions: CI tests what users get
