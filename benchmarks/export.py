@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['format']:34} {r['runtime']:14} {r['size_mb']!s:>6} {r['export_s']!s:>8} "
               f"{r['load_s']!s:>7} {r['images_per_s']!s:>7} {r['max_abs_difference']:>8}")
-    append_rows(RESULTS / "export_formats.csv", rows, machine)
+    append_rows(RESULTS / "export.csv", rows, machine)
     return 0
 
 
