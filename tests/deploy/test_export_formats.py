@@ -246,3 +246,22 @@ def test_the_export_pins_are_installed_by_ci():
     assert {p.split("==")[0] for p in export} >= {"tf2onnx", "onnx", "onnxruntime", "skl2onnx",
                                                   "ai-edge-litert"}
     assert export <= pins("requirements-dev.txt")  # the same versions: CI tests what users get
+
+
+def test_a_folder_artifact_replaces_only_an_earlier_export(tiny, tmp_path, capsys):
+    from run_pipeline import main
+
+    run, out = tiny["runs"]["head"], tmp_path / "served"
+    for _ in range(2):  # the second export replaces the first (its model.json names it)
+        assert main(["export", "--run", str(run), "--format", "saved_model", "--out", str(out),
+                     "--no-check"]) == 0
+    assert (out / "saved_model.pb").is_file()
+    assert json.loads((tmp_path / "served.json").read_text())["model"] == "served"
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["export", "--run", str(run), "--format", "saved_model", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "did not write" in err and err.count("\n") == 1
+    assert sorted(p.name for p in mine.rglob("*")) == ["notes"]
+    assert not (tmp_path / "mine.json").exists()
