@@ -32,9 +32,12 @@ def parity_inputs(run, reader, sample_shape: tuple, max_files: int = MAX_FILES):
     """
     from pipeline.store.feature_store import open_store
 
+    from pipeline.deploy.prediction import locate_recorded_file
+
     batches, used = [], []
-    store_path = Path(str(run.info.get("store") or ""))
-    try:
+    try:  # also when the store moved together with the run folder, as predict finds it
+        store_path = locate_recorded_file(str(run.info.get("store") or ""), run.run_dir, None,
+                                          "store", "export")
         with open_store(store_path) as store:
             root = Path(store.provenance.get("data_root") or "")
             ids = list(dict.fromkeys(i.split("#", 1)[0] for i in store.column("ids").tolist()))
