@@ -1,11 +1,13 @@
-"""`run_pipeline.py export`: one deployable Keras model, raw RGB in, class probabilities out."""
+"""`run_pipeline.py export`: one deployable artifact (Keras, ONNX, OpenVINO IR, LiteRT, SavedModel),
+raw RGB in, class probabilities out, checked against predict in its own runtime."""
 
 from __future__ import annotations
 
 from pipeline.config import add_options
 from pipeline.deploy.options import EXPORT_OPTIONS, ExportConfig
 
-HELP = "write one Keras model (preprocessing + frozen backbone + head) serving raw decoded RGB"
+HELP = ("write one artifact (preprocessing + frozen backbone + head) serving raw decoded RGB: "
+        "Keras, ONNX, OpenVINO IR, LiteRT or SavedModel, parity-checked against predict")
 
 
 def add_arguments(parser) -> None:

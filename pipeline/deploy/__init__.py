@@ -1,4 +1,5 @@
-"""Reusing a run folder: `predict` on new files, `export` one self-contained Keras model.
+"""Reusing a run folder: `predict` on new files, `export` one self-contained artifact (a Keras
+model, ONNX, OpenVINO IR, LiteRT or a SavedModel; pipeline/deploy/formats.py).
 
     from pipeline.deploy import predict, export_model
     csv_path = predict("cache/runs/<run>", "new_photos/")

@@ -1,7 +1,13 @@
-"""Export a run as one Keras model: raw decoded RGB -> preprocessing -> frozen backbone -> head.
+"""Export a run as one artifact: raw decoded RGB -> preprocessing -> frozen backbone -> head.
 
-The model is made of built-in layers only, so `keras.saving.load_model(path, safe_mode=True)`
-loads it without this package. Preprocessing becomes a frozen per-pixel affine layer: every
+The artifact is a Keras model (`--format keras`, the default) or what Keras' own `Model.export`
+makes of it (ONNX, OpenVINO IR, LiteRT, a TensorFlow SavedModel; pipeline/deploy/formats.py);
+a scikit-learn grid-search winner is joined behind the backbone's ONNX graph
+(pipeline/deploy/sklearn_onnx.py). Every artifact is loaded back in its own runtime and compared
+with predict before it is moved into place (pipeline/deploy/parity.py).
+
+The Keras model is made of built-in layers only, so `keras.saving.load_model(path,
+safe_mode=True)` loads it without this package. Preprocessing becomes a frozen per-pixel affine layer: every
 keras.applications mode is one (caffe: RGB->BGR and minus the ImageNet mean; tf: x/127.5 - 1;
 torch: ImageNet mean/std; some models do it inside themselves). We *measure* the map from the
 backbone's own `preprocess_input` instead of copying constants, and check the result.
@@ -11,19 +17,21 @@ to the model states the input size and the resize policy the training vectors us
 
 Usage:
     from pipeline.deploy.export import export_model
-    path = export_model("cache/runs/<run>", {})
+    path = export_model("cache/runs/<run>", {"format": "onnx"})
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.deploy.options import ExportConfig
+from pipeline.deploy.parity import check_parity, parity_inputs, pipeline_features
 from pipeline.errors import BackboneError, ConfigError, OutputError, WeightsError
-from pipeline.outputs import check_own_file, is_own_json
+from pipeline.outputs import Scratch, check_own_file, is_own_json, write_json
 from pipeline.deploy.prediction import load_run, reuse_extract_options
 
 # The backbone inside an exported model runs in float32, so only float32 vectors are its own.
@@ -133,43 +141,46 @@ def _best_model_name(run_dir) -> str:
 
 
 def export_model(run_dir, options=None, echo=print) -> Path:
-    """Builds, saves and checks the end-to-end model of a run.
+    """Builds, checks and writes the end-to-end artifact of a run in one format.
 
     Args:
-        run_dir: a fit-head run folder (or a grid-search one whose best model is a Keras head).
-        options: an `ExportConfig` or a mapping of its options: `out` (the .keras path, default
-            RUN_DIR/export/model.keras), `check` (compare with the pipeline's own preprocessing
-            + backbone + head on a random input), `calibrate` (False: raw softmax, without the
-            fitted temperature), `weights` / `mean_file` when those files have moved.
+        run_dir: a fit-head run folder, or a grid-search one (a scikit-learn winner exports to
+            ONNX only).
+        options: an `ExportConfig` or a mapping of its options: `format` (keras, onnx,
+            openvino, litert, saved_model), `out` (default RUN_DIR/export/model.keras, or
+            RUN_DIR/export/FORMAT/model.EXT), `check` (the parity check in the format's own
+            runtime), `calibrate` (False: raw softmax), `weights` / `mean_file` when moved.
         echo: where progress lines go.
 
     Returns:
-        Path of the saved `.keras` model.
+        Path of the artifact; its `model.json` lies beside it. Everything is written in a
+        scratch folder first and moved into place only after the parity check passed.
 
     Raises:
-        ConfigError: the run's best model is not a Keras model, or its vectors were computed
-            at a reduced precision (float16, bfloat16, int8) that the exported float32
-            backbone would not reproduce.
-        BackboneError: the backbone's preprocessing is not a per-pixel affine map.
+        ConfigError: the format's packages are missing, the run's best model cannot be
+            expressed in that format, or its vectors were computed at a reduced precision.
+        BackboneError: preprocessing is not a per-pixel affine map, or the artifact differs
+            from predict by more than the bound.
         WeightsError, StoreError: the backbone weights or provenance cannot be reproduced.
     """
-    import keras
-
+    from pipeline.deploy.formats import get_format
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.feature_model import build_feature_model
     from pipeline.plugins import load_plugins
     from pipeline.extract.sources import create_reader
 
     cfg = ExportConfig.from_mapping(options).replace(run_dir=str(run_dir))
+    fmt = get_format(cfg.format)
+    fmt.check_available()  # before any work: a missing converter is refused up front
     run = load_run(run_dir, calibrate=cfg.calibrate)
-    out = _check_output(Path(cfg.out) if cfg.out else None, Path(run_dir))  # before building
-    if run.keras_head is None:
+    out = _check_output(Path(cfg.out) if cfg.out else None, Path(run_dir), fmt)
+    if run.keras_head is None and not fmt.takes_sklearn:
         raise ConfigError(
-            f"export joins the backbone to a Keras model, and the best model of grid-search run "
-            f"{Path(run_dir).name} is {_best_model_name(run_dir)}, which has no exact Keras "
-            "form. Only fit-head runs and grid-search runs whose best model is the Keras head, "
-            "logistic regression or a linear SVM export; use predict with this run (it works "
-            "with every model), or export a fit-head run.")
+            f"export --format {fmt.name} joins the backbone to a Keras model, and the best model "
+            f"of grid-search run {Path(run_dir).name} is {_best_model_name(run_dir)}, which has "
+            "no exact Keras form. Only fit-head runs and grid-search runs whose best model is "
+            "the Keras head, logistic regression or a linear SVM export to this format; a "
+            "scikit-learn winner exports with --format onnx, and predict works with every run.")
     _refuse_reduced_precision(run)
     eo = reuse_extract_options(run_dir, run.info, cfg, "export")
     load_plugins(eo.get("plugin") or ())  # the backbone may be a plugin's
@@ -187,37 +198,92 @@ def export_model(run_dir, options=None, echo=print) -> Path:
     # reader's mean or max over time): the exported model pools its inputs' vectors the same way.
     reader = create_reader(spec, sample_shape, eo)
     pool = _rows_pool(reader)
-    model = _assemble(keras, spec, features, run, affine, sample_shape, pool,
-                      bool(eo.get("l2_normalize")), eo.get("dtype") == "float16")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
-    contract = _contract(spec, eo, run, affine, sample_shape, pool, reader.unit, out)
-    out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
-    if cfg.check:
-        error = _self_check(keras, out, preprocess, features, run, sample_shape, pool, eo)
-        echo(f"check: exported model vs pipeline on a random input, max |difference| {error:.2e}")
-    echo(f"exported {spec.name} + head ({len(run.class_names)} classes), input "
-         f"{contract['input_shape']}")
+    batches, source = parity_inputs(run, reader, sample_shape)
+
+    def reference(batch):
+        return run.predict_proba(pipeline_features(batch, preprocess, features, pool, eo))
+
+    trunk = _Trunk(spec, features, affine, sample_shape, pool, bool(eo.get("l2_normalize")),
+                   eo.get("dtype") == "float16", fmt.input_dtype)
+    with Scratch(out.parent, "export") as scratch:
+        staged = scratch / out.name
+        if run.keras_head is None:  # a scikit-learn winner: ONNX behind the backbone's ONNX
+            _write_sklearn_onnx(run, trunk, fmt, staged, scratch,
+                                np.concatenate([pipeline_features(b, preprocess, features,
+                                                                  pool, eo)
+                                                for b in batches]))
+        else:
+            fmt.write(trunk.with_head(run), staged)
+        parity = None
+        if cfg.check:
+            parity = check_parity(fmt.load(staged), reference, batches, source, fmt)
+            echo(f"check: {fmt.name} model in {fmt.runtime} vs predict on {source}: "
+                 f"max |difference| {parity['max_abs_difference']:.2e}")
+        contract = _contract(spec, eo, run, affine, sample_shape, pool, reader.unit, out, fmt,
+                             parity)
+        write_json(staged.with_suffix(".json"), contract)
+        _publish(fmt, staged, out)
+    echo(f"exported {spec.name} + {_head_name(run)} ({len(run.class_names)} classes) as "
+         f"{fmt.name}, input {contract['input_shape']} {fmt.input_dtype}")
     return out
 
 
-def _check_output(out: Path | None, run_dir: Path) -> Path:
-    """The .keras path to write (default RUN_DIR/export/model.keras), checked: a new file or
-    one an earlier export wrote (its model.json beside it names it), with a model.json beside
-    it that is absent or ours, in a folder that can be written."""
-    if out is not None and out.suffix != ".keras":
-        raise ConfigError(f"--out must end in .keras; received: {out}")
-    path = out or run_dir / "export" / "model.keras"
+def _head_name(run) -> str:
+    return "head" if run.keras_head is not None else _best_model_name(run.run_dir)
 
-    def ours(model: Path) -> bool:
-        return is_own_json(model.with_suffix(".json"), "load", "vector_key") and json.loads(
-            model.with_suffix(".json").read_text(encoding="utf-8")).get("model") == model.name
+
+def _write_sklearn_onnx(run, trunk, fmt, staged: Path, scratch: Path, sample) -> None:
+    """Backbone graph (uint8 -> vectors) joined with the converted scikit-learn pipeline."""
+    from pipeline.deploy.sklearn_onnx import convert_pipeline, join_behind
+    from pipeline.search.io import load_best_model
+
+    best = load_best_model(run.run_dir)
+    head = convert_pipeline(best, sample)  # refuses what skl2onnx cannot take, by family
+    backbone = scratch / "backbone.onnx"
+    fmt.write(trunk.without_head(), backbone)
+    join_behind(backbone, head, staged)
+    backbone.unlink()
+
+
+def _publish(fmt, staged: Path, out: Path) -> None:
+    """Moves the checked artifact and its model.json into place (replacing only an earlier
+    export's files, which _check_output verified), model.json last."""
+    from pipeline.deploy.formats import remove_artifact
+
+    remove_artifact(fmt, out)
+    for part in fmt.files(staged):
+        os.replace(part, out.parent / part.name)
+    os.replace(staged.with_suffix(".json"), out.with_suffix(".json"))
+
+
+def _check_output(out: Path | None, run_dir: Path, fmt) -> Path:
+    """The artifact path to write (default RUN_DIR/export/model.keras, or
+    RUN_DIR/export/FORMAT/model.EXT), checked before any work: new files, or ones an earlier
+    export wrote (its model.json beside them names the artifact), in a writable folder."""
+    suffix = Path(fmt.file_name).suffix
+    if out is not None and out.suffix != suffix:
+        want = f"end in {suffix}" if suffix else "have no suffix (it is a folder)"
+        raise ConfigError(f"--out for --format {fmt.name} must {want}; received: {out}")
+    path = out or run_dir / "export" / fmt.default_folder / fmt.file_name
+
+    def own_json(p: Path) -> bool:
+        return is_own_json(p, "load", "vector_key")
+
+    def ours(part: Path) -> bool:
+        return own_json(path.with_suffix(".json")) and json.loads(
+            path.with_suffix(".json").read_text(encoding="utf-8")).get("model") == path.name
 
     try:
-        check_own_file(path, "--out", ours, "exported model", "model.keras")
-        check_own_file(path.with_suffix(".json"), "--out",
-                       lambda p: is_own_json(p, "load", "vector_key"), "exported model",
-                       "model.keras")
+        for part in fmt.files(path):
+            if fmt.is_folder and part.is_dir() and not part.is_symlink():
+                if not ours(part):
+                    raise OutputError(f"--out {part} is a folder this tool did not write, so it "
+                                      "was left untouched; pass --out with a new path for the "
+                                      "exported model.")
+                continue
+            check_own_file(part, "--out", ours, "exported model", fmt.file_name)
+        check_own_file(path.with_suffix(".json"), "--out", own_json, "exported model",
+                       fmt.file_name)
     except OutputError as exc:
         if out is not None:
             raise
@@ -244,81 +310,84 @@ def _rows_pool(reader) -> str | None:
     return pool if pool is not None else ("mean" if reader.mean_rows else None)
 
 
-def _pool_rows(pool: str | None, feats: np.ndarray) -> np.ndarray:
-    """What extract stores of one file's input vectors, for the self-check."""
-    if pool is None:
-        return feats
-    return feats.max(axis=0, keepdims=True) if pool == "max" else feats.mean(axis=0,
-                                                                            keepdims=True)
+class _Trunk:
+    """Preprocessing + frozen backbone (+ the store's clip averaging and rounding), in Keras."""
+
+    def __init__(self, spec, features, affine, sample_shape, pool, l2, float16, input_dtype):
+        self.spec, self.features, self.affine = spec, features, affine
+        self.sample_shape, self.pool, self.l2, self.float16 = sample_shape, pool, l2, float16
+        self.input_dtype = input_dtype
+
+    def _vectors(self, keras, rows: bool):
+        self.features.trainable = False
+        inputs = keras.Input(shape=self.sample_shape, name="rgb", dtype=self.input_dtype)
+        x = inputs if self.input_dtype == "float32" else keras.ops.cast(inputs, "float32")
+        x = apply_preprocessing(x, self.affine)
+        x = self.features(x, training=False)
+        if rows and len(x.shape) > 2:  # a scikit-learn model reads each vector as one row
+            x = keras.layers.Flatten(name="as_rows")(x)
+        if self.pool is not None:
+            # One call = the clips (or sampled frames) of one video on the batch axis, pooled
+            # (mean or max) as extract does. Not
+            # TimeDistributed over a clips axis: in Keras 3.15 its traced path for a clip count
+            # unknown at trace time maps over the batch size instead (model.predict retraces
+            # that way for the second clip count it sees), giving wrong probabilities.
+            reduce = keras.ops.max if self.pool == "max" else keras.ops.mean
+            x = reduce(x, axis=0, keepdims=True)
+            if self.l2:
+                x = keras.layers.UnitNormalization(name="l2_normalize")(x)
+        if self.float16:  # the store kept float16 vectors; round the same way
+            x = keras.layers.Identity(dtype="float16", name="as_stored_float16")(x)
+            x = keras.layers.Identity(dtype="float32", name="back_to_float32")(x)
+        return inputs, x
+
+    def without_head(self):
+        """uint8 (or float32) pixels -> the vectors the store holds."""
+        import keras
+
+        inputs, x = self._vectors(keras, rows=True)
+        return keras.Model(inputs, x, name=f"{self.spec.name}_vectors")
+
+    def with_head(self, run):
+        """Pixels -> probabilities, the run's Keras head on top."""
+        import keras
+
+        inputs, x = self._vectors(keras, rows=False)
+        probs = run.keras_head(x, training=False)
+        if probs.shape[-1] == 1:  # one sigmoid unit: P(class 1) -> [P(class 0), P(class 1)]
+            other = keras.layers.Rescaling(scale=-1.0, offset=1.0, name="one_minus_p")(probs)
+            probs = keras.layers.Concatenate(name="probabilities")([other, probs])
+        return keras.Model(inputs, probs, name=f"{self.spec.name}_end_to_end")
 
 
-def _assemble(keras, spec, features, run, affine, sample_shape, pool, l2, float16):
-    features.trainable = False
-    inputs = keras.Input(shape=sample_shape, name="rgb")
-    x = apply_preprocessing(inputs, affine)
-    x = features(x, training=False)
-    if pool is not None:
-        # One call = the clips (or sampled frames) of one video on the batch axis, pooled as
-        # extract does. Not TimeDistributed over a clips axis: in Keras 3.15 its traced path
-        # for a clip count unknown at trace time maps over the batch size instead
-        # (model.predict retraces that way for the second clip count it sees), giving wrong
-        # probabilities.
-        reduce = keras.ops.max if pool == "max" else keras.ops.mean
-        x = reduce(x, axis=0, keepdims=True)
-        if l2:
-            x = keras.layers.UnitNormalization(name="l2_normalize")(x)
-    if float16:  # the store kept float16 vectors; round the same way
-        x = keras.layers.Identity(dtype="float16", name="as_stored_float16")(x)
-        x = keras.layers.Identity(dtype="float32", name="back_to_float32")(x)
-    probs = run.keras_head(x, training=False)
-    if probs.shape[-1] == 1:  # one sigmoid unit: P(class 1) -> [P(class 0), P(class 1)]
-        other = keras.layers.Rescaling(scale=-1.0, offset=1.0, name="one_minus_p")(probs)
-        probs = keras.layers.Concatenate(name="probabilities")([other, probs])
-    return keras.Model(inputs, probs, name=f"{spec.name}_end_to_end")
-
-
-def _contract(spec, eo, run, affine, sample_shape, pool, unit, out) -> dict:
+def _contract(spec, eo, run, affine, sample_shape, pool, unit, out, fmt, parity) -> dict:
     reader = run.provenance.get("reader") or {}
+    values = ("float32 RGB values in 0..255" if fmt.input_dtype == "float32" else
+              "uint8 RGB values")
     return {
         "model": out.name,
-        "load": "keras.saving.load_model(path, safe_mode=True)",
+        "format": fmt.name,
+        "runtime": fmt.runtime,
+        "load": fmt.describe_load(out.name),
+        "input_dtype": fmt.input_dtype,
         "input_shape": ([unit] if pool else []) + list(sample_shape),
-        "input": ("float32 RGB values in 0..255 (decoded frames, channels last), "
+        "input": (values + " (decoded frames, channels last), "
                   + (f"the {unit} of ONE video: {unit} x " + " x ".join(map(str, sample_shape))
                      + f"; output 1 x classes (the {pool} of the {unit}' features, as extract "
-                     f"stores it). Call model({unit}) or model.predict({unit}, "
-                     f"batch_size=len({unit})): a smaller batch_size pools each batch apart."
+                     f"stores it). Pass all {unit} of a video in one call: a smaller batch "
+                     "pools each batch apart."
                      if pool else "batch x " + " x ".join(map(str, sample_shape)))),
         # The reader's own record, once: an image policy (squash) or a clip's resize and crop.
         "resize_outside_the_model": {"policy": reader.get("resize") or eo.get("resize"),
                                      **{k: v for k, v in reader.items() if k != "resize"}},
         "preprocessing_inside": describe_affine(*affine),
         "backbone": spec.name, "layer": eo["layer"], "pooling": eo.get("pooling"),
+        "head": _head_name(run),
         "precision": run.provenance.get("precision") or EXPORTED_PRECISION,
         "vector_key": run.provenance.get("vector_key"),
         "weights": run.provenance.get("weights_label", run.provenance.get("weights")),
         "output": "probabilities, one column per class in class_names order",
         "class_names": run.class_names,
+        "parity": parity or "not checked (--no-check)",
         "run": str(Path(run.run_dir).resolve()),
     }
-
-
-def _self_check(keras, path, preprocess, features, run, sample_shape, pool, eo) -> float:
-    """Max |exported - pipeline| on a random input; raises when they disagree."""
-    rng = np.random.default_rng(1)
-    shape = (3,) + sample_shape  # three clips of one video, or three images
-    raw = rng.integers(0, 256, size=shape).astype(np.float32)
-    pre = np.asarray(preprocess(raw.copy()), dtype=np.float32)
-    feats = _pool_rows(pool, np.asarray(features.predict(pre, verbose=0)))
-    if pool is not None and eo.get("l2_normalize"):
-        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    if eo.get("dtype") == "float16":
-        feats = feats.astype(np.float16).astype(np.float32)
-    expected = run.predict_proba(feats)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    got = np.asarray(loaded.predict(raw, batch_size=len(raw), verbose=0), dtype=np.float64)
-    error = float(np.abs(got - expected).max())
-    if error > 1e-4:
-        raise BackboneError(f"the exported model disagrees with the pipeline by {error:.2e} on "
-                            f"a random input ({path}); please report this with the run folder.")
-    return error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Option
+from pipeline.deploy.formats import FORMAT_NAMES
 from pipeline.settings import settings_class
 
 # Where a run's input files are now, when they have moved: predict and export look them up alike.
@@ -37,10 +38,15 @@ EXPORT_OPTIONS = (
     Option("run_dir", str, None, "run folder printed by fit-head (or a grid-search whose best "
            "model is the Keras head)",
            metavar="RUN_DIR", aliases=("--run",)),
-    Option("out", str, None, "the .keras file to write (its model.json goes beside it); an "
-           "existing file is replaced only when an earlier export wrote it [default: "
-           "RUN_DIR/export/model.keras]", metavar="FILE.keras"),
-    Option("check", bool, True, "reload the saved model and compare it with the pipeline"),
+    Option("format", str, "keras", "the artifact to write: a Keras model, or ONNX, OpenVINO IR, "
+           "LiteRT or a TensorFlow SavedModel taking uint8 pixels (a scikit-learn grid-search "
+           "winner: onnx only)", choices=FORMAT_NAMES),
+    Option("out", str, None, "the artifact to write, ending in .keras, .onnx, .xml (with its "
+           ".bin), .tflite, or a folder name for saved_model; its model.json goes beside it. An "
+           "existing artifact is replaced only when an earlier export wrote it [default: "
+           "RUN_DIR/export/model.keras, or RUN_DIR/export/FORMAT/model.EXT]", metavar="PATH"),
+    Option("check", bool, True, "load the artifact in its own runtime and compare it with "
+           "predict on the run's files (max difference 1e-4, recorded in model.json)"),
     *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
            "model (--no-calibrate: raw softmax)"),

@@ -98,3 +98,27 @@ def test_clip_model_json_describes_the_reader_once(clip_run, tmp_path):
     outside = contract["resize_outside_the_model"]
     assert f"{height}x{width}" in outside["policy"] and f"({top}, {left})" in outside["policy"]
     assert text.count(f"{height}x{width}") == 1
+
+
+def test_clip_run_exports_to_onnx_taking_uint8_frames(clip_run, tmp_path):
+    import onnxruntime
+
+    from pipeline.deploy.export import export_model
+    from pipeline.deploy.prediction import predict, read_predictions
+    from pipeline.extract.sources.clips import ClipReader
+
+    predicted = read_predictions(predict(clip_run["run"], clip_run["data"],
+                                         {"progress": False, "out": str(tmp_path / "p.csv")},
+                                         echo=lambda *_: None))
+    path = export_model(clip_run["run"], {"format": "onnx", "out": str(tmp_path / "c.onnx")},
+                        echo=lambda *_: None)
+    contract = json.loads(path.with_suffix(".json").read_text())
+    assert contract["input_shape"] == ["clips", *SHAPE] and contract["input_dtype"] == "uint8"
+    assert contract["parity"]["max_abs_difference"] <= 1e-4
+    assert "4 file(s) of the run's store" in contract["parity"]["inputs"]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reader = ClipReader(SHAPE, {"mean_file": str(clip_run["mean"])}, clip_run["recipe"])
+    for sample_id, want in predicted.items():  # 1, 2 or 3 clips per call: one video each
+        clips = np.concatenate(list(reader.read(clip_run["data"] / sample_id)))
+        (got,) = session.run(None, {session.get_inputs()[0].name: clips})[0]
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=sample_id)
