@@ -45,6 +45,7 @@ FIELDS = {
                                       # images that set its scales and the guard's rule
     "aggregate": ("aggregate",),      # clip backbones only
     "l2_normalize": ("l2_normalize",),  # clip backbones only
+    "preset": (),                     # KerasHub presets only: architecture digest, token layout
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")
