@@ -137,7 +137,8 @@ def _converter_values(handle: str, backbone, tower) -> dict:
         converter = keras_hub.layers.ImageConverter.from_preset(handle)
     except Exception:  # no image_converter.json, or a snapshot whose converter KerasHub lacks
         converter = None
-    shape = tuple(backbone.image_shape)
+    images = (tower.encoder(backbone) if tower is not None else backbone).inputs[0]
+    shape = tuple(images.shape[1:])
     size = list(converter.image_size) if converter is not None and converter.image_size \
         else [int(shape[0]), int(shape[1])]
     values = {"image_size": [int(s) for s in size], "source": "image converter"}
@@ -204,7 +205,7 @@ def _spec(name: str) -> BackboneSpec:
         raise BackboneError(f"KerasHub cannot build preset '{name}' ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     output_rank = len(probe.output.shape) if not isinstance(probe.output, dict) else 0
-    if tower is None and (output_rank != 4 or not hasattr(probe, "image_shape")):
+    if tower is None and (output_rank != 4 or len(probe.inputs[0].shape) != 4):
         raise BackboneError(
             f"preset '{name}' is a {class_name}, which is not an image backbone this tool "
             f"reads: supported are {', '.join(sorted(hub_towers.TOWERS))} and convolutional "
