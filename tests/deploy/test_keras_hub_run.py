@@ -82,15 +82,37 @@ def test_export_of_a_preset_run_loads_with_keras_hub_and_reproduces_it(hub_run, 
     raw = np.stack([load_image(hub_run["data"] / i, (SIZE, SIZE), "squash") for i in ids])
     np.save(tmp_path / "raw.npy", raw.astype(np.float32))
     script = (
-        "import sys, numpy as np, keras, keras_hub\n"
+        "import sys, numpy as np, keras\n"
         f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, m.predict(np.load({str(tmp_path / 'raw.npy')!r}),"
         " verbose=0))\n"
         "print('pipeline' in sys.modules)\n")
-    # -I: our package is not importable there; KerasHub's registered layers are.
+    # -I: our package is not importable there; Keras imports KerasHub's layers by their module.
     done = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, text=True,
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "False"
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"),
                                [hub_run["recorded"][i] for i in ids], atol=1e-5)
+
+
+def test_predict_refuses_a_preset_whose_weights_changed(hub_run, tmp_path, capsys):
+    from run_pipeline import main
+
+    if "run" not in hub_run:
+        pytest.skip("the end-to-end run above failed")
+    weights = hub_run["preset"] / "model.weights.h5"
+    original = weights.read_bytes()
+    try:
+        import keras_hub
+
+        keras_hub.models.Backbone.from_preset(str(hub_run["preset"]), load_weights=False) \
+            .save_to_preset(str(tmp_path / "other"))  # other (random) weights, same architecture
+        weights.write_bytes((tmp_path / "other" / "model.weights.h5").read_bytes())
+        assert main(["predict", "--run", hub_run["run"], "--data", str(hub_run["data"]),
+                     "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "are not the ones this head was trained with" in err
+        assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*.h5"))
+    finally:
+        weights.write_bytes(original)

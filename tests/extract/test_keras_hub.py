@@ -209,3 +209,23 @@ def test_openvino_float32_equals_tensorflow_and_int8_is_guarded(presets):
         np.testing.assert_allclose(quantized, reference, atol=1e-5)
     else:
         assert guard["cosine_median"] >= guard["threshold"]
+
+
+def test_a_convolutional_preset_pools_its_last_map(presets, tmp_path):
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    resnet = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block")
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    resnet.save_to_preset(str(tmp_path / "resnet_tiny"))
+    converter.save_to_preset(str(tmp_path / "resnet_tiny"))
+    for pooling in ("avg", "max"):
+        _, ids, got, prov = _extract(presets, tmp_path / "resnet_tiny", pooling=pooling)
+        maps = np.asarray(resnet(converter(_pixels(presets, ids))))
+        assert maps.ndim == 4
+        wanted = maps.mean(axis=(1, 2)) if pooling == "avg" else maps.max(axis=(1, 2))
+        np.testing.assert_allclose(got, wanted, atol=1e-5)
+        assert prov["pooling"] == pooling and prov["preset"]["family"] == "convolutional"

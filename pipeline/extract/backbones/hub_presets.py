@@ -139,8 +139,14 @@ def _converter_values(handle: str, backbone, tower) -> dict:
         converter = None
     images = (tower.encoder(backbone) if tower is not None else backbone).inputs[0]
     shape = tuple(images.shape[1:])
-    size = list(converter.image_size) if converter is not None and converter.image_size \
-        else [int(shape[0]), int(shape[1])]
+    if converter is not None and converter.image_size:
+        size = list(converter.image_size)
+    elif None not in shape[:2]:
+        size = [int(shape[0]), int(shape[1])]
+    else:  # a convolutional backbone of any size, and no converter to say which
+        raise BackboneError(f"KerasHub preset '{handle}' fixes no image size (its backbone takes "
+                            "any size and it has no image converter); save an image converter "
+                            "with an image_size into the preset directory")
     values = {"image_size": [int(s) for s in size], "source": "image converter"}
     for key, default in (("crop_to_aspect_ratio", True), ("pad_to_aspect_ratio", False),
                          ("interpolation", "bilinear"), ("antialias", False)):
@@ -205,6 +211,7 @@ def _spec(name: str) -> BackboneSpec:
         raise BackboneError(f"KerasHub cannot build preset '{name}' ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     output_rank = len(probe.output.shape) if not isinstance(probe.output, dict) else 0
+    any_size = None in tuple(probe.inputs[0].shape[1:3])  # built at the converter's size
     if tower is None and (output_rank != 4 or len(probe.inputs[0].shape) != 4):
         raise BackboneError(
             f"preset '{name}' is a {class_name}, which is not an image backbone this tool "
@@ -237,8 +244,9 @@ def _spec(name: str) -> BackboneSpec:
             raise ConfigError(f"preset '{name}' runs at {height}x{width}, its image converter's "
                               f"size; leave out --input-size (or pass --input-size {height})")
         try:
-            backbone = keras_hub.models.Backbone.from_preset(handle,
-                                                             load_weights=weights is not None)
+            backbone = keras_hub.models.Backbone.from_preset(
+                handle, load_weights=weights is not None,
+                **({"image_shape": native} if any_size else {}))
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             raise WeightsError(f"could not load the weights of KerasHub preset '{name}' "
