@@ -229,3 +229,29 @@ def test_a_convolutional_preset_pools_its_last_map(presets, tmp_path):
         wanted = maps.mean(axis=(1, 2)) if pooling == "avg" else maps.max(axis=(1, 2))
         np.testing.assert_allclose(got, wanted, atol=1e-5)
         assert prov["pooling"] == pooling and prov["preset"]["family"] == "convolutional"
+
+
+def test_clip_pooled_is_the_class_token_and_projected_its_image_embedding(presets, tmp_path):
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(5)
+    vision = keras_hub.models.CLIPVisionEncoder(
+        patch_size=14, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64,
+        image_shape=(SIZE, SIZE, 3))
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=64, embedding_dim=32, hidden_dim=32, num_layers=1, num_heads=2,
+        intermediate_dim=64, max_sequence_length=8)
+    clip = keras_hub.models.CLIPBackbone(vision, text, projection_dim=16)
+    clip.save_to_preset(str(tmp_path / "clip_tiny"))  # its converter: none, so CLIP's mean/std
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), \
+        np.array([0.26862954, 0.26130258, 0.27577711])
+    for layer in ("pooled", "projected"):
+        _, ids, got, prov = _extract(presets, tmp_path / "clip_tiny", layer=layer)
+        images = (_pixels(presets, ids) / 255.0 - mean) / std
+        sequence = np.asarray(vision(images.astype(np.float32)))
+        wanted = sequence[:, 0] if layer == "pooled" else \
+            np.asarray(clip.get_vision_embeddings(images.astype(np.float32)))
+        assert wanted.shape[1] == (32 if layer == "pooled" else 16)
+        np.testing.assert_allclose(got, wanted, atol=1e-5)
+        assert prov["preset"]["family"] == "clip" and prov["preset"]["first_patch_token"] == 1
