@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -90,14 +92,29 @@ def _bounded(what: str, name: str, call):
             raise exc
         text = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {text[0][:160] if text else 'no detail'}"
-    raise WeightsError(f"could not {what} KerasHub preset '{name}' ({detail}); without a "
-                       f"network, {FIX}.")
+    raise WeightsError(f"could not {what} KerasHub preset '{name}' ({detail}); no network "
+                       f"here, or no such preset: {FIX}.")
 
 
 def _local_file(handle: str, name: str, file: str) -> str:
     from keras_hub.src.utils.preset_utils import get_file
 
-    return _bounded("download", name, lambda: get_file(handle, file))
+    # The hubs' clients log each retry of a failed download; the outcome is our one line.
+    # Imported first: huggingface_hub sets its loggers' level when its logging module loads.
+    for module in ("huggingface_hub.file_download", "kagglehub"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 (a hub client that is not installed logs nothing)
+            pass
+    quiet = [logging.getLogger(hub) for hub in ("huggingface_hub", "kagglehub")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        return _bounded("download", name, lambda: get_file(handle, file))
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
 
 
 def _sha256(paths) -> str:
