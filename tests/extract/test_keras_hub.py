@@ -258,3 +258,25 @@ def test_clip_pooled_is_the_class_token_and_projected_its_image_embedding(preset
         assert wanted.shape[1] == (32 if layer == "pooled" else 16)
         np.testing.assert_allclose(got, wanted, atol=1e-5)
         assert prov["preset"]["family"] == "clip" and prov["preset"]["first_patch_token"] == 1
+
+
+def test_keras_hub_is_imported_only_when_a_preset_is_asked_for(presets):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = f"""
+import sys
+sys.path.insert(0, {str(root)!r})
+import pipeline, pipeline.extract.options, pipeline.extract.run
+from pipeline.extract.backbones import get_backbone, kind_of
+kind_of({str(presets["root"] / "dino_tiny")!r}); get_backbone("resnet50"); get_backbone("mobilenet")
+before = "keras_hub" in sys.modules
+get_backbone({str(presets["root"] / "dino_tiny")!r})
+print(before, "keras_hub" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["False", "True"]
