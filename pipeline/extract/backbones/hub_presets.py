@@ -127,10 +127,10 @@ def _sha256(paths) -> str:
     return digest.hexdigest()
 
 
-def _weights_version(name: str, handle: str, config_path: str) -> str:
+def _weights_version(handle: str, builtin: bool, config_path: str) -> str:
     """The identity of the preset's weights (see the module doc)."""
-    if handle != name or (handle.startswith("kaggle://") and handle.count("/") >= 6):
-        return handle if handle != name else name  # a built-in name: its versioned handle
+    if builtin or (handle.startswith("kaggle://") and handle.count("/") >= 6):
+        return handle  # a built-in name's handle, or a handle, with its version
     folder = Path(config_path).parent
     if handle.startswith("hf://"):
         return f"{handle}@{folder.name}"  # Hugging Face's cache: .../snapshots/<commit>/
@@ -211,7 +211,8 @@ def _spec(name: str) -> BackboneSpec:
     import keras_hub
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
-    handle = builtin_handle(name) or name if not looks_like_preset(name) else name
+    builtin = None if looks_like_preset(name) else builtin_handle(name)
+    handle = builtin or name
     if Path(name).expanduser().is_dir():
         handle = str(Path(name).expanduser())
         if not (Path(handle) / "config.json").is_file():
@@ -254,7 +255,7 @@ def _spec(name: str) -> BackboneSpec:
                                "leave out --weights (or pass --weights none for random weights), "
                                "and pass the preset directory that holds the weights you want "
                                "as --backbone")
-        return _weights_version(name, handle, config_path)
+        return _weights_version(handle, builtin is not None, config_path)
 
     def build(weights, input_shape):
         if tuple(input_shape) != native:
