@@ -39,6 +39,8 @@ def describe_store(path) -> str:
             f"cache key    {store.key[:16]}",
             f"vectors      {verify_vectors(store)}",
         ]
+        if prov.get("preset"):  # a KerasHub preset: its class, architecture and token layout
+            lines.append("preset       " + ", ".join(f"{k} {v}" for k, v in prov["preset"].items()))
         if prov.get("precision") == "int8":  # the guard's figures, threshold and decision
             from pipeline.extract.quantize import describe_guard
 

@@ -86,7 +86,9 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) ->
 
 def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
     """Refuses a weights file whose bytes differ from those the head was trained behind."""
-    from pipeline.extract.backbones.weights import weights_identity
+    from pipeline.extract.backbones import get_backbone
+    from pipeline.extract.backbones.weights import identity_for
+    from pipeline.plugins import load_plugins
 
     if extract_options["weights"] == "none":
         # Random weights are seeded, so the same backend draws the same network again.
@@ -100,7 +102,8 @@ def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
             f"{drawn_on or 'unknown'} backend, which this process ({active_backend()}) cannot "
             "draw again; run predict with KERAS_BACKEND set to that backend, or extract with "
             "--weights imagenet or a weights file and fit-head again.")
-    now = weights_identity(extract_options["weights"])
+    load_plugins(extract_options.get("plugin") or ())  # the backbone may be a plugin's
+    now = identity_for(get_backbone(extract_options["backbone"]), extract_options["weights"])
     if now != provenance.get("weights"):
         raise WeightsError(
             f"weights {extract_options['weights']} are not the ones this head was trained with "
@@ -133,7 +136,7 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     """The extractor rebuilt from the run's recorded options must give the run's vector key:
     checked before anything is extracted or built."""
     from pipeline.extract.backbones import get_backbone
-    from pipeline.extract.backbones.weights import weights_identity
+    from pipeline.extract.backbones.weights import identity_for
     from pipeline.plugins import load_plugins
     from pipeline.extract.run import vector_settings
     from pipeline.extract.sources import create_reader
@@ -143,7 +146,7 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size")),
                            extract_opts)
     identity = vector_settings(extract_opts, spec, reader,
-                               weights_identity(extract_opts["weights"]))
+                               identity_for(spec, extract_opts["weights"]))
     if trained.get("calibration"):  # int8: the training store's calibration, reused as is
         identity["calibration"] = trained["calibration"]
     refuse_other_vectors(trained, {**identity, KEY_FIELD: vector_key(identity)}, what)

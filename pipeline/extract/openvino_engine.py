@@ -40,7 +40,7 @@ PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 # images, hence on how the reader decoded them.
 # float32 and bfloat16 share one IR (the precision is a compile hint); int8 has its own.
 MODEL_SETTINGS = ("schema_version", "backbone", "weights", "layer", "pooling", "input_shape",
-                  "preprocess", "random_init", "calibration")
+                  "preprocess", "random_init", "calibration", "preset")
 
 
 @dataclass

@@ -42,12 +42,17 @@ def available_memory() -> int | None:
 EXTRACT_OPTIONS = (
     Option("data", str, None, "folder of class folders (optionally in train/val/test) or CSV "
            "manifest with path,label[,split,group]", metavar="DIR_OR_CSV"),
-    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d) or any "
-           "keras.applications name (mobilenet, efficientnetb0, ...)", metavar="NAME"),
-    Option("weights", str, "imagenet", "imagenet (Keras download), none (random), or a "
-           ".weights.h5 / legacy .h5 / .keras file", metavar="imagenet|none|FILE"),
-    Option("layer", str, "pooled", "pooled (global pooling of the last conv block), pool5 "
-           "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
+    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d), any "
+           "keras.applications name (mobilenet, efficientnetb0, ...), or a KerasHub preset: a "
+           "preset directory, an hf:// or kaggle:// handle, or a preset name such as "
+           "dinov2_small (downloaded; offline, pass a directory)", metavar="NAME|DIR|HANDLE"),
+    Option("weights", str, "imagenet", "imagenet (Keras download; a KerasHub preset: its own "
+           "weights), none (random), or a .weights.h5 / legacy .h5 / .keras file",
+           metavar="imagenet|none|FILE"),
+    Option("layer", str, "pooled", "pooled (global pooling of the last conv block; a "
+           "KerasHub ViT-family preset: its class token), pool5 (the last conv block's map), "
+           "a layer name, or for presets tokens_mean, cls_tokens_mean, projected",
+           metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
            metavar="PIXELS", minimum=1, maximum=MAX_INPUT_SIZE),

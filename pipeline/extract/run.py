@@ -26,7 +26,7 @@ from pipeline.store import integrity, space, vector_identity
 from pipeline.extract import journal
 from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
-from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, weights_identity
+from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, identity_for
 from pipeline.config import write_toml
 from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
@@ -106,6 +106,7 @@ def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
     if weights_id == "none":  # random init is seeded, but each backend draws differently
         settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
     settings.update(reader.aggregation_settings())  # clip readers: mean or per clip, L2
+    settings.update(spec.identity)  # e.g. a KerasHub preset's architecture and token layout
     return settings
 
 
@@ -151,7 +152,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     if type(reader) is not listed_by:  # another reader lists other files: list them again
         dataset = _discover(cfg, reader, require_labels)
     clip_rows = reader.rows_per_file is None  # one row per clip, not per file
-    weights_id = weights_identity(cfg.weights)
+    weights_id = identity_for(spec, cfg.weights)
     settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
     if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
         from pipeline.extract.quantize import CalibrationPlan
@@ -161,7 +162,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                             cfg.int8_refusal).settings()
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
-    refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
+    if spec.own_weights is None:  # a preset's own weights came with it (or failed already)
+        refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
 
     with fs.StoreLock(path) as lock:
         if not lock.read_only:
@@ -251,8 +253,8 @@ def _discover(cfg: ExtractConfig, reader, require_labels: bool):
 def _weights_label(weights: str, weights_id: str) -> str:
     if weights == "none":
         return "weights=none: RANDOM weights, not pretrained"
-    if weights == "imagenet":
-        return "weights=imagenet"
+    if weights == "imagenet":  # a KerasHub preset's own weights have their own identity
+        return "weights=imagenet" if weights_id == "imagenet" else f"preset weights {weights_id}"
     return f"weights={Path(weights).name} {weights_id[:19]}"
 
 

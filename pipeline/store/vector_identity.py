@@ -47,6 +47,7 @@ FIELDS = {
     "l2_normalize": ("l2_normalize",),  # clip backbones only
     "temporal_pool": ("temporal_pool",),  # image backbones on clip frames only: mean, max
                                       # or none (a row per frame)
+    "preset": (),                     # KerasHub presets only: architecture digest, token layout
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")

@@ -5,7 +5,8 @@ whose `build(weights, input_shape)` returns the headless Keras trunk. `get_backb
 returns the spec; preprocessing, feature layers and input size all come from it.
 
 Any `keras.applications` model also works by its lower-case name (`mobilenet`,
-`efficientnetb0`, `keras/EfficientNetB0`): `keras_apps.py` makes its spec on first use.
+`efficientnetb0`, `keras/EfficientNetB0`): `keras_apps.py` makes its spec on first use; so does
+`hub_presets.py` for a KerasHub preset (a directory, an hf:// or kaggle:// handle, a name).
 
 Add a backbone in three steps: write `build` and `preprocess`, register a `BackboneSpec` in a
 module of this package, and import that module in `_load_builtin_backbones` below.
@@ -69,9 +70,15 @@ def get_backbone(name: str) -> BackboneSpec:
 
     spec = spec_for_keras_application(key)
     if spec is None:
+        from pipeline.extract.backbones.hub_presets import spec_for_preset
+
+        spec = spec_for_preset(key)
+    if spec is None:
         raise BackboneError(
             f"unknown backbone '{name}'. Registered: {', '.join(list_backbones())}; "
-            "or any keras.applications model by name (e.g. mobilenet, efficientnetb0, xception).")
+            "or any keras.applications model by name (e.g. mobilenet, efficientnetb0, xception), "
+            "or a KerasHub preset (a preset directory, an hf:// or kaggle:// handle, or a "
+            "built-in preset name such as dinov2_small).")
     return spec
 
 

@@ -24,6 +24,11 @@ class BackboneSpec:
         clip_recipe: for clip backbones, how frames are resized, cropped and mean-subtracted
             (a `sources.ClipRecipe`); the clip reader follows it.
         notes: one line for `list` and reports.
+        own_weights: for a backbone that carries its own weights (a KerasHub preset),
+            `own_weights(weights) -> identity`: what `--weights` (imagenet: the backbone's own,
+            none: random) stands for in the cache key; None: the usual files and downloads.
+        identity: more fields of the vector identity this backbone adds (a preset's
+            architecture digest and token layout); each one a field of `vector_identity.FIELDS`.
     """
 
     name: str
@@ -36,6 +41,8 @@ class BackboneSpec:
     pooled_from: str | None = None
     clip_recipe: Any = None
     notes: str = ""
+    own_weights: Callable[[str], str] | None = None
+    identity: dict = field(default_factory=dict)
 
     @property
     def spatial_rank(self) -> int:

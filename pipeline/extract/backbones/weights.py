@@ -35,6 +35,14 @@ def weights_identity(weights: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def identity_for(spec, weights: str) -> str:
+    """The weights' identity in the cache key for `spec`: its own (a KerasHub preset's
+    weights) where it carries them, else `weights_identity`."""
+    if spec.own_weights is not None:
+        return spec.own_weights(weights)
+    return weights_identity(weights)
+
+
 def load_trunk(spec, weights: str, input_shape: tuple):
     """Builds `spec`'s trunk at `input_shape` with the requested weights loaded."""
     if weights == "none":
