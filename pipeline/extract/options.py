@@ -42,10 +42,10 @@ def available_memory() -> int | None:
 EXTRACT_OPTIONS = (
     Option("data", str, None, "folder of class folders (optionally in train/val/test) or CSV "
            "manifest with path,label[,split,group]", metavar="DIR_OR_CSV"),
-    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d) or any "
+    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d, i3d) or any "
            "keras.applications name (mobilenet, efficientnetb0, ...)", metavar="NAME"),
     Option("weights", str, "imagenet", "imagenet (Keras download), none (random), or a "
-           ".weights.h5 / legacy .h5 / .keras file", metavar="imagenet|none|FILE"),
+           ".weights.h5 / legacy .h5 / .keras file, or a Flax .ckpt (i3d)", metavar="imagenet|none|FILE"),
     Option("layer", str, "pooled", "pooled (global pooling of the last conv block), pool5 "
            "(the last conv block's map) or a layer name", metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
@@ -91,12 +91,12 @@ EXTRACT_OPTIONS = (
     Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
            "one is started]", metavar="ADDRESS"),
     # Clip options (C3D); ignored for still-image backbones.
-    Option("frames", int, 16, "frames per clip (clip backbones)", minimum=1,
-           maximum=MAX_CLIP_FRAMES),
+    Option("frames", int, None, "frames per clip (clip backbones) [default: the backbone's "
+           "clip length: c3d 16, i3d 64]", minimum=1, maximum=MAX_CLIP_FRAMES),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
     Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
-    Option("stride", int, 8, "frames between clip starts for --sampling stride", minimum=1,
-           maximum=MAX_STRIDE),
+    Option("stride", int, None, "frames between clip starts for --sampling stride [default: "
+           "the backbone's: c3d 8, i3d 64]", minimum=1, maximum=MAX_STRIDE),
     Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
            maximum=MAX_NUM_CLIPS),
     Option("fps", float, None, "resample frames to this rate from their timestamps",
