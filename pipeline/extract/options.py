@@ -96,7 +96,7 @@ EXTRACT_OPTIONS = (
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
     Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
     Option("stride", int, None, "frames between clip starts for --sampling stride [default: "
-           "the backbone's: c3d 8, i3d 64]", minimum=1, maximum=MAX_STRIDE),
+           "the backbone's: c3d 8, i3d the clip length]", minimum=1, maximum=MAX_STRIDE),
     Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
            maximum=MAX_NUM_CLIPS),
     Option("fps", float, None, "resample frames to this rate from their timestamps",
