@@ -337,3 +337,16 @@ def test_the_real_checkpoint_recognises_arm_wrestling(tmp_path, capsys):
     with h5py.File(store, "r") as fh:
         logits = np.asarray(fh["features"][0])
     assert 6 in np.argsort(-logits)[:5], np.argsort(-logits)[:5]
+
+
+def test_the_i3d_reader_goes_to_decode_processes_whole(tmp_path):
+    """--decode processes sends the reader to spawned workers: it must pickle and read the same."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+                        ).save(folder / f"{i:02d}.png")
+    reader = _reader(32, frames=3)
+    copy = pickle.loads(pickle.dumps(reader))
+    np.testing.assert_array_equal(next(copy.read(folder)), next(reader.read(folder)))
+    assert copy.settings() == reader.settings()
