@@ -161,7 +161,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                             cfg.int8_refusal).settings()
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
-    refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
+    refuse_unreachable_imagenet(cfg, path, spec)  # offline: now, not after building it
 
     with fs.StoreLock(path) as lock:
         if not lock.read_only:

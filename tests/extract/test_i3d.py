@@ -350,3 +350,17 @@ def test_the_i3d_reader_goes_to_decode_processes_whole(tmp_path):
     copy = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(next(copy.read(folder)), next(reader.read(folder)))
     assert copy.settings() == reader.settings()
+
+
+def test_the_default_imagenet_weights_are_refused_up_front_naming_the_checkpoint(tmp_path,
+                                                                                capsys):
+    from run_pipeline import main
+
+    data = _gif_folder(tmp_path / "gifs", n=2)
+    code = main(["extract", "--data", str(data), "--backbone", "i3d", "--input-size", "32",
+                 "--frames", "8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: i3d has no ImageNet weights") and "--weights" in err[0]
+    assert "i3d-kinetics-400.ckpt" in err[0] and "docs/i3d.md" in err[0]
+    assert not list((tmp_path / "cache").glob("*.h5"))

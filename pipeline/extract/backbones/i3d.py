@@ -149,6 +149,8 @@ register_backbone(BackboneSpec(
     layer_aliases={"pool5": "Mixed_5c"},
     pooled_from="pooled",
     any_frames=True,
+    weights_hint="pass the Kinetics-400 checkpoint with --weights i3d-kinetics-400.ckpt (where "
+                 "to get it: docs/i3d.md), or --weights none for random weights",
     clip_recipe=ClipRecipe(
         resize_shape=lambda size: (short_side(size), short_side(size)),
         crop_offsets=lambda size: ((short_side(size) - size) // 2,) * 2,

@@ -26,6 +26,8 @@ class BackboneSpec:
         any_frames: a clip backbone that is convolutional in time (I3D) takes clips of any
             length: `--frames` sets the time axis of its input. False (C3D): its fully
             connected layers fix the clip length to `input_shape[0]`.
+        weights_hint: for a backbone with no `--weights imagenet` download, what to pass
+            instead; `imagenet` is then refused up front with it.
         notes: one line for `list` and reports.
     """
 
@@ -39,6 +41,7 @@ class BackboneSpec:
     pooled_from: str | None = None
     clip_recipe: Any = None
     any_frames: bool = False
+    weights_hint: str = ""
     notes: str = ""
 
     @property
