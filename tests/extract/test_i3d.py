@@ -364,3 +364,16 @@ def test_the_default_imagenet_weights_are_refused_up_front_naming_the_checkpoint
     assert err[0].startswith("error: i3d has no ImageNet weights") and "--weights" in err[0]
     assert "i3d-kinetics-400.ckpt" in err[0] and "docs/i3d.md" in err[0]
     assert not list((tmp_path / "cache").glob("*.h5"))
+
+
+@pytest.mark.slow
+@needs_shared(CLIPS / "ucf101_cricket_shot.gif")
+def test_the_real_224_gif_reaches_the_model_as_it_is():
+    """A 224x224 GIF at the 224 crop: no resize, no crop, the decoded frames themselves."""
+    gif = CLIPS / "ucf101_cricket_shot.gif"
+    clip = next(_reader(224, frames=16).read(gif))[0]
+    with Image.open(gif) as img:
+        assert img.size == (224, 224)
+        img.seek(3)
+        fourth = np.asarray(img.convert("RGB"))
+    np.testing.assert_array_equal(clip[3], fourth)
