@@ -142,7 +142,8 @@ class ClipRecipe:
             is the crop size is only cropped. None: every frame is resized to `resize_shape`
             and cropped at `crop_offsets` (C3D).
         default_stride: clip length -> frames between clip starts when `--stride` is not
-            given (C3D: half the clip, 8; I3D: the clip, windows side by side).
+            given (8 unless a recipe says otherwise, C3D's half-overlapping 16-frame clips;
+            I3D: the clip length, windows side by side).
     """
 
     resize_shape: Callable[[int], tuple]
@@ -153,4 +154,4 @@ class ClipRecipe:
     load_mean: Callable[[str, tuple], Any] | None = None
     preprocess_with_mean: Callable[[Any, Any], Any] | None = None
     short_side: Callable[[int], int] | None = None
-    default_stride: Callable[[int], int] = lambda frames: max(1, frames // 2)
+    default_stride: Callable[[int], int] = lambda frames: 8
