@@ -185,7 +185,7 @@ def export_model(run_dir, options=None, echo=print) -> Path:
     eo = reuse_extract_options(run_dir, run.info, cfg, "export")
     load_plugins(eo.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(eo["backbone"])
-    sample_shape = tuple(spec.input_shape_for(eo.get("input_size")))
+    sample_shape = tuple(spec.input_shape_for(eo.get("input_size"), eo.get("frames")))
     preprocess = clip_preprocessing(spec, eo, sample_shape, run.provenance)
     affine = affine_preprocessing(preprocess, sample_shape)
     if affine is None:
@@ -193,7 +193,7 @@ def export_model(run_dir, options=None, echo=print) -> Path:
                             "not a per-pixel affine map of RGB, so built-in Keras layers cannot "
                             "express it; predict with `run_pipeline.py predict` instead.")
     features = build_feature_model(spec, eo["weights"], eo["layer"], eo.get("pooling") or "avg",
-                                   eo.get("input_size"))
+                                   eo.get("input_size"), frames=eo.get("frames"))
     # A reader pooling a file's inputs into one row (a clip reader's mean of its clips, a frame
     # reader's mean or max over time): the exported model pools its inputs' vectors the same way.
     reader = create_reader(spec, sample_shape, eo)

@@ -143,7 +143,8 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
 
     load_plugins(extract_opts.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(extract_opts["backbone"])
-    reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size")),
+    reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size"),
+                                                extract_opts.get("frames")),
                            extract_opts)
     identity = vector_settings(extract_opts, spec, reader,
                                identity_for(spec, extract_opts["weights"]))

@@ -232,7 +232,7 @@ class ShardExtractor:
         self.config = config.replace(workers=config.workers or max(2, min(32, cores)))
         self.parts_dir = Path(parts_dir)
         self.spec = get_backbone(config.backbone)
-        self.reader = create_reader(self.spec, self.spec.input_shape_for(config.input_size),
+        self.reader = create_reader(self.spec, self.spec.input_shape_for(config.input_size, config.frames),
                                     self.config)
         self.prepared = prepared
         self.model = build_model(self.spec, self.reader, self.config, prepared)

@@ -97,7 +97,8 @@ class Engine:
         # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
         return build_feature_model(spec, config.weights, config.layer, config.pooling,
                                    config.input_size, config.precision,
-                                   raw_input=getattr(reader, "preprocess", None) is None)
+                                   raw_input=getattr(reader, "preprocess", None) is None,
+                                   frames=config.frames)
 
 
 class OpenVINOEngine(Engine):

@@ -42,7 +42,7 @@ class _Runner:
         self.model = model if model is not None else build_model(spec, reader, config, prepared)
         self.feature_shape = getattr(self.model, "feature_shape", None) or \
             tuple(int(d) for d in self.model.output.shape[1:])
-        self.input_shape = tuple(spec.input_shape_for(config.input_size))
+        self.input_shape = tuple(spec.input_shape_for(config.input_size, config.frames))
         self.writer = journal.PartWriter(parts_dir)
         self.last_flush = time.monotonic()
         self.bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True,

@@ -104,7 +104,8 @@ def _convert(spec, config, settings, reader, samples, echo):
 
     # Built in float32 whatever the precision: OpenVINO applies bf16/int8 itself.
     model = build_feature_model(spec, config.weights, config.layer, config.pooling,
-                                config.input_size, "float32", raw_input=True)
+                                config.input_size, "float32", raw_input=True,
+                                frames=config.frames)
     signature = tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="pixels")
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     ov_model = ov.convert_model(traced)

@@ -42,17 +42,17 @@ def available_memory() -> int | None:
 EXTRACT_OPTIONS = (
     Option("data", str, None, "folder of class folders (optionally in train/val/test) or CSV "
            "manifest with path,label[,split,group]", metavar="DIR_OR_CSV"),
-    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d), any "
+    Option("backbone", str, "resnet50", "registered backbone (resnet50, vgg19, c3d, i3d), any "
            "keras.applications name (mobilenet, efficientnetb0, ...), or a KerasHub preset: a "
            "preset directory, an hf:// or kaggle:// handle, or a preset name such as "
            "dinov2_small (downloaded; offline, pass a directory)", metavar="NAME|DIR|HANDLE"),
     Option("weights", str, "imagenet", "imagenet (Keras download; a KerasHub preset: its own "
-           "weights), none (random), or a .weights.h5 / legacy .h5 / .keras file",
-           metavar="imagenet|none|FILE"),
-    Option("layer", str, "pooled", "pooled (global pooling of the last conv block; a "
-           "KerasHub ViT-family preset: its class token), pool5 (the last conv block's map), "
-           "a layer name, or for presets tokens_mean, cls_tokens_mean, projected",
-           metavar="pooled|pool5|LAYER"),
+           "weights), none (random), a .weights.h5 / legacy .h5 / .keras file, or a Flax .ckpt "
+           "(i3d)", metavar="imagenet|none|FILE"),
+    Option("layer", str, "pooled", "pooled (the backbone's pooled vector: global pooling of "
+           "the last conv block; a KerasHub ViT-family preset: its class token; i3d: the mean "
+           "of Mixed_5c), pool5 (the last block's map), a layer name, or for presets "
+           "tokens_mean, cls_tokens_mean, projected", metavar="pooled|pool5|LAYER"),
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
            metavar="PIXELS", minimum=1, maximum=MAX_INPUT_SIZE),
@@ -95,18 +95,18 @@ EXTRACT_OPTIONS = (
            "[default: 1 when the cluster has GPUs, else 0]", metavar="G"),
     Option("ray_address", str, None, "Ray cluster to join [default: $RAY_ADDRESS, else a local "
            "one is started]", metavar="ADDRESS"),
-    # Clip options (C3D, and image backbones run frame by frame with --temporal-pool).
-    Option("frames", int, 16, "frames per clip (clip backbones); with --temporal-pool, frames "
-           "taken evenly over each GIF, video or frame folder", minimum=1,
-           maximum=MAX_CLIP_FRAMES),
+    # Clip options (C3D, I3D, and image backbones run frame by frame with --temporal-pool).
+    Option("frames", int, None, "frames per clip [default: the backbone's clip length: c3d 16, "
+           "i3d 64]; with --temporal-pool, frames taken evenly over each GIF, video or frame "
+           "folder [default: 16]", minimum=1, maximum=MAX_CLIP_FRAMES),
     Option("temporal_pool", str, None, "run an image backbone on --frames frames of each GIF, "
            "video or frame folder and pool their vectors over time: mean or max (one row per "
            "clip), or none (one row per frame, grouped by its clip)",
            choices=("mean", "max", "none")),
     Option("short", str, "loop", "clips shorter than --frames", choices=("loop", "pad")),
     Option("sampling", str, "stride", "clip windows of longer inputs", choices=("stride", "uniform")),
-    Option("stride", int, 8, "frames between clip starts for --sampling stride", minimum=1,
-           maximum=MAX_STRIDE),
+    Option("stride", int, None, "frames between clip starts for --sampling stride [default: "
+           "the backbone's: c3d 8, i3d the clip length]", minimum=1, maximum=MAX_STRIDE),
     Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
            maximum=MAX_NUM_CLIPS),
     Option("fps", float, None, "resample frames to this rate from their timestamps",

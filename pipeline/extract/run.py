@@ -97,7 +97,7 @@ def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
         # Pooling changes only a pooled map: not C3D's `pooled`, which is fc6, a vector already.
         "pooling": opts["pooling"] if opts["layer"] == "pooled" and not spec.pooled_from
         else None,
-        "input_shape": list(spec.input_shape_for(opts.get("input_size"))),
+        "input_shape": list(spec.input_shape_for(opts.get("input_size"), opts.get("frames"))),
         "preprocess": spec.preprocess_name,
         "reader": reader.settings(),
         "dtype": opts["dtype"],
@@ -147,7 +147,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
     cfg = cfg.replace(engine=engine.name)
     spec = get_backbone(cfg.backbone)
-    input_shape = spec.input_shape_for(cfg.input_size)
+    input_shape = spec.input_shape_for(cfg.input_size, cfg.frames)
     reader = create_reader(spec, input_shape, cfg)
     if type(reader) is not listed_by:  # another reader lists other files: list them again
         dataset = _discover(cfg, reader, require_labels)
@@ -163,7 +163,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     key = vector_identity.vector_key(settings)
     path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
     if spec.own_weights is None:  # a preset's own weights came with it (or failed already)
-        refuse_unreachable_imagenet(cfg, path)  # offline: now, not after building the backbone
+        refuse_unreachable_imagenet(cfg, path, spec)  # offline: now, not after building it
 
     with fs.StoreLock(path) as lock:
         if not lock.read_only:

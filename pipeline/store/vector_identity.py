@@ -35,7 +35,7 @@ FIELDS = {
     "random_init": (),                # seed and Keras backend of --weights none
     "layer": ("layer",),
     "pooling": ("pooling",),          # None where it changes nothing (a vector layer)
-    "input_shape": ("input_size",),
+    "input_shape": ("input_size", "frames"),  # frames: clip backbones of any length (i3d)
     "preprocess": (),                 # the backbone's own preprocessing
     "reader": ("resize", "jpeg_draft", "frames", "short", "sampling", "stride", "num_clips",
                "fps", "mean_file"),   # the reader's own settings(): decoding and resizing

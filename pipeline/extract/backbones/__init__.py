@@ -41,6 +41,7 @@ def _load_builtin_backbones() -> None:
     _BUILTINS_LOADED = True
     from pipeline.extract.backbones import keras_apps  # noqa: F401  (registers resnet50, vgg19, ...)
     from pipeline.extract.backbones import c3d  # noqa: F401  (registers c3d)
+    from pipeline.extract.backbones import i3d  # noqa: F401  (registers i3d)
 
 
 def list_backbones() -> list[str]:
@@ -52,9 +53,9 @@ def list_backbones() -> list[str]:
 def kind_of(name: str) -> str:
     """The kind of backbone `name` (what its reader reads) without importing Keras, so the data
     can be listed and checked before the backend loads: a registered backbone's own kind
-    (plugins and c3d register at import, cheaply), else `image`, the kind of every
+    (plugins, c3d and i3d register at import, cheaply), else `image`, the kind of every
     keras.applications model. An unknown name is refused later, by `get_backbone`."""
-    from pipeline.extract.backbones import c3d  # noqa: F401  (registers c3d; Keras stays lazy)
+    from pipeline.extract.backbones import c3d, i3d  # noqa: F401  (register; Keras stays lazy)
 
     spec = _REGISTRY.get(name.strip())
     return spec.kind if spec is not None else "image"

@@ -32,7 +32,7 @@ def resolve_layer_name(spec, trunk, layer: str) -> str:
 
 def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str = "avg",
                         input_size: int | None = None, precision: str = "float32",
-                        raw_input: bool = False):
+                        raw_input: bool = False, frames: int | None = None):
     """Builds the frozen extractor.
 
     Args:
@@ -45,6 +45,7 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
             output is always float32.
         raw_input: take uint8 pixels and apply `spec.preprocess` inside the model (in float32),
             so only a quarter of the bytes cross to the device and no host thread converts.
+        frames: clip length (`--frames`) for a clip backbone that takes any length (I3D).
 
     Returns:
         A `keras.Model` from the raw-preprocessed input to the feature tensor.
@@ -57,7 +58,7 @@ def build_feature_model(spec, weights: str, layer: str = "pooled", pooling: str 
     if precision != "float32":  # the policy is global: set it only while the layers are made
         keras.config.set_dtype_policy(f"mixed_{precision}")
     try:
-        trunk = load_trunk(spec, weights, spec.input_shape_for(input_size))
+        trunk = load_trunk(spec, weights, spec.input_shape_for(input_size, frames))
     finally:
         keras.config.set_dtype_policy(previous)
     name = resolve_layer_name(spec, trunk, layer)

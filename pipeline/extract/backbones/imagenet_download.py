@@ -71,15 +71,19 @@ def host_reachable(host: str = "", port: int = 443, seconds: float = PROBE_SECON
     return bool(outcome and outcome[0])
 
 
-def refuse_unreachable_imagenet(cfg, store_path: str | Path) -> None:
+def refuse_unreachable_imagenet(cfg, store_path: str | Path, spec=None) -> None:
     """Raises WeightsError when `cfg` asks for ImageNet weights that cannot be had (see above).
 
     Args:
         cfg: the run's ExtractConfig.
         store_path: the store these settings make (when it exists, the run may be a cache hit).
+        spec: the run's BackboneSpec; one with a `weights_hint` has no download at all.
     """
     if cfg.weights != "imagenet":
         return
+    if spec is not None and spec.weights_hint:
+        raise WeightsError(f"{spec.name} has no ImageNet weights to download; "
+                           f"{spec.weights_hint}")
     if cfg.input_size is not None and cfg.input_size < SMALLEST_IMAGENET_INPUT:
         return
     if Path(store_path).exists():

@@ -23,6 +23,11 @@ class BackboneSpec:
             None: the trunk's output map, globally pooled by `--pooling`.
         clip_recipe: for clip backbones, how frames are resized, cropped and mean-subtracted
             (a `sources.ClipRecipe`); the clip reader follows it.
+        any_frames: a clip backbone that is convolutional in time (I3D) takes clips of any
+            length: `--frames` sets the time axis of its input. False (C3D): its fully
+            connected layers fix the clip length to `input_shape[0]`.
+        weights_hint: for a backbone with no `--weights imagenet` download, what to pass
+            instead; `imagenet` is then refused up front with it.
         notes: one line for `list` and reports.
         own_weights: for a backbone that carries its own weights (a KerasHub preset),
             `own_weights(weights) -> identity`: what `--weights` (imagenet: the backbone's own,
@@ -40,6 +45,8 @@ class BackboneSpec:
     layer_aliases: dict = field(default_factory=dict)
     pooled_from: str | None = None
     clip_recipe: Any = None
+    any_frames: bool = False
+    weights_hint: str = ""
     notes: str = ""
     own_weights: Callable[[str], str] | None = None
     identity: dict = field(default_factory=dict)
@@ -49,8 +56,13 @@ class BackboneSpec:
         """2 for images, 3 for clips (time, height, width)."""
         return len(self.input_shape) - 1
 
-    def input_shape_for(self, input_size: int | None) -> tuple:
-        """The input shape with its square spatial size replaced (`--input-size`)."""
-        if not input_size:
-            return tuple(self.input_shape)
-        return tuple(self.input_shape[:-3]) + (input_size, input_size, self.input_shape[-1])
+    def input_shape_for(self, input_size: int | None, frames: int | None = None) -> tuple:
+        """The input shape with its square spatial size replaced (`--input-size`) and, for a
+        backbone that takes any clip length, its frames (`--frames`); a fixed-length backbone
+        keeps its own, and the clip reader refuses another `--frames`."""
+        shape = tuple(self.input_shape)
+        if input_size:
+            shape = shape[:-3] + (input_size, input_size, shape[-1])
+        if frames and self.any_frames and self.spatial_rank == 3:
+            shape = (int(frames),) + shape[1:]
+        return shape

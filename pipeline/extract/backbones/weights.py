@@ -1,7 +1,7 @@
 """Weights for a backbone trunk: `imagenet`, `none`, or a file the user owns.
 
-Files: a Keras 3 `.weights.h5`, a legacy Keras 2 `.h5` (weights-only or a whole model) or a
-`.keras` model. Weights are copied layer by layer into a freshly built trunk, so a whole model
+Files: a Keras 3 `.weights.h5`, a legacy Keras 2 `.h5` (weights-only or a whole model), a
+`.keras` model, or a Flax checkpoint pickle (`.ckpt`, read by a restricted unpickler). Weights are copied layer by layer into a freshly built trunk, so a whole model
 that still has its classifier top is cut down to the trunk and the trunk's input size
 (`--input-size`) does not have to match the file's. A file from another architecture is refused
 (`match_layers` states the rule); Keras' own loaders, which skip what does not match, are not
@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.errors import PipelineError, WeightsError
-from pipeline.extract.backbones import weight_files
+from pipeline.extract.backbones import pickled_weights, weight_files
 
 KNOWN_WEIGHTS = ("imagenet", "none")
 RANDOM_INIT_SEED = 0
@@ -76,9 +76,11 @@ def load_trunk(spec, weights: str, input_shape: tuple):
         if file_layers is None:  # Keras 3's layout (also when named .h5): storage names
             keys, by_order = weight_files.storage_names(trunk), False
             file_layers = weight_files.read_keras3_weights(path, set(keys))
+    elif name.endswith(pickled_weights.PICKLE_SUFFIXES):  # a Flax checkpoint, read safely
+        file_layers = pickled_weights.read_flax_variables(path)
     else:
-        raise WeightsError(f"unsupported weights file {path.name}: expected .weights.h5, .h5 or "
-                           ".keras (or --weights imagenet / none)")
+        raise WeightsError(f"unsupported weights file {path.name}: expected .weights.h5, .h5, "
+                           ".keras or a Flax checkpoint .ckpt (or --weights imagenet / none)")
     wanted = [(layer, key) for layer, key in zip(trunk.layers, keys) if layer.weights]
     for layer, source in match_layers(wanted, file_layers, path.name, spec.name, by_order):
         layer.set_weights(source.load())

@@ -137,6 +137,13 @@ class ClipRecipe:
         load_mean: (path, input_shape) -> a mean cropped like the frames, for `--mean-file`.
         preprocess_with_mean: (clips, mean) -> model input, replacing the spec's preprocessing
             when a mean file is given.
+        short_side: crop size -> the short side each frame is resized to, keeping its aspect
+            ratio, before a centre crop (I3D: 256 at 224); a frame whose short side already
+            is the crop size is only cropped. None: every frame is resized to `resize_shape`
+            and cropped at `crop_offsets` (C3D).
+        default_stride: clip length -> frames between clip starts when `--stride` is not
+            given (8 unless a recipe says otherwise, C3D's half-overlapping 16-frame clips;
+            I3D: the clip length, windows side by side).
     """
 
     resize_shape: Callable[[int], tuple]
@@ -146,3 +153,5 @@ class ClipRecipe:
     mean_name: str
     load_mean: Callable[[str, tuple], Any] | None = None
     preprocess_with_mean: Callable[[Any, Any], Any] | None = None
+    short_side: Callable[[int], int] | None = None
+    default_stride: Callable[[int], int] = lambda frames: 8

@@ -100,11 +100,13 @@ class ClipReader:
         config = ExtractConfig.from_mapping(options)
         self.frames, self.size = int(input_shape[0]), int(input_shape[1])
         self.short, self.sampling = config.short, config.sampling
-        self.stride, self.num_clips = int(config.stride), int(config.num_clips)
+        stride = config.stride if config.stride is not None else \
+            recipe.default_stride(self.frames)
+        self.stride, self.num_clips = int(stride), int(config.num_clips)
         self.fps = float(config.fps) if config.fps is not None else None
         self.mean_rows = config.aggregate == "mean"
         self.l2_normalize = config.l2_normalize
-        if int(config.frames) != self.frames:
+        if config.frames is not None and int(config.frames) != self.frames:
             raise ConfigError(f"frames must be {self.frames} for this backbone (its input is "
                               f"{tuple(input_shape)}); received: frames={config.frames}")
         if self.short not in SHORT_RULES or self.sampling not in SAMPLINGS:
@@ -116,6 +118,7 @@ class ClipReader:
                               f"stride={self.stride}, num_clips={self.num_clips}, fps={self.fps}")
         self.resize_to = recipe.resize_shape(self.size)
         self.crop_at = recipe.crop_offsets(self.size)
+        self.short_side = recipe.short_side(self.size) if recipe.short_side else None
         self.resize, self.resize_name = recipe.resize, recipe.resize_name
         self.mean_id = recipe.mean_name
         mean_file = config.mean_file
@@ -174,10 +177,14 @@ class ClipReader:
         window = {"stride": self.stride} if self.sampling == "stride" else \
             {"num_clips": self.num_clips}
         height, width = self.resize_to
+        resize = f"{height}x{width} {self.resize_name}, crop {self.size} at (top, left) " \
+                 f"{self.crop_at}"
+        if self.short_side:
+            resize = (f"short side {self.short_side} {self.resize_name} (a short side of "
+                      f"{self.size} is kept), centre crop {self.size}")
         return {"reader": "clip", "frames": self.frames, "short": self.short,
                 "sampling": self.sampling, **window, "fps": self.fps,
-                "resize": f"{height}x{width} {self.resize_name}, "
-                          f"crop {self.size} at (top, left) {self.crop_at}",
+                "resize": resize,
                 "alpha": "white", "gif_default_duration": GIF_DEFAULT_DURATION,
                 "mean": self.mean_id}
 
@@ -238,9 +245,23 @@ class ClipReader:
         return self._fit_array(frame.to_ndarray(format="rgb24"))
 
     def _fit_array(self, array: np.ndarray) -> np.ndarray:
+        if self.short_side:
+            return self._fit_short_side(array)
         top, left = self.crop_at
         small = self.resize(array, self.resize_to)
         return np.ascontiguousarray(small[top:top + self.size, left:left + self.size])
+
+    def _fit_short_side(self, array: np.ndarray) -> np.ndarray:
+        """Aspect ratio kept: the short side resized to `short_side` (unless it already is the
+        crop size, e.g. a 224x224 GIF for a 224 crop), then the centre crop."""
+        height, width = array.shape[:2]
+        if min(height, width) != self.size:
+            scale = self.short_side / min(height, width)
+            shape = (max(self.size, round(height * scale)), max(self.size, round(width * scale)))
+            array = self.resize(array, shape)
+            height, width = shape
+        top, left = (height - self.size) // 2, (width - self.size) // 2
+        return np.ascontiguousarray(array[top:top + self.size, left:left + self.size])
 
 
 def _count_from(start: int, step: int) -> Iterator[int]:

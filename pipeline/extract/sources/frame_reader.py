@@ -37,6 +37,7 @@ from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, first_line, f
 from pipeline.extract.sources.images import RESIZE_POLICIES, fit_to_size, to_rgb
 
 TEMPORAL_POOLS = ("mean", "max", "none")
+DEFAULT_FRAMES = 16  # --frames when it is not given (clip backbones have their own clip length)
 FRAMES_PER_CHUNK = 16  # frames handed to the batcher at a time: a long K never sits whole
 
 
@@ -92,7 +93,8 @@ class FrameReader:
         config = ExtractConfig.from_mapping(options)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.size = self.input_shape[:2]
-        self.frames, self.short = int(config.frames), config.short
+        self.frames = int(config.frames) if config.frames is not None else DEFAULT_FRAMES
+        self.short = config.short
         self.fps = float(config.fps) if config.fps is not None else None
         self.resize = config.resize
         self.pool = config.temporal_pool
