@@ -236,7 +236,7 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                         [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
                         scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0),
-                        data_root, cfg.shown)
+                        data_root, cfg.shown, group_of=dict(zip(ids, suggested.tolist())))
     write_marker(tmp, "audit", store=str(store.path.resolve()),
                  created_at=summary["created_at"])
     replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
