@@ -248,6 +248,11 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
                          f"<td>{r['kind']}</td></tr>")
         parts.append("</table>" + _more(len(leaks), shown, "duplicates.csv"))
     parts.append(f"<h2>Suspected label issues ({len(issues)})</h2>")
+    credibility = summary.get("label_issue_credibility") or {}
+    if credibility.get("flagged_by_cleanlab", 0) > len(issues):
+        parts.append(f"<p class='meta'>{credibility['flagged_by_cleanlab'] - len(issues)} more "
+                     "rows flagged by cleanlab where the probe is not credible are listed in "
+                     "label_candidates.csv</p>")
     if issues:
         parts.append("<table><tr><th></th><th>id</th><th>split</th><th>given</th><th>suggested"
                      "</th><th>label quality</th></tr>")

@@ -1,7 +1,8 @@
 """`audit`: leaks across splits, suspected wrong labels and outliers, read from cached vectors.
 
 The audit folder (default `<store>.audit/` beside the store, where fit-head and grid-search look
-for it) holds duplicates.csv, label_issues.csv, outliers.csv, summary.json and report.html. It is
+for it) holds duplicates.csv, suggested_groups.csv, label_issues.csv (the credible ones),
+label_candidates.csv (all cleanlab flagged), outliers.csv, summary.json and report.html. It is
 written into a scratch folder beside it and renamed into place, so a reader never sees half of
 it; an existing `--out` is replaced only when an audit wrote it (its `.featcache-output` marker),
 and a second audit of the same folder at the same time is refused (an OS lock, as extract's).
@@ -112,10 +113,11 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
             groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
-    issues = label_audit.rank_label_issues(labels[labelled], probs)
-    issues, credibility = label_audit.credible_issues(issues, labels[labelled], probs)
+    flagged = label_audit.rank_label_issues(labels[labelled], probs)
+    issues, credibility = label_audit.credible_issues(flagged, labels[labelled], probs)
     issues["rows"] = labelled[issues["rows"]]
     issues["credibility"] = credibility
+    issues["candidates"] = {**flagged, "rows": labelled[flagged["rows"]]}  # cleanlab's all
     model = cfg.run_dir or "logistic regression (C = 0.1, standardised)"
     floor = credibility["confidence_floor"]
     shown = (f"{credibility['shown']} of cleanlab's {credibility['flagged_by_cleanlab']} shown: "
@@ -224,11 +226,17 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
                [[r[c] for c in DUPLICATE_COLUMNS] for r in dupes])
     audit_groups.write_suggested_groups(tmp / SUGGESTED_GROUPS, ids, suggested, sizes)
     names = store.class_names
-    issue_rows = [] if issues is None else [
-        [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
-        for r, s, q in zip(issues["rows"], issues["suggested"], issues["score"])]
-    _write_csv(tmp / "label_issues.csv",
-               ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
+
+    def listed(found):
+        return [] if found is None else [
+            [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
+            for r, s, q in zip(found["rows"], found["suggested"], found["score"])]
+
+    issue_rows = listed(issues)
+    columns = ("id", "split", "given_label", "suggested_label", "score")
+    _write_csv(tmp / "label_issues.csv", columns, issue_rows)  # the credible ones
+    _write_csv(tmp / "label_candidates.csv", columns,  # every row cleanlab flagged, ranked
+               listed(None if issues is None else issues["candidates"]))
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
     summary["seconds"] = round(time.perf_counter() - started, 2)

@@ -19,7 +19,10 @@ The rule (documented in docs/audit.md):
      the threshold is the geometric mean of those two figures: midway, on a log scale, between
      where the store's near-duplicates end and its distinct images begin.
   4. Otherwise (no cluster structure, as in clean data) it is the calibrated default, 0.15.
-     The threshold is never below that default and never above half of `pair_median`.
+     The threshold is never below that default and never above half of `pair_median`; when
+     most sampled rows have no cluster (a few copies among distinct photos), never above the
+     1st percentile of those rows' nearest-neighbour distance either, where distinct photos
+     of this store begin to meet.
 
 Usage:
     choice = choose_threshold(prepared, seed=0)      # prepared = neighbours.prepare_vectors(...)[0]
@@ -124,9 +127,16 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
                                f"radius {end:.3f}) overlap their distinct neighbours (5th "
                                f"percentile {start:.3f})", False, facts)
     raw = float(np.sqrt(max(end, 1e-6) * start))
-    value = float(min(max(raw, default), ceiling))
+    cap, cap_why = ceiling, "half the median pair distance"
+    if share < 0.5:  # mostly distinct rows: their own nearest neighbours say where to stop
+        distinct = float(np.percentile(profile[~clustered, 0], 1))
+        facts["unclustered_nearest_p1"] = round(distinct, 4)
+        if distinct < cap:
+            cap, cap_why = distinct, ("the 1st percentile of the unclustered rows' nearest-"
+                                      "neighbour distance")
+    value = float(min(max(raw, default), max(cap, default)))
     bound = (f", raised to the default {default:g}" if raw < default else
-             f", capped at half the median pair distance" if raw > ceiling else "")
+             f", capped at {cap_why} ({value:.3f})" if raw > cap else "")
     return ThresholdChoice(round(value, 4), (
         f"adapted to this store: {share:.0%} of {len(profile)} sampled rows have a cluster of "
         f"near neighbours ending at {end:.3f} (95th percentile) before their nearest distinct "

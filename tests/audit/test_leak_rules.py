@@ -184,3 +184,17 @@ def test_many_sources_in_validation_are_not_volatile(tmp_path, n_sources):
     assert volatile_groups_warning(groups, np.arange(len(groups))) == []
     assert volatile_groups_warning(None, np.arange(10)) == []
     assert volatile_groups_warning(groups, np.arange(15))  # 5 sources
+
+
+def test_a_few_copies_among_distinct_rows_stop_where_distinct_rows_meet():
+    from pipeline.audit.threshold import adaptive_threshold
+
+    # 100 rows with 3 copies each (0.05 away, then distinct rows from 0.9), 400 distinct rows
+    # whose nearest neighbours start at 0.18: the cut may not reach into those.
+    clustered = np.hstack([np.full((100, 3), 0.05), np.linspace(0.9, 1.2, 61)[None].repeat(100, 0)])
+    distinct = np.linspace(0.18, 1.1, 64)[None].repeat(400, 0)
+    choice = adaptive_threshold(np.vstack([clustered, distinct]), pair_median=1.0)
+    assert choice.adaptive and choice.facts["clustered_share"] == 0.2
+    assert choice.value == pytest.approx(0.18) and "capped" in choice.how
+    uncapped = adaptive_threshold(clustered, pair_median=1.0)  # copies only: the geometric mean
+    assert uncapped.value == pytest.approx(np.sqrt(0.05 * 0.9), abs=1e-3)
