@@ -136,7 +136,9 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
                                       "neighbour distance")
     value = float(min(max(raw, default), max(cap, default)))
     bound = (f", raised to the default {default:g}" if raw < default else
-             f", capped at {cap_why} ({value:.3f})" if raw > cap else "")
+             f", capped at {cap_why} ({cap:.3f})" if raw > cap else "")
+    if raw > cap and cap < default:
+        bound += f", so kept at the default {default:g}"
     return ThresholdChoice(round(value, 4), (
         f"adapted to this store: {share:.0%} of {len(profile)} sampled rows have a cluster of "
         f"near neighbours ending at {end:.3f} (95th percentile) before their nearest distinct "
