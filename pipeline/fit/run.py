@@ -277,7 +277,8 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
                   "n_calibration": extras[3],
                   "groups_in_more_than_one_split":
                       data_checks["groups_in_more_than_one_split"],
-                  "rows_without_group": data_checks["rows_without_group"]},
+                  "rows_without_group": data_checks["rows_without_group"],
+                  "groups_from": store.groups_from},
         "data_checks": data_checks,
         "output": output_reason,
         "best_epoch": best_epoch,

@@ -168,6 +168,7 @@ def test_groups_from_audit_keep_each_photo_on_one_side_and_flag_a_volatile_val(s
     assert volatile and "--cv" in volatile[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("volatile" in w for w in metrics["data_checks"]["warnings"])
+    assert metrics["split"]["groups_from"].endswith("suggested_groups.csv")
 
 
 def test_grid_search_takes_the_audit_groups(shape, tmp_path):

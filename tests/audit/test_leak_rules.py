@@ -172,7 +172,9 @@ def test_fit_head_flags_a_validation_set_of_few_groups_as_volatile(tmp_path):
                            "learning_curve": False}, out_dir=tmp_path, echo=lines.append)
     volatile = [line for line in lines if "volatile" in line]
     assert len(volatile) == 1 and "--cv" in volatile[0] and "group(s)" in volatile[0]
-    n_val = json.loads((run / "metrics.json").read_text())["split"]["n_val"]
+    split = json.loads((run / "metrics.json").read_text())["split"]
+    n_val = split["n_val"]
+    assert split["groups_from"] == "the store"
     assert f"{n_val} row(s)" in volatile[0]
 
 
