@@ -113,3 +113,40 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray) -> dict:
     rows = np.asarray(rows, dtype=np.int64)
     return {"rows": rows, "suggested": probs[rows].argmax(axis=1), "score": quality[rows],
             "quality": quality}
+
+
+# A flagged row is shown when the probe, at the confidence it gives that row, agrees with the
+# given labels on at least this share of the held-out rows: its disagreement is then more
+# likely the label's fault than its own. 0.95 keeps false alarms on clean data near 5% at most.
+CREDIBLE_AGREEMENT = 0.95
+CREDIBLE_MIN_ROWS = 20  # the agreement is judged over at least this many rows
+
+
+def credible_issues(issues: dict, labels: np.ndarray, probs: np.ndarray,
+                    agreement: float = CREDIBLE_AGREEMENT,
+                    min_rows: int = CREDIBLE_MIN_ROWS) -> tuple[dict, dict]:
+    """Keeps the flagged rows where the probe's own held-out accuracy makes them credible.
+
+    The probe's out-of-sample predictions, most confident first: the confidence floor is the
+    lowest confidence down to which at least `agreement` of the rows at or above it agree
+    with their given label (counted over `min_rows` rows or more). A flagged row whose
+    suggested label has at least that confidence is kept; the others are the probe's own
+    uncertainty, not evidence against the label.
+
+    Returns:
+        (the issues dict with only the credible rows, facts for summary.json).
+    """
+    confidence = probs.max(axis=1)
+    agrees = probs.argmax(axis=1) == labels
+    order = np.argsort(-confidence, kind="stable")
+    running = np.cumsum(agrees[order]) / np.arange(1, len(order) + 1)
+    good = np.flatnonzero((running >= agreement) & (np.arange(len(order)) + 1 >= min_rows))
+    floor = float(confidence[order[good[-1]]]) if len(good) else float("inf")
+    keep = confidence[issues["rows"]] >= floor
+    facts = {"held_out_accuracy": round(float(agrees.mean()), 4) if len(agrees) else None,
+             "agreement_needed": agreement, "confidence_floor":
+             round(floor, 4) if np.isfinite(floor) else None,
+             "rows_above_floor": int(len(good) and good[-1] + 1),
+             "flagged_by_cleanlab": int(len(issues["rows"])), "shown": int(keep.sum())}
+    kept = {name: (value[keep] if name != "quality" else value) for name, value in issues.items()}
+    return kept, facts

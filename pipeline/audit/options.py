@@ -12,6 +12,18 @@ from pipeline.settings import Settings, settings_class
 # was at >= 0.245 for 99% of rows (the closest pair of different photos: 0.134).
 DEFAULT_THRESHOLD = 0.15
 
+
+def threshold_value(value):
+    """`auto` (the store's own rule, pipeline/audit/threshold.py) or a cosine distance."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        raise TypeError
+    return float(value)
+
+
+threshold_value.__name__ = "auto or a number"  # shown in ConfigError messages
+
 AUDIT_OPTIONS = (
     Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
     Option("run_dir", str, None, "grid-search run folder whose best scikit-learn model, "
@@ -20,9 +32,10 @@ AUDIT_OPTIONS = (
     Option("out", str, None, "the audit folder itself, replaced whole by each audit, so it "
            "must be new, empty or written by an earlier audit [default: STORE without .h5 + "
            ".audit, where fit-head and grid-search look for it]", metavar="DIR"),
-    Option("threshold", float, DEFAULT_THRESHOLD, "cosine distance (mean-centred vectors) at or "
-           "under which two rows are near-duplicates", minimum=0.0, open_minimum=True,
-           maximum=2.0),
+    Option("threshold", threshold_value, "auto", "cosine distance (mean-centred vectors) at or "
+           "under which two rows are near-duplicates; auto reads it from the store's own "
+           f"neighbour distances (never below {DEFAULT_THRESHOLD:g}, the calibrated default)",
+           metavar="auto|DISTANCE", minimum=0.0, open_minimum=True, maximum=2.0),
     Option("l2_normalize", bool, False, "L2-normalise each vector before mean-centring"),
     Option("neighbours", int, 5, "k of the k-nearest-neighbour outlier score", minimum=1),
     Option("folds", int, 5, "cross-validation folds of the label-issue probabilities",

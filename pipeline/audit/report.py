@@ -112,7 +112,7 @@ def histogram_png(nearest: np.ndarray, threshold: float) -> str:
 
 
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+body{font-family:system-ui,sans-serif;margin:24px 32px;color:#222;max-width:none}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px}
 .meta{color:#666;font-size:13px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
@@ -121,6 +121,11 @@ h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px} td,th{border-bottom:1px solid #eee;padding:6px;
 text-align:left;vertical-align:middle} img.t{width:120px;height:auto;border-radius:3px}
 .more{color:#666;font-size:13px}
+.caveat{border-left:4px solid #dd8452;background:#fdf3ea;padding:8px 12px;margin:8px 0;
+font-size:14px} .caveat.bad{border-color:#c44e52;background:#fbeaea}
+.source{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
+.strip{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0} .strip figure{margin:0;font-size:11px;
+color:#555;width:120px;overflow-wrap:anywhere} table.wide{width:100%}
 """
 
 
@@ -139,12 +144,66 @@ def _cards(counts: dict) -> str:
                    for name, n, bad in shown)
 
 
+def caveats(summary: dict) -> str:
+    """The warnings a reader of the page needs before trusting it (not only on the console):
+    random-weight vectors, how the threshold was chosen, how credible the label issues are."""
+    th = summary["thresholds"]
+    boxes = []
+    if (summary.get("provenance") or {}).get("weights") == "none":
+        boxes.append(("bad", "These vectors come from a backbone with RANDOM weights (--weights "
+                      "none): distances say little about what the images show, so pairs, "
+                      "groups and label issues here are not evidence. Audit a store extracted "
+                      "with pretrained weights."))
+    text = f"Near-duplicate threshold {th['duplicate_distance']:g}: {th['duplicate_how']}."
+    if not th.get("duplicate_adaptive"):
+        text += (" A fixed threshold fits one kind of duplicate: frames, crops or edits of one "
+                 "photo can sit farther apart than it. Check the distance histogram below, or "
+                 "pass --threshold.")
+    boxes.append(("", text))
+    if summary.get("label_issues_from"):
+        boxes.append(("", f"Label issues: {summary['label_issues_from']}."))
+    return "".join(f"<div class='caveat {kind}'>{_esc(text)}</div>" for kind, text in boxes)
+
+
+def leaks_by_source(leaks: list, group_of: dict, thumb, shown: int) -> str:
+    """Leaking pairs grouped by source (the audit's suggested group of their rows): each
+    source once, with its rows' thumbnails and splits, its pairs listed under it."""
+    by_group: dict[str, list] = {}
+    for r in leaks:
+        by_group.setdefault(group_of.get(r["id_a"]) or r["id_a"], []).append(r)
+    parts = []
+    for k, (name, pairs) in enumerate(sorted(by_group.items(), key=lambda kv: -len(kv[1]))):
+        if k == shown:
+            parts.append(f'<p class="more">{len(by_group) - shown} more source(s) in '
+                         "duplicates.csv and suggested_groups.csv</p>")
+            break
+        rows = {}
+        for r in pairs:
+            rows.setdefault(r["id_a"], r["split_a"])
+            rows.setdefault(r["id_b"], r["split_b"])
+        splits = sorted(set(rows.values()), key=lambda x: ("train", "val", "test").index(x)
+                        if x in ("train", "val", "test") else 3)
+        figures = "".join(f"<figure>{thumb(i)}<figcaption>{_esc(split)}: {_esc(i)}</figcaption>"
+                          "</figure>" for i, split in list(rows.items())[:12])
+        listed = "".join(f"<tr><td>{_esc(r['id_a'])}</td><td>{_esc(r['id_b'])}</td>"
+                         f"<td>{_esc(r['split_a'])} / {_esc(r['split_b'])}</td>"
+                         f"<td>{r['distance']:.4f}</td><td>{r['kind']}</td></tr>"
+                         for r in pairs[:shown])
+        parts.append(f"<div class='source'><b>{_esc(name)}</b>: {len(rows)} rows across "
+                     f"{_esc(', '.join(splits))}, {len(pairs)} leaking pair(s)"
+                     f"<div class='strip'>{figures}</div><details><summary>pairs</summary>"
+                     "<table class='wide'><tr><th>a</th><th>b</th><th>splits</th>"
+                     f"<th>distance</th><th>kind</th></tr>{listed}</table></details></div>")
+    return "".join(parts)
+
+
 def _more(total: int, shown: int, csv_name: str) -> str:
     return f'<p class="more">{total - shown} more in {csv_name}</p>' if total > shown else ""
 
 
 def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers: list,
-                 nearest: np.ndarray, data_root: str | None, shown: int) -> None:
+                 nearest: np.ndarray, data_root: str | None, shown: int,
+                 group_of: dict | None = None) -> None:
     """Writes report.html.
 
     Args:
@@ -156,6 +215,8 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
         nearest: every row's nearest-neighbour distance (for the histogram).
         data_root: folder the ids are relative to (thumbnails), or None.
         shown: most rows per table.
+        group_of: each row id's suggested group (suggested_groups.csv), which groups the
+            leaking pairs by source; without it each pair stands alone.
     """
     thumbs: dict[str, str] = {}
 
@@ -170,12 +231,14 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
              f"<h1>Dataset audit</h1><p class='meta'>{_esc(summary['store'])}<br>"
              f"{summary['n_rows']} rows; splits: {_esc(summary['splits']['how'])}; "
              f"{_esc(summary['created_at'])}</p>", f"<div class='cards'>{_cards(summary['counts'])}"
-             "</div>"]
+             "</div>", caveats(summary)]
     leaks = [r for r in dupes if r["cross_split"] or r["cross_group"]]
     parts.append(f"<h2>Leaking pairs ({len(leaks)})</h2><p class='meta'>near-duplicates on "
                  f"both sides of a split or in different groups (distance &le; "
                  f"{th['duplicate_distance']:g}); test scores are optimistic while they stay</p>")
-    if leaks:
+    if leaks and group_of:
+        parts.append(leaks_by_source(leaks, group_of, thumb, shown))
+    elif leaks:
         parts.append("<table><tr><th>a</th><th>b</th><th>ids</th><th>splits</th><th>distance"
                      "</th><th>kind</th></tr>")
         for r in leaks[:shown]:
@@ -185,6 +248,11 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
                          f"<td>{r['kind']}</td></tr>")
         parts.append("</table>" + _more(len(leaks), shown, "duplicates.csv"))
     parts.append(f"<h2>Suspected label issues ({len(issues)})</h2>")
+    credibility = summary.get("label_issue_credibility") or {}
+    if credibility.get("flagged_by_cleanlab", 0) > len(issues):
+        parts.append(f"<p class='meta'>{credibility['flagged_by_cleanlab'] - len(issues)} more "
+                     "rows flagged by cleanlab where the probe is not credible are listed in "
+                     "label_candidates.csv</p>")
     if issues:
         parts.append("<table><tr><th></th><th>id</th><th>split</th><th>given</th><th>suggested"
                      "</th><th>label quality</th></tr>")

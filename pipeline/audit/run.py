@@ -1,7 +1,8 @@
 """`audit`: leaks across splits, suspected wrong labels and outliers, read from cached vectors.
 
 The audit folder (default `<store>.audit/` beside the store, where fit-head and grid-search look
-for it) holds duplicates.csv, label_issues.csv, outliers.csv, summary.json and report.html. It is
+for it) holds duplicates.csv, suggested_groups.csv, label_issues.csv (the credible ones),
+label_candidates.csv (all cleanlab flagged), outliers.csv, summary.json and report.html. It is
 written into a scratch folder beside it and renamed into place, so a reader never sees half of
 it; an existing `--out` is replaced only when an audit wrote it (its `.featcache-output` marker),
 and a second audit of the same folder at the same time is refused (an OS lock, as extract's).
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.evaluation.exclusions import audit_dir_for
-from pipeline.audit.options import DEFAULT_THRESHOLD, AuditConfig
+from pipeline.audit.options import AuditConfig
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
@@ -112,12 +113,24 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
             groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
-    issues = label_audit.rank_label_issues(labels[labelled], probs)
+    flagged = label_audit.rank_label_issues(labels[labelled], probs)
+    issues, credibility = label_audit.credible_issues(flagged, labels[labelled], probs)
     issues["rows"] = labelled[issues["rows"]]
+    issues["credibility"] = credibility
+    issues["candidates"] = {**flagged, "rows": labelled[flagged["rows"]]}  # cleanlab's all
     model = cfg.run_dir or "logistic regression (C = 0.1, standardised)"
+    floor = credibility["confidence_floor"]
+    shown = (f"{credibility['shown']} of cleanlab's {credibility['flagged_by_cleanlab']} shown: "
+             f"those the probe suggests with confidence >= {floor:.3f}, where its held-out "
+             f"predictions agree with the given labels {credibility['agreement_needed']:.0%} "
+             "of the time" if floor is not None else
+             f"none of cleanlab's {credibility['flagged_by_cleanlab']} shown: the probe's "
+             f"held-out predictions (accuracy {credibility['held_out_accuracy']:.2f}) agree "
+             f"with the given labels {credibility['agreement_needed']:.0%} of the time at no "
+             "confidence, so its doubts are not evidence against a label")
     return issues, (f"{model}, {cfg.folds}-fold cross-validated on the train rows (val/test "
                     "rows: fit on all train rows); cleanlab find_label_issues, ranked by "
-                    "self-confidence")
+                    f"self-confidence; {shown}")
 
 
 def _write_csv(path: Path, header, rows) -> None:
@@ -164,6 +177,14 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
          f"({counts['cross_split_pairs']} across splits, {counts['cross_group_pairs']} across "
          f"groups), {counts['label_issues']} suspected label issue(s), {counts['outliers']} "
          f"outlier(s); {summary['seconds']}s")
+    grouped = summary["suggested_groups"]
+    echo(f"duplicate threshold {summary['thresholds']['duplicate_distance']:g}: "
+         f"{summary['thresholds']['duplicate_how']}")
+    if grouped["groups"]:
+        echo(f"suggested groups: {grouped['groups']} chain(s) of near-duplicates hold "
+             f"{grouped['rows_in_groups']} rows ({grouped['groups_across_splits']} across "
+             f"splits) in {final / 'suggested_groups.csv'}; fit-head and grid-search take them "
+             "with --groups-from-audit, or copy its group column into your manifest")
     if summary["provenance"].get("weights") == "none":
         # The threshold is calibrated on pretrained vectors; random ones put most pairs close.
         echo("note: this store holds RANDOM-weight vectors (--weights none), so distances say "
@@ -174,8 +195,11 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
 def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
                 started: float) -> dict:
     """Scans the store and writes the audit folder `final` (through `scratch`); its summary."""
+    from pipeline.audit import groups as audit_groups
     from pipeline.audit import report
     from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
+    from pipeline.audit.threshold import choose_threshold
+    from pipeline.evaluation.exclusions import SUGGESTED_GROUPS
     from pipeline.outputs import write_json
 
     ids, labels = store.column("ids"), store.column("labels")
@@ -185,23 +209,34 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     prepared, digests, _ = prepare_vectors(store.vectors, cfg.l2_normalize,
                                            memory_limit_mb=cfg.memory_limit_mb,
                                            scratch=scratch)
-    scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)
+    threshold = choose_threshold(prepared, cfg.threshold, cfg.seed)
+    scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=threshold.value)
     del prepared
     dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
+    suggested, sizes = audit_groups.suggested_groups(len(ids), scan.pairs,
+                                                     groups if store.has_groups else None)
     issues, label_note = _label_issues(store, splits, cfg, probe)
     outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
     summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
-                       split_how, label_note)
+                       split_how, label_note, threshold)
+    summary["suggested_groups"] = audit_groups.group_summary(suggested, sizes, splits)
     tmp = scratch / "audit"
     tmp.mkdir()
     _write_csv(tmp / "duplicates.csv", DUPLICATE_COLUMNS,
                [[r[c] for c in DUPLICATE_COLUMNS] for r in dupes])
+    audit_groups.write_suggested_groups(tmp / SUGGESTED_GROUPS, ids, suggested, sizes)
     names = store.class_names
-    issue_rows = [] if issues is None else [
-        [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
-        for r, s, q in zip(issues["rows"], issues["suggested"], issues["score"])]
-    _write_csv(tmp / "label_issues.csv",
-               ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
+
+    def listed(found):
+        return [] if found is None else [
+            [ids[r], splits[r], names[labels[r]], names[s], round(float(q), 6)]
+            for r, s, q in zip(found["rows"], found["suggested"], found["score"])]
+
+    issue_rows = listed(issues)
+    columns = ("id", "split", "given_label", "suggested_label", "score")
+    _write_csv(tmp / "label_issues.csv", columns, issue_rows)  # the credible ones
+    _write_csv(tmp / "label_candidates.csv", columns,  # every row cleanlab flagged, ranked
+               listed(None if issues is None else issues["candidates"]))
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -209,7 +244,7 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                         [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
                         scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0),
-                        data_root, cfg.shown)
+                        data_root, cfg.shown, group_of=dict(zip(ids, suggested.tolist())))
     write_marker(tmp, "audit", store=str(store.path.resolve()),
                  created_at=summary["created_at"])
     replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
@@ -217,7 +252,7 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
 
 
 def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, splits, split_how,
-             label_note) -> dict:
+             label_note, threshold) -> dict:
     nearest = scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0)
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
         nearest.max()) if len(nearest) else 1.0)))
@@ -240,12 +275,10 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
         "cross_group_pairs": sum(r["cross_group"] for r in dupes),
         "pairs_truncated": scan.truncated,
         "thresholds": {
-            "duplicate_distance": cfg.threshold,
-            "duplicate_how": ("the documented default, calibrated on flowers5 + MobileNet: 38 of "
-                              "40 photos resized to 90% and re-encoded at JPEG quality 70 sat "
-                              "under it (median 0.068), other photos' nearest neighbours at >= "
-                              "0.245 (1st percentile)")
-            if cfg.threshold == DEFAULT_THRESHOLD else "given with --threshold",
+            "duplicate_distance": threshold.value,
+            "duplicate_how": threshold.how,
+            "duplicate_adaptive": threshold.adaptive,
+            "duplicate_rule": threshold.facts,
             "distance": "cosine distance (1 - cos) on mean-centred vectors"
                         + (", each L2-normalised first" if cfg.l2_normalize else ""),
             "outlier_score": f"mean cosine distance to the {scan.knn_distance.shape[1]} nearest "
@@ -264,5 +297,6 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
                           for i, name in enumerate(store.class_names)},
         "unlabelled_rows": int((labels < 0).sum()),
         "label_issues_from": label_note,
+        "label_issue_credibility": None if issues is None else issues["credibility"],
         "provenance": store.provenance,
     }

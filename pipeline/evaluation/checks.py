@@ -14,6 +14,9 @@ import numpy as np
 
 # Below this a validation score moves by 5 points per row: report it, do not trust it.
 FEW_VALIDATION_ROWS = 20
+# Below this many groups (sources: photos, videos, subjects) a validation score moves in steps
+# of whole sources: one hard source more or less swings it, whatever the row count.
+FEW_VALIDATION_GROUPS = 10
 
 
 def rows_without_group(store) -> int:
@@ -74,3 +77,18 @@ def tiny_data_warnings(n_val: int | None = None, fold_scores=None, what: str = "
         lines.append(f"warning: all {len(scores)} folds scored exactly {scores[0]:.4f}: folds "
                      "this alike usually mean too few rows per fold to tell models apart.")
     return lines
+
+
+def volatile_groups_warning(groups: np.ndarray | None, rows: np.ndarray,
+                            what: str = "validation",
+                            hint: str = "use cross-validation (--cv 5)") -> list[str]:
+    """A warning when `rows` hold fewer than FEW_VALIDATION_GROUPS distinct groups (`groups`
+    as `splits.effective_groups` gives them; None = no groups: every row its own source)."""
+    if groups is None or not len(rows):
+        return []
+    n = len(set(np.asarray(groups, dtype=object)[np.asarray(rows, dtype=np.int64)].tolist()))
+    if n >= FEW_VALIDATION_GROUPS:
+        return []
+    return [f"warning: {what} holds {len(rows)} row(s) from only {n} group(s) (sources): its "
+            "score moves in steps of whole sources, so it is volatile and one source more or "
+            f"less can swing it; {hint}."]

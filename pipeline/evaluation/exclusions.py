@@ -2,7 +2,8 @@
 
 A near-duplicate on both sides of a split makes the held-out score optimistic: the model has
 seen the photo. These helpers warn about that, and with `--exclude-leaks` drop the held-out side
-of each such pair, saying how many rows went.
+of each such pair, saying how many rows went; `--groups-from-audit` groups the rows by the
+audit's suggested groups (suggested_groups.csv), so a split never separates near-duplicates.
 
 Usage:
     warn_about_leaks(store, echo)
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.tables import read_rows
 
 # More cross-split near-duplicates than this and fit-head / grid-search warn.
 LEAK_WARNING_PAIRS = 3
+# The audit's connected components of near-duplicates, one row per store row (`id,group,size`).
+SUGGESTED_GROUPS = "suggested_groups.csv"
 
 
 def audit_dir_for(store_path) -> Path:
@@ -48,15 +51,68 @@ def read_audit_summary(store) -> dict | None:
     return summary
 
 
-def warn_about_leaks(store, echo) -> int:
-    """One warning line when the audit found more than LEAK_WARNING_PAIRS cross-split pairs;
-    returns the count (0 without an audit)."""
+def _store_flag(store) -> str:
+    return f"--store {store.path}"
+
+
+def read_suggested_groups(store) -> np.ndarray | None:
+    """The current audit's suggested group of every row ("" = a row alone), or None when there
+    is no current audit or it has no suggested_groups.csv."""
+    path = audit_folder(store) / SUGGESTED_GROUPS
+    if read_audit_summary(store) is None or not path.is_file():
+        return None
+    by_id = {row["id"]: row["group"] for row in read_rows(path)}
+    ids = store.column("ids").tolist()
+    if len(by_id) != len(ids) or any(i not in by_id for i in ids):
+        return None  # written for other rows: not this store's
+    return np.array([by_id[i] for i in ids], dtype=object)
+
+
+def adopt_audit_groups(store, echo) -> None:
+    """`--groups-from-audit`: the store's rows are grouped by the audit's suggested groups from
+    now on (splits, folds, checks and reports all read them).
+
+    Raises:
+        ConfigError: there is no current audit of this store, or it suggested no groups.
+    """
+    groups = read_suggested_groups(store)
+    if groups is None:
+        raise ConfigError(f"--groups-from-audit needs a current audit of {store.path.name} with "
+                          f"its {SUGGESTED_GROUPS}; run `run_pipeline.py audit "
+                          f"{_store_flag(store)}` first (it writes {audit_folder(store)})")
+    store.use_groups(groups, str(audit_folder(store) / SUGGESTED_GROUPS))
+    named = groups[groups != ""]
+    echo(f"--groups-from-audit: {len(set(named.tolist()))} suggested group(s) hold "
+         f"{len(named)} of {len(groups)} rows ({store.groups_from}); near-duplicates of one "
+         "source stay on one side of every split")
+
+
+def warn_about_leaks(store, echo, exclude_leaks: bool = False) -> int:
+    """One line about leaks before training; returns the audit's cross-split pair count.
+
+    With the audit's groups in use there is nothing to warn about (every chain of
+    near-duplicates stays on one side). Without any audit or groups, a note says that leaks
+    go unseen. With more than LEAK_WARNING_PAIRS cross-split pairs, a warning names the fixes
+    not yet taken.
+    """
+    if store.groups_from != "the store":
+        return 0
     summary = read_audit_summary(store)
-    count = int(summary.get("cross_split_pairs", 0)) if summary else 0
+    if summary is None:
+        if not store.has_groups:
+            echo(f"note: no audit of {store.path.name} and no group column, so near-duplicates "
+                 "across the split (frames or crops of one photo) go unseen and make held-out "
+                 f"scores optimistic; run `run_pipeline.py audit {_store_flag(store)}`, then "
+                 "pass --groups-from-audit")
+        return 0
+    count = int(summary.get("cross_split_pairs", 0))
     if count > LEAK_WARNING_PAIRS:
+        fixes = "pass --groups-from-audit to split by its suggested groups (or adopt the " \
+                f"group column of {SUGGESTED_GROUPS} in your manifest)"
+        if not exclude_leaks:
+            fixes += ", or --exclude-leaks to drop their held-out side"
         echo(f"warning: {count} near-duplicate pair(s) cross the splits "
-             f"({audit_folder(store)}); held-out scores will be optimistic; pass "
-             "--exclude-leaks to drop their held-out side")
+             f"({audit_folder(store)}); held-out scores will be optimistic; {fixes}")
     return count
 
 
@@ -74,6 +130,8 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     Raises:
         ConfigError: there is no current audit of this store to read the pairs from.
     """
+    if store.groups_from != "the store":
+        return parts, 0  # the split is by the audit's groups: no pair crosses it
     if read_audit_summary(store) is None:
         raise ConfigError(f"--exclude-leaks needs a current audit of {store.path.name}; run "
                           f"`run_pipeline.py audit --store {store.path}` first (it writes "
@@ -89,6 +147,15 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
                 or part_of[a] == part_of[b] or a in drop or b in drop:
             continue
         drop.add(a if part_of[a] > part_of[b] else b)
+    # Through chains too: a val frame two near-duplicate steps from a train frame leaks as
+    # much as one step away. Each suggested group keeps only the rows of its earliest part.
+    groups = read_suggested_groups(store)
+    if groups is not None:
+        used = np.flatnonzero((groups != "") & (part_of >= 0))
+        earliest: dict[str, int] = {}
+        for r in used.tolist():
+            earliest[groups[r]] = min(earliest.get(groups[r], part_of[r]), part_of[r])
+        drop.update(r for r in used.tolist() if part_of[r] > earliest[groups[r]])
     dropped = np.fromiter(drop, dtype=np.int64, count=len(drop))
     return [np.setdiff1d(rows, dropped) for rows in parts], len(drop)
 
@@ -99,12 +166,20 @@ def audited_split(store, split, exclude_leaks: bool, echo):
     hence into metrics.json)."""
     from dataclasses import replace
 
-    warn_about_leaks(store, echo)
+    warn_about_leaks(store, echo, exclude_leaks)
     if not exclude_leaks:
         return split
     (train, val, test), dropped = drop_leaking_rows(store, [split.train, split.val, split.test])
     echo(f"--exclude-leaks: dropped {dropped} val/test row(s) that near-duplicate a row on an "
-         "earlier side of the split")
+         "earlier side of the split, directly or through a chain of near-duplicates")
+    if len(split.val) and not len(val):
+        raise DataError(f"--exclude-leaks left no validation rows: all {len(split.val)} "
+                        "near-duplicate a training row (frames or copies of the same sources "
+                        "on both sides); split by source instead with --groups-from-audit "
+                        "(in place of --exclude-leaks)")
+    if len(split.test) and not len(test):
+        echo(f"warning: --exclude-leaks left no test rows: all {len(split.test)} near-duplicate "
+             "a training or validation row; split by source with --groups-from-audit")
     return replace(split, train=train, val=val, test=test,
                    how=f"{split.how}; {dropped} leaking val/test row(s) dropped (audit)")
 
@@ -113,9 +188,10 @@ def audited_search_rows(store, search_rows, test_rows, test_how: str, exclude_le
                         echo):
     """grid-search's hook: the same warning; with --exclude-leaks the test rows that
     near-duplicate a search row are dropped. Returns (search rows, test rows, how)."""
-    warn_about_leaks(store, echo)
+    warn_about_leaks(store, echo, exclude_leaks)
     if not exclude_leaks:
         return search_rows, test_rows, test_how
     (search_rows, test_rows), dropped = drop_leaking_rows(store, [search_rows, test_rows])
-    echo(f"--exclude-leaks: dropped {dropped} test row(s) that near-duplicate a search row")
+    echo(f"--exclude-leaks: dropped {dropped} test row(s) that near-duplicate a search row, "
+         "directly or through a chain of near-duplicates")
     return search_rows, test_rows, f"{test_how}; {dropped} leaking test row(s) dropped (audit)"

@@ -85,6 +85,9 @@ FIT_HEAD_OPTIONS = (
     # The audit and calibration (pipeline/audit, pipeline/fit/calibration.py).
     Option("exclude_leaks", bool, False, "drop the val/test side of each near-duplicate pair "
            "that `audit` found across the splits (needs a current audit of the store)"),
+    Option("groups_from_audit", bool, False, "group the rows by the audit's suggested groups "
+           "(suggested_groups.csv: chains of near-duplicates), so splits, folds and the "
+           "calibration share never separate them (needs a current audit of the store)"),
     Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
            "rows for learning_curve.csv/png"),
 )

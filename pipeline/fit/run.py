@@ -71,6 +71,10 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
             raise DataError(f"store {store.path.name} has {int((labels < 0).sum())} unlabelled "
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
+        if config.groups_from_audit:
+            from pipeline.evaluation.exclusions import adopt_audit_groups
+
+            adopt_audit_groups(store, echo)
         split = make_split(store, config.val_fraction, config.seed, config.test_fraction,
                            config=config_file)
         from pipeline.evaluation.exclusions import audited_split
@@ -166,6 +170,9 @@ def _check_data(store, source, split, echo) -> dict:
         found["warnings"] += _echo_all([checks.leak_warning(leaked, "the store's own splits")],
                                        echo)
     found["warnings"] += _echo_all(checks.tiny_data_warnings(n_val=len(split.val)), echo)
+    if len(split.val) >= checks.FEW_VALIDATION_ROWS:  # fewer rows: warned about just above
+        found["warnings"] += _echo_all(checks.volatile_groups_warning(store_groups(store),
+                                                                      split.val), echo)
     rows = np.concatenate([split.train, split.val, split.test])
     digests = np.zeros(len(store), dtype=np.int64)
     digests[np.sort(rows)] = checks.row_digests(
@@ -270,7 +277,8 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
                   "n_calibration": extras[3],
                   "groups_in_more_than_one_split":
                       data_checks["groups_in_more_than_one_split"],
-                  "rows_without_group": data_checks["rows_without_group"]},
+                  "rows_without_group": data_checks["rows_without_group"],
+                  "groups_from": store.groups_from},
         "data_checks": data_checks,
         "output": output_reason,
         "best_epoch": best_epoch,

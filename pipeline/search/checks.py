@@ -31,6 +31,12 @@ def search_data_warnings(store, features: np.ndarray, search_rows: np.ndarray,
                                        what="the smallest validation fold", hint=hint)
     lines += checks.tiny_data_warnings(n_val=len(test_rows), what="the test split",
                                        hint="add data or raise --test-fraction")
+    if len(test_rows) >= checks.FEW_VALIDATION_ROWS:
+        from pipeline.evaluation.splits import store_groups
+
+        lines += checks.volatile_groups_warning(
+            store_groups(store), test_rows, what="the test split",
+            hint="judge by the cross-validated mean (--cv) rather than the test score")
     digests = checks.row_digests([features])
     copies = max(checks.copied_rows(digests, t, v) for t, v in folds)
     if copies:

@@ -45,6 +45,9 @@ GRID_SEARCH_OPTIONS = (
            "featcache.plugins entry points)", metavar="MODULE[,MODULE]"),
     Option("exclude_leaks", bool, False, "drop the test side of each near-duplicate pair that "
            "`audit` found between search and test rows (needs a current audit of the store)"),
+    Option("groups_from_audit", bool, False, "group the rows by the audit's suggested groups "
+           "(suggested_groups.csv: chains of near-duplicates), so the test split and the folds "
+           "never separate them (needs a current audit of the store)"),
     Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
            "of the first fold's training rows for learning_curve.csv/png"),
 )

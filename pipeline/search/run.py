@@ -155,6 +155,10 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     with open_store(store_path) as store:
         labels = store.column("labels")
+        if cfg.groups_from_audit:
+            from pipeline.evaluation.exclusions import adopt_audit_groups
+
+            adopt_audit_groups(store, echo)
         search_rows, test_rows, test_how = _split_rows(store, cfg, labels)
         from pipeline.evaluation.exclusions import audited_search_rows
 

@@ -245,6 +245,7 @@ class FeatureStore:
             self.file.close()
             raise
         self._columns: dict[str, np.ndarray] = {"labels": labels}
+        self.groups_from = "the store"  # or what `use_groups` read them from
 
     # -- metadata ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -262,6 +263,17 @@ class FeatureStore:
             raw = self.file[name][:]
             self._columns[name] = raw if raw.dtype.kind in "iuf" else np.array(_decode(raw), dtype=object)
         return self._columns[name]
+
+    def use_groups(self, groups, source: str) -> None:
+        """Reads `groups` (one name per row, "" = none) as this store's group column from now
+        on, e.g. the audit's suggested groups (`--groups-from-audit`); `source` says where
+        they came from. The file is not changed."""
+        groups = np.asarray(groups, dtype=object)
+        if groups.shape != (len(self),):
+            raise StoreError(f"{source} has {len(groups)} group(s) for the {len(self)} rows of "
+                             f"{self.path.name}")
+        self._columns["group"] = groups
+        self.groups_from = source
 
     @property
     def splits(self) -> list[str]:

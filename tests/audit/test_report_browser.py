@@ -60,7 +60,7 @@ def test_report_opens_without_console_errors_and_shows_its_images(tmp_path):
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(page_file.as_uri())
@@ -69,11 +69,22 @@ def test_report_opens_without_console_errors_and_shows_its_images(tmp_path):
                                                   "e.naturalWidth : 0)")
         heading = page.inner_text("h1")
         cards = page.inner_text(".cards")
+        caveats = page.eval_on_selector_all(".caveat", "els => els.map(e => e.innerText)")
+        random_box = page.inner_text(".caveat.bad")
+        sources = page.eval_on_selector_all(".source", "els => els.map(e => e.innerText)")
+        body_width = page.evaluate("document.body.getBoundingClientRect().width")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert not errors, errors
     assert heading == "Dataset audit" and "cross-split pairs" in cards
-    assert len(widths) >= 10 and all(w > 0 for w in widths), widths
+    # The caveats are on the page itself: random weights, the threshold and its rule.
+    assert "RANDOM weights" in random_box
+    assert any(c.startswith("Near-duplicate threshold") for c in caveats)
+    assert any(c.startswith("Label issues:") for c in caveats)
+    # Leaking pairs come grouped by source, and the page uses the window's width.
+    assert sources and all("leaking pair(s)" in text for text in sources)
+    assert body_width > 1400
+    assert len(widths) >= 2 * len(sources) + 1 and all(w > 0 for w in widths), widths
     if os.environ.get("AUDIT_REPORT_SCREENSHOT"):  # keep a copy to look at in review
         shutil.copy(tmp_path / "report.png", os.environ["AUDIT_REPORT_SCREENSHOT"])
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -1,0 +1,155 @@
+"""The near-duplicate threshold that adapts to the store (`audit --threshold auto`, the default).
+
+A fixed cut is calibrated on one kind of duplicate in one dataset through one backbone; frames
+of one photo (crops, brightness changes) sit much farther apart than re-encoded copies, and a
+small store's distinct photos sit much farther apart than a large one's. The store itself says
+where its near-duplicates end: look at a sample of rows and their nearest neighbours in order.
+
+The rule (documented in docs/audit.md):
+  1. For a seeded sample of up to SAMPLE_ROWS rows, the exact cosine distances to their
+     PROFILE_K nearest other rows, ascending, and the median distance to all rows (the
+     backbone's distance between unrelated images in this store, `pair_median`).
+  2. Each sampled row's list is cut in two where the near and the far part are best separated
+     (Otsu's rule: the cut with the largest between-part variance). When the distance just
+     after the cut is at least GAP_RATIO times the one just before it, and that one lies below
+     half of `pair_median`, the row has a cluster: the near part are its near-duplicates, the
+     first row after the cut its nearest distinct image.
+  3. When at least MIN_CLUSTERED of the sampled rows show such a cluster, and the clusters'
+     95th-percentile radius lies below the 5th percentile of the distinct images after them,
+     the threshold is the geometric mean of those two figures: midway, on a log scale, between
+     where the store's near-duplicates end and its distinct images begin.
+  4. Otherwise (no cluster structure, as in clean data) it is the calibrated default, 0.15.
+     The threshold is never below that default and never above half of `pair_median`; when
+     most sampled rows have no cluster (a few copies among distinct photos), never above the
+     1st percentile of those rows' nearest-neighbour distance either, where distinct photos
+     of this store begin to meet.
+
+Usage:
+    choice = choose_threshold(prepared, seed=0)      # prepared = neighbours.prepare_vectors(...)[0]
+    choice.value, choice.how
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.audit.options import DEFAULT_THRESHOLD
+
+SAMPLE_ROWS = 512  # rows whose neighbour lists are read: +-2 points of share at 95% confidence
+PROFILE_K = 64  # neighbours per sampled row: clusters of up to 64 rows show their end
+GAP_RATIO = 1.5  # the jump at the cut: 1.01 for the median clean flowers5 row, 2.2-2.7 for frames
+MIN_CLUSTERED = 0.05  # share of sampled rows with a cluster before the store counts as clustered
+BLOCK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold used and why: `how` is one line for summary.json and report.html."""
+
+    value: float
+    how: str
+    adaptive: bool
+    facts: dict = field(default_factory=dict)
+
+
+def neighbour_profile(prepared, sample_rows: int = SAMPLE_ROWS, k: int = PROFILE_K,
+                      seed: int = 0) -> tuple[np.ndarray, float]:
+    """(sorted distances of sampled rows to their k nearest other rows (S, k), pair_median).
+
+    Reads `prepared` (unit-length rows) in blocks: S x block distances at a time, never N x N.
+    """
+    n = int(prepared.shape[0])
+    if n < 3:
+        return np.zeros((0, 0)), 1.0
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, min(n, sample_rows), replace=False))
+    queries = np.asarray(prepared[rows], dtype=np.float32)
+    k = min(k, n - 1)
+    best = np.full((len(rows), 0), np.inf)
+    some = []  # a random handful of each block's distances, for the median
+    for a in range(0, n, BLOCK_ROWS):
+        b = min(a + BLOCK_ROWS, n)
+        dist = 1.0 - (queries @ np.asarray(prepared[a:b], dtype=np.float32).T).astype(np.float64)
+        inside = (rows >= a) & (rows < b)
+        dist[np.flatnonzero(inside), rows[inside] - a] = np.inf  # a row is not its own neighbour
+        pool = np.concatenate([best, dist], axis=1)
+        keep = min(k, pool.shape[1])
+        best = np.partition(pool, keep - 1, axis=1)[:, :keep]
+        picked = rng.integers(0, b - a, size=min(64, b - a))
+        some.append(dist[:, picked][np.isfinite(dist[:, picked])])
+    return np.sort(np.clip(best, 0.0, 2.0), axis=1), float(np.median(np.concatenate(some)))
+
+
+def best_cuts(profile: np.ndarray) -> np.ndarray:
+    """Per row of sorted distances (S, k): the index of the last "near" entry of the cut with
+    the largest between-part variance (Otsu's rule on each row's own list)."""
+    k = profile.shape[1]
+    total = np.cumsum(profile, axis=1)
+    below = np.arange(1, k)
+    near_mean = total[:, :-1] / below
+    far_mean = (total[:, -1:] - total[:, :-1]) / (k - below)
+    return np.argmax(below * (k - below) * (near_mean - far_mean) ** 2, axis=1)
+
+
+def adaptive_threshold(profile: np.ndarray, pair_median: float,
+                       default: float = DEFAULT_THRESHOLD) -> ThresholdChoice:
+    """The rule of the module docstring, from sorted neighbour distances (S, k) and the
+    median distance between unrelated rows. Works on any rows' neighbour lists (a cached
+    neighbour graph's too)."""
+    ceiling = 0.5 * pair_median
+    facts = {"sampled_rows": int(len(profile)), "neighbours_read": int(profile.shape[1])
+             if profile.ndim == 2 else 0, "pair_median": round(pair_median, 4),
+             "gap_ratio": GAP_RATIO, "min_clustered_share": MIN_CLUSTERED}
+    fallback = (f"the calibrated default {default:g} (flowers5 + MobileNet): ")
+    if profile.ndim != 2 or profile.shape[1] < 2:
+        return ThresholdChoice(default, fallback + "too few rows to read the store's own "
+                               "neighbour distances", False, facts)
+    at = best_cuts(profile)
+    index = np.arange(len(profile))
+    radius, beyond = profile[index, at], profile[index, at + 1]
+    floor = 0.01 * pair_median  # exact copies sit at 0: their jump is still finite
+    jump = np.maximum(beyond, floor) / np.maximum(radius, floor)
+    clustered = (jump >= GAP_RATIO) & (radius < ceiling)
+    share = float(clustered.mean())
+    facts["clustered_share"] = round(share, 4)
+    if share < MIN_CLUSTERED:
+        return ThresholdChoice(default, fallback + f"only {share:.0%} of {len(profile)} sampled "
+                               f"rows have a cluster of near neighbours (a jump of "
+                               f"{GAP_RATIO:g}x or more in their sorted neighbour distances; "
+                               f"{MIN_CLUSTERED:.0%} needed)", False, facts)
+    end = float(np.percentile(radius[clustered], 95))
+    start = float(np.percentile(beyond[clustered], 5))
+    facts.update(cluster_radius_p95=round(end, 4), distinct_start_p5=round(start, 4))
+    if end >= start:
+        return ThresholdChoice(default, fallback + f"the sampled rows' clusters (95th percentile "
+                               f"radius {end:.3f}) overlap their distinct neighbours (5th "
+                               f"percentile {start:.3f})", False, facts)
+    raw = float(np.sqrt(max(end, 1e-6) * start))
+    cap, cap_why = ceiling, "half the median pair distance"
+    if share < 0.5:  # mostly distinct rows: their own nearest neighbours say where to stop
+        distinct = float(np.percentile(profile[~clustered, 0], 1))
+        facts["unclustered_nearest_p1"] = round(distinct, 4)
+        if distinct < cap:
+            cap, cap_why = distinct, ("the 1st percentile of the unclustered rows' nearest-"
+                                      "neighbour distance")
+    value = float(min(max(raw, default), max(cap, default)))
+    bound = (f", raised to the default {default:g}" if raw < default else
+             f", capped at {cap_why} ({cap:.3f})" if raw > cap else "")
+    if raw > cap and cap < default:
+        bound += f", so kept at the default {default:g}"
+    return ThresholdChoice(round(value, 4), (
+        f"adapted to this store: {share:.0%} of {len(profile)} sampled rows have a cluster of "
+        f"near neighbours ending at {end:.3f} (95th percentile) before their nearest distinct "
+        f"row at {start:.3f} (5th percentile); the threshold is their geometric mean"
+        f"{bound}"), True, facts)
+
+
+def choose_threshold(prepared, given="auto", seed: int = 0,
+                     default: float = DEFAULT_THRESHOLD) -> ThresholdChoice:
+    """The threshold the audit uses: `given` when it is a number, else the adaptive rule."""
+    if given != "auto":
+        return ThresholdChoice(float(given), "given with --threshold", False)
+    profile, pair_median = neighbour_profile(prepared, seed=seed)
+    return adaptive_threshold(profile, pair_median, default)
