@@ -144,7 +144,8 @@ def _more(total: int, shown: int, csv_name: str) -> str:
 
 
 def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers: list,
-                 nearest: np.ndarray, data_root: str | None, shown: int) -> None:
+                 nearest: np.ndarray, data_root: str | None, shown: int,
+                 extra_html: str = "") -> None:
     """Writes report.html.
 
     Args:
@@ -156,6 +157,7 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
         nearest: every row's nearest-neighbour distance (for the histogram).
         data_root: folder the ids are relative to (thumbnails), or None.
         shown: most rows per table.
+        extra_html: sections added at the end (the split coverage and the map).
     """
     thumbs: dict[str, str] = {}
 
@@ -204,5 +206,6 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
     parts.append(f"<h2>Distance distribution</h2><p class='meta'>{_esc(th['duplicate_how'])}</p>"
                  f"<img src='{histogram_png(nearest, th['duplicate_distance'])}' "
                  "alt='nearest-neighbour distance histogram'>")
+    parts.append(extra_html)
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts), encoding="utf-8")

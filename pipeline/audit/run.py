@@ -157,7 +157,7 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
                                   legacy_names=AUDIT_FILES)
         make_folder(final.parent, "--out")
         with FolderLock(final, "audit"), Scratch(final.parent, "audit") as scratch:
-            summary = _audit_into(store, cfg, probe, final, scratch, started)
+            summary = _audit_into(store, cfg, probe, final, scratch, started, echo)
         ids = store.column("ids")
     counts = summary["counts"]
     echo(f"audit of {len(ids)} rows: {counts['duplicate_pairs']} duplicate pair(s) "
@@ -172,26 +172,27 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
 
 
 def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
-                started: float) -> dict:
+                started: float, echo=print) -> dict:
     """Scans the store and writes the audit folder `final` (through `scratch`); its summary."""
     from pipeline.audit import report
-    from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
+    from pipeline.audit.store_graph import graph_findings, store_graph
     from pipeline.outputs import write_json
 
     ids, labels = store.column("ids"), store.column("labels")
     groups = store.column("group")
     splits, split_how = row_splits(store, cfg.seed)
     data_root = store.provenance.get("data_root")
-    prepared, digests, _ = prepare_vectors(store.vectors, cfg.l2_normalize,
-                                           memory_limit_mb=cfg.memory_limit_mb,
-                                           scratch=scratch)
-    scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=cfg.threshold)
-    del prepared
-    dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
+    # One neighbour graph, reused from beside the store when these settings built it before:
+    # every check below reads it and none computes a distance.
+    graph, digests, mean, graph_how = store_graph(store, cfg, scratch, echo)
+    dupes = duplicate_table(graph.pairs(cfg.threshold), ids, splits, groups, digests, data_root)
     issues, label_note = _label_issues(store, splits, cfg, probe)
-    outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
-    summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
+    outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
+    findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, mean, data_root,
+                                                     graph_how)
+    summary = _summary(store, cfg, dupes, graph, issues, outliers, fence, splits,
                        split_how, label_note)
+    summary.update(findings)
     tmp = scratch / "audit"
     tmp.mkdir()
     _write_csv(tmp / "duplicates.csv", DUPLICATE_COLUMNS,
@@ -204,21 +205,21 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
                ("id", "split", "given_label", "suggested_label", "score"), issue_rows)
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
+    _write_csv(tmp / "uniqueness.csv", ("id", "split", "uniqueness"), unique_rows)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(tmp / "summary.json", summary)
     report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                         [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
-                        scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0),
-                        data_root, cfg.shown)
+                        graph.nearest, data_root, cfg.shown, extra_html=map_html)
     write_marker(tmp, "audit", store=str(store.path.resolve()),
                  created_at=summary["created_at"])
     replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
     return summary
 
 
-def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, splits, split_how,
+def _summary(store, cfg: AuditConfig, dupes, graph, issues, outliers, fence, splits, split_how,
              label_note) -> dict:
-    nearest = scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0)
+    nearest = graph.nearest
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
         nearest.max()) if len(nearest) else 1.0)))
     labels = store.column("labels")
@@ -238,7 +239,7 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
         },
         "cross_split_pairs": sum(r["cross_split"] for r in dupes),
         "cross_group_pairs": sum(r["cross_group"] for r in dupes),
-        "pairs_truncated": scan.truncated,
+        "pairs_truncated": False,  # pairs come from the graph: at most k per row
         "thresholds": {
             "duplicate_distance": cfg.threshold,
             "duplicate_how": ("the documented default, calibrated on flowers5 + MobileNet: 38 of "
@@ -248,8 +249,8 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
             if cfg.threshold == DEFAULT_THRESHOLD else "given with --threshold",
             "distance": "cosine distance (1 - cos) on mean-centred vectors"
                         + (", each L2-normalised first" if cfg.l2_normalize else ""),
-            "outlier_score": f"mean cosine distance to the {scan.knn_distance.shape[1]} nearest "
-                             "other rows",
+            "outlier_score": f"mean cosine distance to the {min(cfg.neighbours, graph.k)} "
+                             "nearest other rows",
             "outlier_cutoff": fence,
             "outlier_how": "Tukey's far fence over all rows' scores: Q3 + 3 x IQR",
         },
