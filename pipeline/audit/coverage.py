@@ -2,7 +2,8 @@
 each split covers the training rows, and a 2-D map of the vectors.
 
 - Uniqueness of a row: the mean distance to its 3 nearest other rows, divided by the largest
-  such mean in the store, so 0 = a row with exact copies and 1 = the most isolated row.
+  such mean in the store: 1 = the most isolated row, 0 = a row with 3 exact copies; a copy
+  lowers the score of both rows.
 - Coverage of a split S (val, test): the share of train rows with at least one S row among
   their k neighbours, over the share expected if S's rows were spread like the train rows,
   1 - (1 - |S| / (N - 1))^k. About 1: S covers the training distribution; well below 1: S

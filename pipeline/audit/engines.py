@@ -72,8 +72,10 @@ def neighbour_engine(name: str) -> NeighbourEngine:
 def _bar(total: int, what: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=what, unit="rows", disable=not enabled, leave=False,
-                mininterval=1.0)
+    # On a terminal only (disable=None): a bar in a log or a captured stderr is noise that
+    # hides the one `error:` line a failure prints.
+    return tqdm(total=total, desc=what, unit="rows", disable=None if enabled else True,
+                leave=False, mininterval=1.0)
 
 
 class ExactEngine(NeighbourEngine):
@@ -154,7 +156,8 @@ class HnswEngine(NeighbourEngine):
     def parameters(self):
         return {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
                 "ef_search": HNSW_EF_SEARCH, "candidates_extra": CANDIDATES_EXTRA,
-                "storage": "float16", "pca_sample_rows": PCA_SAMPLE_ROWS}
+                "storage": "float16", "pca_sample_rows": PCA_SAMPLE_ROWS,
+                "unreachable_rows": "exact scan among them"}
 
     def search(self, prepared, k, pca_width=0, progress=True):
         import faiss
@@ -181,13 +184,37 @@ class HnswEngine(NeighbourEngine):
         wanted = min(n, k + 1 + CANDIDATES_EXTRA)
         indices = np.full((n, k), -1, dtype=np.int64)
         distances = np.full((n, k), 2.0, dtype=np.float64)
+        lost = []
         with _bar(n, "neighbour search (hnsw)", progress) as bar:
             for a in range(0, n, QUERY_ROWS):
                 b = min(a + QUERY_ROWS, n)
                 _, cand = index.search(reduced(a, b), wanted)
-                indices[a:b], distances[a:b] = rescore(prepared, np.arange(a, b), cand, k)
+                rows = np.arange(a, b)
+                lost.append(rows[~(cand == rows[:, None]).any(axis=1)])
+                indices[a:b], distances[a:b] = rescore(prepared, rows, cand, k)
                 bar.update(b - a)
+        _find_the_lost(prepared, np.concatenate(lost), indices, distances, k)
         return indices, distances
+
+
+def _find_the_lost(prepared, lost: np.ndarray, indices, distances, k: int) -> None:
+    """Exact neighbours among the rows HNSW cannot reach, merged into their lists in place.
+
+    A search for a row's own vector that does not return the row means no link leads to it:
+    HNSW's neighbour pruning can cut every incoming link of a point and its near-copy alike (an
+    exact copy pair is the usual case), and then neither is ever found, by anyone. If only one
+    of a pair is unreachable, its search still finds the other; if both are, both are in
+    `lost`, so one exact scan among the lost rows (a few per thousand) finds the pair.
+    """
+    from pipeline.audit.neighbours import scan_neighbours
+
+    if len(lost) < 2:
+        return
+    rows = np.ascontiguousarray(prepared[lost], dtype=np.float32)
+    scan = scan_neighbours(rows, k=min(k, len(lost) - 1), threshold=None)
+    found = lost[scan.knn_index]
+    merged = np.concatenate([indices[lost], found], axis=1)
+    indices[lost], distances[lost] = rescore(prepared, lost, merged, k)
 
 
 class AutoEngine(NeighbourEngine):

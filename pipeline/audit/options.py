@@ -43,6 +43,8 @@ AUDIT_OPTIONS = (
            minimum=0, maximum=2**32 - 1),
     Option("shown", int, 60, "most rows of each table shown in report.html (the CSVs hold all)",
            minimum=1),
+    Option("progress", bool, True, "show a progress bar (with an ETA) of the neighbour search "
+           "on a terminal"),
     Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
            "scratch file", minimum=0),
 )

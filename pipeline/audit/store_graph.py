@@ -26,7 +26,7 @@ def graph_settings(store, cfg, digests, engine) -> dict:
             "distance": "cosine"}
 
 
-def store_graph(store, cfg, scratch: Path, echo=print, progress: bool = True):
+def store_graph(store, cfg, scratch: Path, echo=print):
     """(graph, row digests, mean, how) for `store` under the audit settings `cfg`.
 
     The vectors are read once for their digests and mean (the digests are part of the key);
@@ -42,7 +42,7 @@ def store_graph(store, cfg, scratch: Path, echo=print, progress: bool = True):
         prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
                                 memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
         indices, distances = engine.search(prepared, settings["k"], settings["pca_width"],
-                                           progress)
+                                           cfg.progress)
         return NeighbourGraph(indices, distances)
 
     graph, how = cached_graph(store.path, settings, len(store), settings["k"], build, echo)
@@ -100,8 +100,8 @@ def graph_findings(store, cfg, graph, splits, mean, data_root, how: str):
         "neighbour_graph": {"how": how, "k": graph.k, "engine": graph.settings.get("engine"),
                             "pca_width": graph.settings.get("pca_width")},
         "uniqueness": {"how": f"mean distance to the {UNIQUENESS_NEIGHBOURS} nearest other "
-                              "rows over the store's largest such mean (0: exact copies exist, "
-                              "1: the most isolated row)",
+                              "rows over the store's largest such mean (1: the most isolated row, "
+                              "0: a row with 3 exact copies)",
                        "percentiles": {f"p{p}": round(float(np.percentile(unique, p)), 4)
                                        for p in (5, 50, 95)} if len(unique) else {}},
         "split_coverage": coverage,
