@@ -14,10 +14,13 @@ WIDTH, HEIGHT, PAD = 900, 520, 16
 COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#c44e52"}
 OTHER = "#8c8c8c"
 
+# The thumbnail is made an <img> only on hover: an empty <img> waiting for a source would be a
+# broken image on the page until then.
 SCRIPT = """<script>(function(){var t=JSON.parse(document.getElementById('map-thumbs').textContent);
 var pop=document.getElementById('map-pop');document.querySelectorAll('#map circle').forEach(function(c){
-c.addEventListener('mouseenter',function(e){var s=t[c.dataset.i];if(!s)return;pop.src=s;
-pop.style.display='block';pop.style.left=(e.pageX+12)+'px';pop.style.top=(e.pageY+12)+'px';});
+c.addEventListener('mouseenter',function(e){var s=t[c.dataset.i];if(!s)return;var im=new Image();
+im.src=s;im.width=120;im.alt=c.textContent;pop.replaceChildren(im);pop.style.display='block';
+pop.style.left=(e.pageX+12)+'px';pop.style.top=(e.pageY+12)+'px';});
 c.addEventListener('mouseleave',function(){pop.style.display='none';});});})();</script>"""
 
 
@@ -67,8 +70,8 @@ def map_section(xy, method: str, ids: list, splits: np.ndarray, unique: np.ndarr
               f"{len(thumbs)} of them, its thumbnail)</p>",
               f"<svg id='map' width='{WIDTH}' height='{HEIGHT}' style='border:1px solid #eee'>"
               + "".join(dots) + "</svg>",
-              "<img id='map-pop' alt='' style='display:none;position:absolute;width:120px;"
-              "border:1px solid #999;background:#fff;pointer-events:none'>",
+              "<div id='map-pop' style='display:none;position:absolute;border:1px solid #999;"
+              "background:#fff;pointer-events:none'></div>",
               "<script type='application/json' id='map-thumbs'>"
               + json.dumps(thumbs).replace("</", "<\\/") + "</script>", SCRIPT]
     return "\n".join(parts)

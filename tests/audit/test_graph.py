@@ -294,3 +294,24 @@ def test_pca_width_with_the_exact_engine_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --pca-width") and "--neighbours-engine hnsw" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_rows_hnsw_cannot_reach_still_find_each_other():
+    """HNSW can prune every link into a point and its near-copy; neither is then returned by any
+    search. Here the lists are built as such a search leaves them (each of rows 0 and 1 lacks
+    the other, both rows are lost), and the exact scan among lost rows restores the pair."""
+    from pipeline.audit.neighbours import prepare_vectors
+
+    x, _, _ = clustered()
+    prepared, _, _ = prepare_vectors(x)
+    ref_idx, ref_dist = engines.neighbour_engine("exact").search(prepared, 5, progress=False)
+    assert ref_idx[0, 0] == 1 and ref_idx[1, 0] == 0  # row 1 is row 0's noised copy
+    idx, dist = ref_idx.copy(), ref_dist.copy()
+    for a in (0, 1):
+        idx[a] = np.concatenate([ref_idx[a, 1:], [-1]])
+        dist[a] = np.concatenate([ref_dist[a, 1:], [2.0]])
+    lost = np.array([0, 1, 57, 300])
+    engines._find_the_lost(prepared, lost, idx, dist, 5)
+    assert (idx[[0, 1]] == ref_idx[[0, 1]]).all()
+    assert np.allclose(dist[[0, 1]], ref_dist[[0, 1]], atol=1e-6)
+    assert (idx[2:] == ref_idx[2:]).all() and (idx[57] == ref_idx[57]).all()
