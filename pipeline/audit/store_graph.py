@@ -73,10 +73,14 @@ def _cleanlab_checks(store, graph) -> dict:
         return {"skipped": f"more than {CLEANLAB_GRAPH_MAX_ROWS:,} rows"}
     if graph.k < 2 or (graph.indices < 0).any():
         return {"skipped": "too few neighbours per row"}
+    if (labels < 0).any():
+        return {"skipped": "the store has unlabelled rows"}
     try:
         result = graph_checks(labels, graph)
     except ImportError as exc:  # Datalab's optional dependencies missing
         return {"skipped": str(exc).split(". ")[0]}
+    except ValueError as exc:  # a graph or labels cleanlab will not take; the audit goes on
+        return {"skipped": f"cleanlab refused the graph: {exc}"}
     result.pop("lab")
     return result
 
