@@ -204,7 +204,7 @@ def _find_the_lost(prepared, lost: np.ndarray, indices, distances, k: int) -> No
     HNSW's neighbour pruning can cut every incoming link of a point and its near-copy alike (an
     exact copy pair is the usual case), and then neither is ever found, by anyone. If only one
     of a pair is unreachable, its search still finds the other; if both are, both are in
-    `lost`, so one exact scan among the lost rows (a few per thousand) finds the pair.
+    `lost`, so one exact scan among the lost rows (few, next to N) finds the pair.
     """
     from pipeline.audit.neighbours import scan_neighbours
 
