@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 class RowFile:
-    """(N, D) float32 rows in a scratch file, written once in order and read through a fresh
-    read-only memory map per read.
+    """(N, D) float32 rows in a scratch file, written once in order; a slice is read through a
+    fresh read-only memory map, scattered rows with pread.
 
     A map that lives for the whole audit keeps every page it ever touched in the process's
     resident set (a million 2048-d rows: 8 GB); one map per block read drops them on return,
@@ -84,11 +85,36 @@ class RowFile:
     def __getitem__(self, index):
         if not self.shape[0] or not self.shape[1]:
             return np.zeros((0, self.shape[1]), dtype=np.float32)[index]
+        if not isinstance(index, slice):
+            return self._scattered(np.asarray(index, dtype=np.int64))
         view = np.memmap(self._handle.name, dtype=np.float32, mode="r", shape=self.shape)
         try:
             return np.array(view[index])  # a copy: the map is closed on return
         finally:
             del view
+
+    def _scattered(self, index: np.ndarray) -> np.ndarray:
+        """Rows at scattered positions, read with pread (runs of adjacent rows at once).
+
+        Not through a map: a page fault maps the cached pages around it too, so rows spread
+        over the file would put most of the file in the resident set."""
+        n, dim = self.shape
+        index = np.where(index < 0, index + n, index)
+        if len(index) and (index.min() < 0 or index.max() >= n):
+            raise IndexError("row index out of range")
+        wanted, inverse = np.unique(index, return_inverse=True)
+        out = np.empty((len(wanted), dim), dtype=np.float32)
+        row_bytes = dim * 4
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        fd = self._handle.fileno()
+        for run in np.split(np.arange(len(wanted)), breaks):
+            if not len(run):
+                continue
+            first, count = int(wanted[run[0]]), len(run)
+            out[run[0]:run[0] + count] = np.frombuffer(
+                os.pread(fd, count * row_bytes, first * row_bytes),
+                dtype=np.float32).reshape(count, dim)
+        return out[inverse.reshape(index.shape)]
 
 
 def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048,
