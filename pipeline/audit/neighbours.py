@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,66 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+class RowFile:
+    """(N, D) float32 rows in a scratch file, written once in order; a slice is read through a
+    fresh read-only memory map, scattered rows with pread.
+
+    A map that lives for the whole audit keeps every page it ever touched in the process's
+    resident set (a million 2048-d rows: 8 GB); one map per block read drops them on return,
+    so resident memory stays about one block, whatever N is. Slices and index arrays work as
+    on an array (`rows[a:b]`, `rows[[3, 1]]`).
+    """
+
+    def __init__(self, n: int, dim: int, scratch: Path | None = None):
+        self._handle = tempfile.NamedTemporaryFile(dir=scratch, suffix=".audit.f32", delete=True)
+        self.shape, self.dtype, self._written = (n, dim), np.dtype(np.float32), 0
+
+    def write(self, block: np.ndarray) -> None:
+        """Appends rows (written with file writes, not through a map: no resident pages)."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        self._handle.write(block.tobytes())
+        self._written += len(block)
+        if self._written == self.shape[0]:
+            self._handle.flush()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if not self.shape[0] or not self.shape[1]:
+            return np.zeros((0, self.shape[1]), dtype=np.float32)[index]
+        if not isinstance(index, slice):
+            return self._scattered(np.asarray(index, dtype=np.int64))
+        view = np.memmap(self._handle.name, dtype=np.float32, mode="r", shape=self.shape)
+        try:
+            return np.array(view[index])  # a copy: the map is closed on return
+        finally:
+            del view
+
+    def _scattered(self, index: np.ndarray) -> np.ndarray:
+        """Rows at scattered positions, read with pread (runs of adjacent rows at once).
+
+        Not through a map: a page fault maps the cached pages around it too, so rows spread
+        over the file would put most of the file in the resident set."""
+        n, dim = self.shape
+        index = np.where(index < 0, index + n, index)
+        if len(index) and (index.min() < 0 or index.max() >= n):
+            raise IndexError("row index out of range")
+        wanted, inverse = np.unique(index, return_inverse=True)
+        out = np.empty((len(wanted), dim), dtype=np.float32)
+        row_bytes = dim * 4
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        fd = self._handle.fileno()
+        for run in np.split(np.arange(len(wanted)), breaks):
+            if not len(run):
+                continue
+            first, count = int(wanted[run[0]]), len(run)
+            out[run[0]:run[0] + count] = np.frombuffer(
+                os.pread(fd, count * row_bytes, first * row_bytes),
+                dtype=np.float32).reshape(count, dim)
+        return out[inverse.reshape(index.shape)]
+
+
 def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048,
                     memory_limit_mb: int = 2048, scratch: Path | None = None):
     """Mean-centred, unit-length float32 copies of the rows, plus a digest of each raw row.
@@ -64,37 +125,55 @@ def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048
         features: (N, ...) array-like (an h5py dataset works): rows are read in blocks.
         l2_normalize: scale each raw vector to unit length before centring.
         block_rows: rows read at a time.
-        memory_limit_mb: above this the prepared copy goes to a memory-mapped scratch file, so
-            the scan's resident memory stays bounded by the OS, not by N.
+        memory_limit_mb: above this the prepared copy goes to a scratch file (a `RowFile`),
+            so the audit's resident memory stays bounded, not growing with N.
         scratch: folder of that scratch file (default: the system's temporary folder).
 
     Returns:
-        (prepared (N, D) float32 array or memmap, raw digests as a list of bytes, mean (D,)).
+        (prepared (N, D) float32 array or `RowFile`, raw digests as a list of bytes, mean (D,)).
     """
-    n = int(features.shape[0])
-    dim = int(np.prod(features.shape[1:])) if n else 0
+    digests, mean = digest_rows(features, l2_normalize, block_rows)
+    return centred_rows(features, mean, l2_normalize, block_rows, memory_limit_mb,
+                        scratch), digests, mean
 
-    def read(a, b, digests=None):
-        x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
-        if digests is not None:  # of the stored bytes: equal digests = identical vectors
-            digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
-        return _unit_rows(x) if l2_normalize else x
 
+def _read(features, a: int, b: int, dim: int, l2_normalize: bool) -> np.ndarray:
+    x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+    return _unit_rows(x) if l2_normalize else x
+
+
+def _dim(features) -> int:
+    return int(np.prod(features.shape[1:])) if features.shape[0] else 0
+
+
+def digest_rows(features, l2_normalize: bool = False, block_rows: int = 2048):
+    """One pass over the rows: a digest of each stored row (equal digests = identical vectors)
+    and the mean of the (optionally L2-normalised) rows. Returns (digests, mean)."""
+    n, dim = int(features.shape[0]), _dim(features)
     total = np.zeros(dim, dtype=np.float64)
     digests: list = []
     for a, b in _blocks(n, block_rows):
-        total += read(a, b, digests).sum(axis=0, dtype=np.float64)
-    mean = total / max(n, 1)
-    if n * dim * 4 > memory_limit_mb * (1 << 20):
-        handle = tempfile.NamedTemporaryFile(dir=scratch, suffix=".audit.f32", delete=True)
-        out = np.memmap(handle, dtype=np.float32, mode="w+", shape=(n, dim))
-        out._audit_handle = handle  # the file lives as long as the array
-    else:
-        out = np.empty((n, dim), dtype=np.float32)
+        raw = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+        digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
+        total += (_unit_rows(raw) if l2_normalize else raw).sum(axis=0, dtype=np.float64)
+    return digests, total / max(n, 1)
+
+
+def centred_rows(features, mean: np.ndarray, l2_normalize: bool = False, block_rows: int = 2048,
+                 memory_limit_mb: int = 2048, scratch: Path | None = None):
+    """The second pass: each row minus `mean`, scaled to unit length, as float32 (an array,
+    or a `RowFile` above `memory_limit_mb`)."""
+    n, dim = int(features.shape[0]), _dim(features)
+    big = n * dim * 4 > memory_limit_mb * (1 << 20)
+    out = RowFile(n, dim, scratch) if big else np.empty((n, dim), dtype=np.float32)
     for a, b in _blocks(n, block_rows):
         # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
-        out[a:b] = _unit_rows(read(a, b) - mean)
-    return out, digests, mean
+        block = _unit_rows(_read(features, a, b, dim, l2_normalize) - mean).astype(np.float32)
+        if big:
+            out.write(block)
+        else:
+            out[a:b] = block
+    return out
 
 
 def _merge_top(best_sim, best_idx, sims, offset, k):
@@ -111,15 +190,16 @@ def _merge_top(best_sim, best_idx, sims, offset, k):
     return np.take_along_axis(all_sim, keep, axis=1), np.take_along_axis(all_idx, keep, axis=1)
 
 
-def scan_neighbours(prepared, k: int = 5, threshold: float = 0.15,
+def scan_neighbours(prepared, k: int = 5, threshold: float | None = 0.15,
                     block_rows: int = BLOCK_ROWS, max_pairs: int = 1_000_000,
                     progress=None) -> NeighbourScan:
     """Exact k nearest neighbours of every row and every pair within `threshold`.
 
     Args:
-        prepared: (N, D) unit-length rows from `prepare_vectors` (array or memmap).
+        prepared: (N, D) unit-length rows from `prepare_vectors` (array or `RowFile`).
         k: neighbours kept per row (the row itself excluded); capped at N - 1.
-        threshold: cosine distance at or under which a pair is recorded.
+        threshold: cosine distance at or under which a pair is recorded (None: no pairs,
+            the neighbour lists only).
         block_rows: rows per block; memory is about 2 * block_rows * D * 4 + block_rows^2 * 4 B.
         max_pairs: stop recording pairs beyond this many (the scan itself finishes).
         progress: optional callable(done_blocks, total_blocks).
@@ -135,7 +215,7 @@ def scan_neighbours(prepared, k: int = 5, threshold: float = 0.15,
     blocks = _blocks(n, block_rows)
     total = len(blocks) * (len(blocks) + 1) // 2
     done = 0
-    floor = np.float32(1.0 - threshold)
+    floor = np.float32(1.0 - threshold) if threshold is not None else None
     for bi, (a, b) in enumerate(blocks):
         left = np.ascontiguousarray(prepared[a:b])
         for c, d in blocks[bi:]:
@@ -148,7 +228,7 @@ def scan_neighbours(prepared, k: int = 5, threshold: float = 0.15,
                 if c != a:
                     best_sim[c:d], best_idx[c:d] = _merge_top(best_sim[c:d], best_idx[c:d],
                                                               sims.T, a, k)
-            if not truncated:
+            if floor is not None and not truncated:
                 rows, cols = np.nonzero(sims >= floor)
                 if c == a:
                     keep = cols > rows

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.audit.engines import ENGINES, neighbour_engine
 from pipeline.config import Option
+from pipeline.errors import ConfigError
 from pipeline.settings import Settings, settings_class
 
 # Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
@@ -38,12 +40,24 @@ AUDIT_OPTIONS = (
            metavar="auto|DISTANCE", minimum=0.0, open_minimum=True, maximum=2.0),
     Option("l2_normalize", bool, False, "L2-normalise each vector before mean-centring"),
     Option("neighbours", int, 5, "k of the k-nearest-neighbour outlier score", minimum=1),
+    Option("graph_neighbours", int, 10, "neighbours kept per row in the neighbour graph that "
+           "every check reads (a row with more near-duplicates than this lists its nearest); "
+           "at least --neighbours is kept", minimum=1),
+    Option("neighbours_engine", str, "auto", "how the neighbour graph is found: exact (block "
+           "scan, N^2 cost), hnsw (faiss HNSW candidates re-scored exactly), auto (exact up to "
+           "50,000 rows, hnsw above)", choices=tuple(ENGINES)),
+    Option("pca_width", int, 0, "hnsw: reduce the index's vectors to this many PCA components "
+           "(0: no reduction); candidates are still re-scored on the full vectors", minimum=0),
+    Option("map", str, "auto", "the 2-D map in report.html: UMAP where umap-learn is "
+           "installed (auto), umap, pca, or none", choices=("auto", "umap", "pca", "none")),
     Option("folds", int, 5, "cross-validation folds of the label-issue probabilities",
            minimum=2),
     Option("seed", int, 0, "seed of the folds and of the split made for a store without splits",
            minimum=0, maximum=2**32 - 1),
     Option("shown", int, 60, "most rows of each table shown in report.html (the CSVs hold all)",
            minimum=1),
+    Option("progress", bool, True, "show a progress bar (with an ETA) of the neighbour search "
+           "on a terminal"),
     Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
            "scratch file", minimum=0),
 )
@@ -53,8 +67,19 @@ AUDIT_OPTIONS = (
 class _AuditRules(Settings):
     """The audit's rules across options, checked wherever its settings are built."""
 
-    # One option's type and range are checked by its Option (pipeline/config.py); the audit
-    # has no rules across options.
+    # One option's type and range are checked by its Option (pipeline/config.py).
+
+    def validate(self) -> None:
+        if self.pca_width and not neighbour_engine(self.neighbours_engine).uses_pca:
+            raise ConfigError(f"--pca-width reduces the vectors of an approximate index; "
+                              f"--neighbours-engine {self.neighbours_engine} compares the full "
+                              "vectors. Use --neighbours-engine hnsw (or auto), or drop "
+                              "--pca-width")
+
+    @property
+    def graph_k(self) -> int:
+        """Neighbours the graph keeps per row: enough for the outlier score too."""
+        return max(self.graph_neighbours, self.neighbours)
 
 
 # The typed, frozen settings of `audit`, one field per option above (pipeline/settings.py).

@@ -203,7 +203,7 @@ def _more(total: int, shown: int, csv_name: str) -> str:
 
 def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers: list,
                  nearest: np.ndarray, data_root: str | None, shown: int,
-                 group_of: dict | None = None) -> None:
+                 group_of: dict | None = None, extra_html: str = "") -> None:
     """Writes report.html.
 
     Args:
@@ -217,6 +217,7 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
         shown: most rows per table.
         group_of: each row id's suggested group (suggested_groups.csv), which groups the
             leaking pairs by source; without it each pair stands alone.
+        extra_html: sections added at the end (the split coverage and the map).
     """
     thumbs: dict[str, str] = {}
 
@@ -272,5 +273,6 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
     parts.append(f"<h2>Distance distribution</h2><p class='meta'>{_esc(th['duplicate_how'])}</p>"
                  f"<img src='{histogram_png(nearest, th['duplicate_distance'])}' "
                  "alt='nearest-neighbour distance histogram'>")
+    parts.append(extra_html)
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts), encoding="utf-8")

@@ -170,7 +170,7 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
                                   legacy_names=AUDIT_FILES)
         make_folder(final.parent, "--out")
         with FolderLock(final, "audit"), Scratch(final.parent, "audit") as scratch:
-            summary = _audit_into(store, cfg, probe, final, scratch, started)
+            summary = _audit_into(store, cfg, probe, final, scratch, started, echo)
         ids = store.column("ids")
     counts = summary["counts"]
     echo(f"audit of {len(ids)} rows: {counts['duplicate_pairs']} duplicate pair(s) "
@@ -193,12 +193,11 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
 
 
 def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
-                started: float) -> dict:
+                started: float, echo=print) -> dict:
     """Scans the store and writes the audit folder `final` (through `scratch`); its summary."""
     from pipeline.audit import groups as audit_groups
     from pipeline.audit import report
-    from pipeline.audit.neighbours import prepare_vectors, scan_neighbours
-    from pipeline.audit.threshold import choose_threshold
+    from pipeline.audit.store_graph import graph_findings, store_graph
     from pipeline.evaluation.exclusions import SUGGESTED_GROUPS
     from pipeline.outputs import write_json
 
@@ -206,19 +205,21 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     groups = store.column("group")
     splits, split_how = row_splits(store, cfg.seed)
     data_root = store.provenance.get("data_root")
-    prepared, digests, _ = prepare_vectors(store.vectors, cfg.l2_normalize,
-                                           memory_limit_mb=cfg.memory_limit_mb,
-                                           scratch=scratch)
-    threshold = choose_threshold(prepared, cfg.threshold, cfg.seed)
-    scan = scan_neighbours(prepared, k=cfg.neighbours, threshold=threshold.value)
-    del prepared
-    dupes = duplicate_table(scan.pairs, ids, splits, groups, digests, data_root)
-    suggested, sizes = audit_groups.suggested_groups(len(ids), scan.pairs,
+    # One neighbour graph, reused from beside the store when these settings built it before:
+    # every check below reads it.
+    graph, digests, mean, graph_how = store_graph(store, cfg, scratch, echo)
+    threshold = _threshold(store, cfg, mean, scratch)
+    pairs = graph.pairs(threshold.value)
+    dupes = duplicate_table(pairs, ids, splits, groups, digests, data_root)
+    suggested, sizes = audit_groups.suggested_groups(len(ids), pairs,
                                                      groups if store.has_groups else None)
     issues, label_note = _label_issues(store, splits, cfg, probe)
-    outliers, outlier_score, fence = outlier_rows(scan.knn_distance)
-    summary = _summary(store, cfg, dupes, scan, issues, outliers, fence, splits,
+    outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
+    findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, mean, data_root,
+                                                     graph_how)
+    summary = _summary(store, cfg, dupes, graph, issues, outliers, fence, splits,
                        split_how, label_note, threshold)
+    summary.update(findings)
     summary["suggested_groups"] = audit_groups.group_summary(suggested, sizes, splits)
     tmp = scratch / "audit"
     tmp.mkdir()
@@ -239,21 +240,35 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
                listed(None if issues is None else issues["candidates"]))
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
+    _write_csv(tmp / "uniqueness.csv", ("id", "split", "uniqueness"), unique_rows)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     write_json(tmp / "summary.json", summary)
     report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                         [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
-                        scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0),
-                        data_root, cfg.shown, group_of=dict(zip(ids, suggested.tolist())))
+                        graph.nearest, data_root, cfg.shown,
+                        group_of=dict(zip(ids, suggested.tolist())), extra_html=map_html)
     write_marker(tmp, "audit", store=str(store.path.resolve()),
                  created_at=summary["created_at"])
     replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
     return summary
 
 
-def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, splits, split_how,
+def _threshold(store, cfg: AuditConfig, mean, scratch):
+    """The near-duplicate threshold: --threshold as given, or the adaptive rule, which reads
+    a sample of rows' 64 exact nearest neighbours (more than the graph keeps)."""
+    from pipeline.audit.neighbours import centred_rows
+    from pipeline.audit.threshold import choose_threshold
+
+    if cfg.threshold != "auto":
+        return choose_threshold(None, cfg.threshold, cfg.seed)
+    prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
+                            memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
+    return choose_threshold(prepared, cfg.threshold, cfg.seed)
+
+
+def _summary(store, cfg: AuditConfig, dupes, graph, issues, outliers, fence, splits, split_how,
              label_note, threshold) -> dict:
-    nearest = scan.knn_distance[:, 0] if scan.knn_distance.size else np.zeros(0)
+    nearest = graph.nearest
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
         nearest.max()) if len(nearest) else 1.0)))
     labels = store.column("labels")
@@ -273,7 +288,7 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
         },
         "cross_split_pairs": sum(r["cross_split"] for r in dupes),
         "cross_group_pairs": sum(r["cross_group"] for r in dupes),
-        "pairs_truncated": scan.truncated,
+        "pairs_truncated": False,  # pairs come from the graph: at most k per row
         "thresholds": {
             "duplicate_distance": threshold.value,
             "duplicate_how": threshold.how,
@@ -281,8 +296,8 @@ def _summary(store, cfg: AuditConfig, dupes, scan, issues, outliers, fence, spli
             "duplicate_rule": threshold.facts,
             "distance": "cosine distance (1 - cos) on mean-centred vectors"
                         + (", each L2-normalised first" if cfg.l2_normalize else ""),
-            "outlier_score": f"mean cosine distance to the {scan.knn_distance.shape[1]} nearest "
-                             "other rows",
+            "outlier_score": f"mean cosine distance to the {min(cfg.neighbours, graph.k)} "
+                             "nearest other rows",
             "outlier_cutoff": fence,
             "outlier_how": "Tukey's far fence over all rows' scores: Q3 + 3 x IQR",
         },

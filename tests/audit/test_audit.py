@@ -133,14 +133,16 @@ def test_block_scan_equals_brute_force():
     assert np.allclose(tiny_scan.knn_distance, scan.knn_distance, atol=1e-4)
 
 
-def test_prepared_vectors_spill_to_a_memory_map_above_the_limit(tmp_path):
-    from pipeline.audit.neighbours import prepare_vectors
+def test_prepared_vectors_spill_to_a_scratch_file_above_the_limit(tmp_path):
+    from pipeline.audit.neighbours import RowFile, prepare_vectors
 
     x = np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32)
     small, _, _ = prepare_vectors(x)
     mapped, _, _ = prepare_vectors(x, memory_limit_mb=0, scratch=tmp_path)
-    assert isinstance(mapped, np.memmap) and not isinstance(small, np.memmap)
-    assert np.allclose(np.asarray(mapped), small)
+    assert isinstance(mapped, RowFile) and isinstance(small, np.ndarray)
+    assert len(list(tmp_path.glob("*.audit.f32"))) == 1
+    assert np.allclose(mapped[:], small) and np.allclose(mapped[[7, 3, 7]], small[[7, 3, 7]])
+    assert np.allclose(mapped[100:140], small[100:140])
 
 
 def test_fit_head_warns_about_audited_leaks_and_can_drop_them(audited, folder, tmp_path):

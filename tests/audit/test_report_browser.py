@@ -67,6 +67,12 @@ def test_report_opens_without_console_errors_and_shows_its_images(tmp_path):
         page.wait_for_load_state("load")
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? "
                                                   "e.naturalWidth : 0)")
+        # The map: hovering a dot that carries a thumbnail shows it, decoded.
+        first = page.evaluate("Object.keys(JSON.parse(document.getElementById('map-thumbs')"
+                              ".textContent))[0]")
+        page.hover(f"#map circle[data-i='{first}']")
+        page.wait_for_selector("#map-pop img", state="visible")
+        hovered = page.eval_on_selector("#map-pop img", "e => e.complete ? e.naturalWidth : 0")
         heading = page.inner_text("h1")
         cards = page.inner_text(".cards")
         caveats = page.eval_on_selector_all(".caveat", "els => els.map(e => e.innerText)")
@@ -85,6 +91,7 @@ def test_report_opens_without_console_errors_and_shows_its_images(tmp_path):
     assert sources and all("leaking pair(s)" in text for text in sources)
     assert body_width > 1400
     assert len(widths) >= 2 * len(sources) + 1 and all(w > 0 for w in widths), widths
+    assert hovered > 0
     if os.environ.get("AUDIT_REPORT_SCREENSHOT"):  # keep a copy to look at in review
         shutil.copy(tmp_path / "report.png", os.environ["AUDIT_REPORT_SCREENSHOT"])
     assert (tmp_path / "report.png").stat().st_size > 10_000

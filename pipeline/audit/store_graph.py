@@ -1,0 +1,123 @@
+"""The neighbour graph of one store under one audit's settings: reused from beside the store,
+or built by the chosen engine from the prepared (centred, unit) vectors and saved there.
+
+    graph, digests, mean, how = store_graph(store, cfg, scratch, echo)
+    xy, method, rows = map_points(store, cfg, mean)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audit.engines import neighbour_engine
+from pipeline.audit.graph import NeighbourGraph, cached_graph, content_digest
+
+
+def graph_settings(store, cfg, digests, engine) -> dict:
+    """Everything that changes the graph: the cache key is made from it."""
+    n = len(store)
+    return {"vector_key": store.key, "rows": n, "row_digest": content_digest(digests),
+            "feature_shape": list(store.feature_shape), "k": min(cfg.graph_k, max(n - 1, 0)),
+            "engine": engine.name, "engine_parameters": engine.parameters(),
+            "pca_width": cfg.pca_width if engine.uses_pca else 0,
+            "l2_normalize": cfg.l2_normalize, "centring": "mean of all rows",
+            "distance": "cosine"}
+
+
+def store_graph(store, cfg, scratch: Path, echo=print):
+    """(graph, row digests, mean, how) for `store` under the audit settings `cfg`.
+
+    The vectors are read once for their digests and mean (the digests are part of the key);
+    only when no sound cached graph exists are they prepared and searched.
+    """
+    from pipeline.audit.neighbours import centred_rows, digest_rows
+
+    digests, mean = digest_rows(store.vectors, cfg.l2_normalize)
+    engine = neighbour_engine(cfg.neighbours_engine).resolve(len(store))
+    settings = graph_settings(store, cfg, digests, engine)
+
+    def build() -> NeighbourGraph:
+        prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
+                                memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
+        indices, distances = engine.search(prepared, settings["k"], settings["pca_width"],
+                                           cfg.progress)
+        return NeighbourGraph(indices, distances)
+
+    graph, how = cached_graph(store.path, settings, len(store), settings["k"], build, echo)
+    return graph, digests, mean, f"{engine.name} engine; {how}"
+
+
+def map_points(store, cfg, mean: np.ndarray, rows: np.ndarray):
+    """((M, 2) map coordinates, "UMAP" | "PCA") of the given rows, prepared as the graph's."""
+    from pipeline.audit.coverage import map_coordinates
+    from pipeline.audit.neighbours import _unit_rows
+
+    x = store.read_rows(rows).reshape(len(rows), -1)
+    if cfg.l2_normalize:
+        x = _unit_rows(x)
+    return map_coordinates(_unit_rows(x - mean), cfg.map, cfg.seed)
+
+
+# cleanlab's non-IID check permutes the whole graph; above this many rows it is skipped.
+CLEANLAB_GRAPH_MAX_ROWS = 200_000
+
+
+def _cleanlab_checks(store, graph) -> dict:
+    """cleanlab's graph checks (non-IID, outliers) fed this graph, or why they were skipped."""
+    from pipeline.audit.cleanlab_graph import graph_checks
+
+    labels = store.column("labels")
+    if len(labels) > CLEANLAB_GRAPH_MAX_ROWS:
+        return {"skipped": f"more than {CLEANLAB_GRAPH_MAX_ROWS:,} rows"}
+    if graph.k < 2 or (graph.indices < 0).any():
+        return {"skipped": "too few neighbours per row"}
+    if (labels < 0).any():
+        return {"skipped": "the store has unlabelled rows"}
+    try:
+        result = graph_checks(labels, graph)
+    except ImportError as exc:  # Datalab's optional dependencies missing
+        return {"skipped": str(exc).split(". ")[0]}
+    except ValueError as exc:  # a graph or labels cleanlab will not take; the audit goes on
+        return {"skipped": f"cleanlab refused the graph: {exc}"}
+    result.pop("lab")
+    return result
+
+
+def graph_findings(store, cfg, graph, splits, mean, data_root, how: str):
+    """What the graph says beyond pairs and outliers.
+
+    Returns:
+        (summary entries, uniqueness.csv rows (most unique first), the report's map section).
+    """
+    from pipeline.audit.coverage import (UNIQUENESS_NEIGHBOURS, map_rows, split_coverage,
+                                         uniqueness)
+    from pipeline.audit.map_view import map_section
+
+    ids = store.column("ids")
+    unique = uniqueness(graph)
+    order = np.argsort(-unique, kind="stable")
+    unique_rows = [[ids[r], splits[r], round(float(unique[r]), 6)] for r in order]
+    coverage = split_coverage(graph, splits)
+    findings = {
+        "neighbour_graph": {"how": how, "k": graph.k, "engine": graph.settings.get("engine"),
+                            "pca_width": graph.settings.get("pca_width")},
+        "uniqueness": {"how": f"mean distance to the {UNIQUENESS_NEIGHBOURS} nearest other "
+                              "rows over the store's largest such mean (1: the most isolated row, "
+                              "0: a row with 3 exact copies)",
+                       "percentiles": {f"p{p}": round(float(np.percentile(unique, p)), 4)
+                                       for p in (5, 50, 95)} if len(unique) else {}},
+        "split_coverage": coverage,
+        "cleanlab_graph_checks": _cleanlab_checks(store, graph),
+    }
+    map_html = ""
+    if cfg.map != "none" and len(store) >= 2:
+        rows = map_rows(len(store), cfg.seed)
+        xy, method = map_points(store, cfg, mean, rows)
+        findings["map"] = {"method": method, "rows": int(len(rows))}
+        map_html = map_section(xy, method, [ids[r] for r in rows], splits[rows], unique[rows],
+                               coverage, data_root)
+    else:
+        map_html = map_section(None, "", [], np.zeros(0), np.zeros(0), coverage, data_root)
+    return findings, unique_rows, map_html
