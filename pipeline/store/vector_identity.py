@@ -45,6 +45,9 @@ FIELDS = {
                                       # images that set its scales and the guard's rule
     "aggregate": ("aggregate",),      # clip backbones only
     "l2_normalize": ("l2_normalize",),  # clip backbones only
+    "views": (),                      # view rows only: --augment's recipe and --view-seed
+                                      # (views.py); absent for plain rows, whose key stays
+                                      # that of a store made without views
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")
