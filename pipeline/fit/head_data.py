@@ -67,7 +67,7 @@ class StoreBatches(keras.utils.PyDataset):
                  sigmoid: bool = False, window_blocks: int = 32):
         super().__init__(workers=1, use_multiprocessing=False)
         self.store = store
-        self.labels = store.column("labels")
+        self.labels = store.full_column("labels")  # augmented view rows included
         self.blocks = split_blocks(rows, block_rows_of(store))
         self.n = int(sum(len(b) for b in self.blocks))
         self.batch_size = int(batch_size)
