@@ -163,7 +163,10 @@ class InMemoryVectors:
 
     def __init__(self, store, rows: np.ndarray):
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
-        if len(self.rows) and self.rows[-1] - self.rows[0] + 1 <= 2 * len(self.rows):
+        # (Not across augmented views: the slice would read the views of validation and
+        # test files too, which stage two never reads.)
+        if len(self.rows) and self.rows[-1] - self.rows[0] + 1 <= 2 * len(self.rows) and \
+                self.rows[-1] < len(store):
             # Mostly contiguous: one slice read beats HDF5 fancy indexing by far.
             lo = int(self.rows[0])
             self.x = store.read_rows(np.arange(lo, int(self.rows[-1]) + 1))[self.rows - lo]
