@@ -138,6 +138,9 @@ def extract_views(cfg, spec, reader, engine, settings: dict, plain_path: Path, d
     view_key = vector_identity.vector_key(identity)
     path = views_path(plain_path, cfg.views, view_key)
     with fs.StoreLock(path), fs.FeatureStore(plain_path) as plain:
+        from pipeline.extract.journal import clean_stale_files
+
+        clean_stale_files(path)  # a killed run's temporary file (the lock is ours)
         ids, stamps = plain.column("ids"), plain.column("stamps")
         known = _known_views(plain_path, view_key)
         wanted = [(sid, v) for v in range(1, cfg.views + 1) for sid in ids]

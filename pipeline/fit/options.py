@@ -93,6 +93,9 @@ FIT_HEAD_OPTIONS = (
     # The audit and calibration (pipeline/audit, pipeline/fit/calibration.py).
     Option("exclude_leaks", bool, False, "drop the val/test side of each near-duplicate pair "
            "that `audit` found across the splits (needs a current audit of the store)"),
+    Option("linear_probe", bool, True, "on stores of up to 5,000 training rows, also score a "
+           "standardised logistic regression (C=1) on the same rows and say when it beats the "
+           "head"),
     Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
            "rows for learning_curve.csv/png"),
 )

@@ -14,7 +14,7 @@ import numpy as np
 
 # Larger stores skip the probe: it would cost more than the head (and such stores are where
 # the head's defaults were measured to win).
-MAX_PROBE_ROWS = 20_000
+MAX_PROBE_ROWS = 5_000
 MAX_PROBE_DIM = 4096
 
 

@@ -127,7 +127,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         model.set_weights(final_weights)  # the curve's heads retrained the same compiled model
         honest = "test" if "test" in results else "val"
         data_checks["linear_probe"] = compare_with_linear_probe(
-            store, source, train_rows, results[honest], honest, echo)
+            store, source, train_rows, results[honest], honest, echo) \
+            if config.linear_probe else None
         data_checks["train_view_rows"] = int(len(train_rows) - len(fit_rows))
         run_dir = _write_run(store, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
