@@ -44,7 +44,7 @@ def _probabilities(fitted, x: np.ndarray) -> np.ndarray:
 
 def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
                                 groups: np.ndarray | None, folds: int = 5,
-                                seed: int = 0, model=None) -> np.ndarray:
+                                seed: int = 0, model=None, views=None) -> np.ndarray:
     """(N, K) probabilities no row's own label helped to make.
 
     Args:
@@ -58,6 +58,8 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
         seed: seed of the folds and the model.
         model: an unfitted scikit-learn classifier to use instead of the logistic regression
             (e.g. a grid-search run's best pipeline, `audit --run`); cloned for every fit.
+        views: (vectors, labels, row of x each belongs to) of augmented views: every fit also
+            trains on the views of its own training rows, and no view is ever scored.
     """
     from sklearn.base import clone
 
@@ -73,7 +75,12 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
     model = _probe(seed) if model is None else model
 
     def fit_predict(fit_rows, score_rows):
-        fitted = clone(model).fit(x[fit_rows], labels[fit_rows])
+        x_fit, y_fit = x[fit_rows], labels[fit_rows]
+        if views is not None and len(views[2]):
+            of_fit = np.isin(views[2], fit_rows)
+            x_fit = np.concatenate([x_fit, views[0][of_fit]])
+            y_fit = np.concatenate([y_fit, views[1][of_fit]])
+        fitted = clone(model).fit(x_fit, y_fit)
         out = np.zeros((len(score_rows), n_classes))
         out[:, fitted.classes_] = _probabilities(fitted, x[score_rows])
         return out

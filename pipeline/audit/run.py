@@ -97,6 +97,20 @@ def outlier_rows(knn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return rows[np.argsort(-score[rows])], score, fence
 
 
+def _views_of_labelled(store, labelled: np.ndarray):
+    """(vectors, labels, index into `labelled`) of the store's augmented views, or None."""
+    from pipeline.store.view_rows import ViewIndex
+
+    index = ViewIndex(store)
+    keep = np.isin(index.source, labelled)
+    if not keep.any():
+        return None
+    rows = index.extra[keep]
+    x = store.read_rows(rows)
+    return (x.reshape(len(x), -1), store.full_column("labels")[rows],
+            np.searchsorted(labelled, index.source[keep]))
+
+
 def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, str]:
     """cleanlab's ranked label issues (row indices into the store) and how they were found."""
     from pipeline.audit import labels as label_audit
@@ -106,11 +120,13 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
     if not len(labelled) or len(np.unique(labels[labelled])) < 2:
         return None, "skipped: fewer than 2 labelled classes"
     train = np.flatnonzero(splits[labelled] == "train")
+    views = _views_of_labelled(store, labelled)
     try:
         probs = label_audit.out_of_sample_probabilities(
             store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
             train if len(train) else np.arange(len(labelled)),
-            groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe)
+            groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe,
+            views)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
     flagged = label_audit.rank_label_issues(labels[labelled], probs)

@@ -41,6 +41,11 @@ def describe_store(path) -> str:
         ]
         if prov.get("preset"):  # a KerasHub preset: its class, architecture and token layout
             lines.append("preset       " + ", ".join(f"{k} {v}" for k, v in prov["preset"].items()))
+        if store.n_views:  # extract --views: the augmented rows behind the plain ones
+            views = prov.get("views") or {}
+            lines.insert(2, f"views        {store.n_views} augmented view(s) per file "
+                            f"({len(store.full_column('view')) - len(store)} rows), recipe "
+                            f"{views.get('recipe')}, seed {views.get('seed')}")
         if prov.get("precision") == "int8":  # the guard's figures, threshold and decision
             from pipeline.extract.quantize import describe_guard
 

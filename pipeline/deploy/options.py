@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pipeline.config import Option
 from pipeline.deploy.formats import FORMAT_NAMES
-from pipeline.settings import settings_class
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, settings_class
 
 # Where a run's input files are now, when they have moved: predict and export look them up alike.
 MOVED_FILE_OPTIONS = (
@@ -31,6 +32,10 @@ PREDICT_OPTIONS = (
     *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "apply the temperature fit-head fitted on validation "
            "(--no-calibrate: raw softmax)"),
+    Option("tta", int, 0, "test-time augmentation: average each file's probabilities over its "
+           "plain view and this many augmented views (0: off)", minimum=0, maximum=256),
+    Option("augment", str, None, "the --tta views' recipe [default: the recipe of the run's "
+           "training views, else flip,crop=0.7-1.0]", metavar="RECIPE"),
 )
 
 
@@ -50,9 +55,22 @@ EXPORT_OPTIONS = (
     *MOVED_FILE_OPTIONS,
     Option("calibrate", bool, True, "keep the temperature fit-head fitted on validation in the "
            "model (--no-calibrate: raw softmax)"),
+    Option("tta", int, 0, "refused when above 0: the exported model scores the pixels it is "
+           "given once (use predict --tta)", minimum=0),
 )
+
+
+class _ExportRules(Settings):
+    def validate(self) -> None:
+        if self.tta:
+            raise ConfigError(
+                "export --tta: an exported model sees only pixels, while each test-time view "
+                "is drawn from the file's id (sha256 of the seed, the id and the view), so the "
+                "exported model cannot reproduce predict --tta; use predict --tta K, or export "
+                "without --tta (the model scores the plain view)")
 
 # The typed, frozen settings of `predict` and `export` (pipeline/settings.py).
 PredictConfig = settings_class("PredictConfig", PREDICT_OPTIONS, section="predict",
                                command="predict")
-ExportConfig = settings_class("ExportConfig", EXPORT_OPTIONS, section="export", command="export")
+ExportConfig = settings_class("ExportConfig", EXPORT_OPTIONS, section="export", command="export",
+                              base=_ExportRules)

@@ -273,6 +273,7 @@ def _is_own_predictions(path: Path) -> bool:
 def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_opts: dict,
                   cache_dir, echo) -> Path:
     from pipeline.deploy.seen_rows import rows_of_the_run
+    from pipeline.deploy.tta import tta_average, tta_extract_options
     from pipeline.extract.run import run_extraction
     from pipeline.fit import reports
     from pipeline.store.feature_store import open_store
@@ -282,6 +283,7 @@ def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_o
                         batch_size=cfg.batch_size, workers=cfg.workers)
     if trained.get("calibration"):  # an int8 run: the same quantized model, not a new one
         extract_opts["calibration"] = trained["calibration"]
+    extract_opts.update(tta_extract_options(cfg, trained))  # --tta: views of the new files
     result = run_extraction(extract_opts, progress=cfg.progress, echo=echo,
                             require_labels=False)
     if result.n_samples and not result.n_rows:  # as extract: nothing to score is an error
@@ -295,6 +297,7 @@ def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_o
         probs = np.concatenate([run.predict_proba(x) for x, _ in
                                 store.iter_batches(batch_size=4096)]) if len(store) else \
             np.zeros((0, len(names)))
+        probs = tta_average(run, store, probs) if cfg.tta else probs
         true, unseen = _true_labels(store, names)
         default_name = f"predictions-{store.provenance.get('data_name', 'data')}.csv"
         out = Path(cfg.out) / default_name if cfg.out and Path(cfg.out).is_dir() else \

@@ -19,6 +19,7 @@ MAX_CLIP_FRAMES = 1024
 MAX_STRIDE = 100_000
 MAX_NUM_CLIPS = 1000
 MAX_FPS = 1000.0
+MAX_VIEWS = 256
 DEFAULT_INPUT_SIZE = 224  # most backbones' size, for the memory check when none is given
 # One batch of float32 pixels may take at most this share of the memory available now.
 BATCH_MEMORY_SHARE = 0.5
@@ -115,6 +116,14 @@ EXTRACT_OPTIONS = (
            choices=("mean", "per_clip")),
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
     Option("mean_file", str, None, "Sports-1M mean cube (.npy) for C3D", metavar="NPY"),
+    # Cached augmented views (pipeline/extract/views.py): the plain store stays as it is.
+    Option("views", int, 0, "also store this many seeded augmented views of every file, in a "
+           "views store beside the plain one (0: none)", minimum=0, maximum=MAX_VIEWS),
+    Option("augment", str, "flip,crop=0.7-1.0", "the views' recipe: comma-separated steps "
+           "flip, crop=A-B (area share), rotate=DEGREES, jitter=J (colour), tjitter=FRAMES "
+           "(clips)", metavar="RECIPE"),
+    Option("view_seed", int, 0, "seed of the views (each file's view v is drawn from sha256 of "
+           "this seed, its id and v)", minimum=0),
     Option("plugin", plugin_names, (), "modules to import first, which register backbones, "
            "readers or engines (comma separated; also the featcache.plugins entry points)",
            metavar="MODULE[,MODULE]"),
@@ -126,6 +135,13 @@ class _ExtractRules(Settings):
 
     def validate(self) -> None:
         self._check_batch_memory()
+        if self.views:
+            from pipeline.extract.augment import parse_recipe
+
+            parse_recipe(self.augment)  # a wrong recipe is refused before anything runs
+            if self.cluster:
+                raise ConfigError("--views runs on this machine; leave out --cluster (extract "
+                                  "the plain rows on the cluster first, then add --views)")
         if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
             get_engine(self.engine).check(self)
         if self.aggregate == "per_clip" and self.l2_normalize:

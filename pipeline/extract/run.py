@@ -186,9 +186,10 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             old.close()
             echo(f"cache hit: {path.name} already holds these files with these settings "
                  "(no backbone run)")
-            return ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
-                                 time.perf_counter() - started, True, kind=spec.kind,
-                                 unit=reader.unit)
+            return _with_views(ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
+                                             time.perf_counter() - started, True,
+                                             kind=spec.kind, unit=reader.unit),
+                               cfg, spec, reader, engine, settings, dataset, echo)
         if lock.read_only:  # nothing can be extracted into it
             if old is not None:
                 old.close()
@@ -238,9 +239,24 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             raise
         with fs.FeatureStore(path) as store:
             n_rows, n_fail = len(store), len(store.failures())
-    return ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
-                         time.perf_counter() - started, False, steady_rate, n_inputs, spec.kind,
-                         reader.unit)
+    return _with_views(ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
+                                     time.perf_counter() - started, False, steady_rate, n_inputs,
+                                     spec.kind, reader.unit),
+                       cfg, spec, reader, engine, settings, dataset, echo)
+
+
+def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, dataset, echo):
+    """With --views: the views store beside the plain one becomes the result (its path last)."""
+    if not cfg.views:
+        return result
+    from pipeline.extract.views import extract_views
+
+    path, n_new, seconds = extract_views(cfg, spec, reader, engine, settings, result.path,
+                                         dataset, echo)
+    echo(f"views: {n_new} new view(s) extracted in {seconds:.1f}s; plain store {result.path.name}")
+    result.path, result.n_rows = path, result.n_rows * (cfg.views + 1)
+    result.cache_hit = result.cache_hit and n_new == 0
+    return result
 
 
 def _discover(cfg: ExtractConfig, reader, require_labels: bool):

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.evaluation.splits import cv_splitter, holdout, store_groups
 from pipeline.fit.training import probabilities, train_head
+from pipeline.store.view_rows import with_views
 
 SCORED_ON = ("each fold's held-out rows, which took no part in training or in choosing the "
              "epoch (early stopping and learning-rate decay watched {share:.0%} of the fold's "
@@ -42,8 +43,9 @@ def cross_validate(store, source, split, config, echo) -> tuple[dict, dict]:
         fit_rows, stop_rows = holdout(pool[tr], labels, all_groups, config.val_fraction,
                                       config.seed + i, config=config.config_file,
                                       class_names=store.class_names)
-        model, history, best = train_head(store, source, fit_rows, stop_rows, config, echo,
-                                          prefix=f"fold {i + 1}/{k} ")
+        model, history, best = train_head(store, source,
+                                          with_views(store, fit_rows, config.train_views),
+                                          stop_rows, config, echo, prefix=f"fold {i + 1}/{k} ")
         rows = np.sort(pool[va])
         _, _, accuracy, probs = probabilities(model, store, source, rows)
         roles[fit_rows, i], roles[stop_rows, i], roles[rows, i] = "train", "stop", "scored"

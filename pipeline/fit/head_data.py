@@ -67,7 +67,7 @@ class StoreBatches(keras.utils.PyDataset):
                  sigmoid: bool = False, window_blocks: int = 32):
         super().__init__(workers=1, use_multiprocessing=False)
         self.store = store
-        self.labels = store.column("labels")
+        self.labels = store.full_column("labels")  # augmented view rows included
         self.blocks = split_blocks(rows, block_rows_of(store))
         self.n = int(sum(len(b) for b in self.blocks))
         self.batch_size = int(batch_size)
@@ -163,7 +163,10 @@ class InMemoryVectors:
 
     def __init__(self, store, rows: np.ndarray):
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
-        if len(self.rows) and self.rows[-1] - self.rows[0] + 1 <= 2 * len(self.rows):
+        # (Not across augmented views: the slice would read the views of validation and
+        # test files too, which stage two never reads.)
+        if len(self.rows) and self.rows[-1] - self.rows[0] + 1 <= 2 * len(self.rows) and \
+                self.rows[-1] < len(store):
             # Mostly contiguous: one slice read beats HDF5 fancy indexing by far.
             lo = int(self.rows[0])
             self.x = store.read_rows(np.arange(lo, int(self.rows[-1]) + 1))[self.rows - lo]

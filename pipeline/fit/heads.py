@@ -129,6 +129,14 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | Mapping 
         mean, variance = (np.asarray(v, dtype=np.float32) for v in feature_stats)
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.maximum(variance, 1e-12),
                                        name="standardize")(x)
+    # Pointwise feature augmentation (active in training only; identity at inference), after
+    # the scaling so its strength is in units of each feature's spread.
+    if config.feature_noise:
+        x = keras.layers.GaussianNoise(config.feature_noise, seed=config.seed * 1000 + 900,
+                                       name="feature_noise")(x)
+    if config.feature_dropout:
+        x = keras.layers.Dropout(config.feature_dropout, seed=config.seed * 1000 + 901,
+                                 name="feature_dropout")(x)
     if len(input_shape) > 1:  # a pool5 map: flatten or pool inside the head
         rank = len(input_shape) - 1
         if config.spatial == "flatten":

@@ -41,6 +41,14 @@ FIT_HEAD_OPTIONS = (
     Option("l2", float, 3e-2, "L2 penalty on the hidden and output kernels (the head's "
            "counterpart of logistic regression's C; measured in benchmarks/defaults.py)",
            minimum=0.0),
+    Option("feature_noise", float, 0.0, "training only: Gaussian noise of this standard "
+           "deviation added to each (standardised) input vector, a pointwise feature "
+           "augmentation; 0 = off", minimum=0.0),
+    Option("feature_dropout", float, 0.0, "training only: dropout on the input vector's "
+           "entries; 0 = off", minimum=0.0, maximum=1.0, open_maximum=True),
+    Option("train_views", int, None, "augmented views per training file to train on, from a "
+           "store made with extract --views [default: all it holds; 0: the plain rows only]; "
+           "validation, calibration and test rows are always plain", minimum=0),
     Option("batch_norm", bool, False, "BatchNormalization after each hidden layer"),
     Option("activation", str, "relu", "hidden activation", metavar="NAME"),
     Option("spatial", str, "flatten", "how a pool5 map becomes a vector inside the head",
@@ -88,6 +96,9 @@ FIT_HEAD_OPTIONS = (
     Option("groups_from_audit", bool, False, "group the rows by the audit's suggested groups "
            "(suggested_groups.csv: chains of near-duplicates), so splits, folds and the "
            "calibration share never separate them (needs a current audit of the store)"),
+    Option("linear_probe", bool, True, "on stores of up to 5,000 training rows, also score a "
+           "standardised logistic regression (C=1) on the same rows and say when it beats the "
+           "head"),
     Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
            "rows for learning_curve.csv/png"),
 )

@@ -33,6 +33,8 @@ from pipeline.fit.heads import resolve_output
 from pipeline.fit.options import HeadConfig
 from pipeline.evaluation import curves
 from pipeline.evaluation.splits import holdout, make_split, store_groups
+from pipeline.fit.probe import compare_with_linear_probe
+from pipeline.store.view_rows import with_views
 
 
 def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
@@ -81,11 +83,18 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
 
         split = audited_split(store, split, config.exclude_leaks, echo)
         fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
-        needed = np.concatenate([split.train, split.val, split.test])
+        # A store made with --views: the views of the training files (never of a validation,
+        # calibration or test file) train beside their plain rows.
+        train_rows = with_views(store, fit_rows, config.train_views)
+        view_pool = np.concatenate([split.train, split.val]) if config.cv else fit_rows
+        needed = np.concatenate([split.train, split.val, split.test,
+                                 with_views(store, view_pool, config.train_views)[
+                                     len(view_pool):]])
         streamed = should_stream(store, len(needed), config)
         echo(f"{store.path.name}: {len(store)} vectors {store.feature_shape}, "
              f"{n_classes} classes; train {len(fit_rows)}, calibration {len(cal_rows)}, val "
              f"{len(split.val)}, test {len(split.test)} ({split.how}); {output.reason}; "
+             f"{_views_line(len(train_rows) - len(fit_rows))}; "
              f"{'streamed from the store' if streamed else 'in memory'}")
         source = None if streamed else head_data.InMemoryVectors(store, needed)
         data_checks = _check_data(store, source, split, echo)
@@ -97,8 +106,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
             data_checks["warnings"] += _echo_all(
                 checks.tiny_data_warnings(fold_scores=[f["val_accuracy"]
                                                        for f in cv_report["folds"]]), echo)
-        trainer = HeadTrainer(store, source, config, fit_rows, echo)
-        model, history, best_epoch = trainer.train(fit_rows, split.val)
+        trainer = HeadTrainer(store, source, config, train_rows, echo)
+        model, history, best_epoch = trainer.train(train_rows, split.val)
         seconds = time.perf_counter() - started
         evaluated = [(name, rows) for name, rows in (("val", split.val), ("test", split.test))
                      if len(rows)]
@@ -114,11 +123,17 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
         final_weights = model.get_weights()
         curve = curves.learning_curve(
-            lambda rows: probabilities(trainer.train(rows, split.val, progress=False)[0],
+            lambda rows: probabilities(trainer.train(with_views(store, rows, config.train_views),
+                                                     split.val, progress=False)[0],
                                        store, source, split.val)[2],
             fit_rows, labels, results["val"][2], config.seed) \
             if config.learning_curve else None
         model.set_weights(final_weights)  # the curve's heads retrained the same compiled model
+        honest = "test" if "test" in results else "val"
+        data_checks["linear_probe"] = compare_with_linear_probe(
+            store, source, train_rows, results[honest], honest, echo) \
+            if config.linear_probe else None
+        data_checks["train_view_rows"] = int(len(train_rows) - len(fit_rows))
         run_dir = _write_run(store, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
                              data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)),
@@ -149,6 +164,12 @@ def _calibration_rows(store, train_rows, config: HeadConfig):
         return train_rows, empty, ("probabilities are not calibrated: no calibration share "
                                    f"could be held out of the training rows ({exc})")
     return fit_rows, cal_rows, None
+
+
+def _views_line(n_view_rows: int) -> str:
+    if not n_view_rows:
+        return "plain rows only"
+    return f"+{n_view_rows} augmented view rows of the training files"
 
 
 def _echo_all(lines: list[str], echo) -> list[str]:

@@ -95,7 +95,7 @@ class HeadTrainer:
         self.initial = self.model.get_weights()
         self.trained = False
         self.sigmoid = self.model.output.shape[-1] == 1
-        self.labels = store.column("labels")
+        self.labels = store.full_column("labels")  # view rows train too
 
     def train(self, train_rows, stop_rows, prefix: str = "", progress: bool | None = None):
         """A fresh training of the head; returns (model, history, best epoch)."""

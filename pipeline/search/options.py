@@ -40,6 +40,9 @@ GRID_SEARCH_OPTIONS = (
            "uniquely named run folder inside it and never replaces anything there (created if "
            "missing)", metavar="DIR"),
     Option("progress", bool, True, "show a progress bar over the fits"),
+    Option("train_views", int, None, "augmented views per training file that each fit trains "
+           "on, from a store made with extract --views [default: all it holds; 0: none]; "
+           "every scored row is a plain view", minimum=0),
     Option("plugin", plugin_names, (), "modules to import first, which register classifier "
            "families (register_family) for the grid (comma separated; also the "
            "featcache.plugins entry points)", metavar="MODULE[,MODULE]"),

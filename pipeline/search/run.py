@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.errors import ConfigError, DataError, StoreError
 from pipeline.outputs import Scratch, check_writable_folder, publish_new_folder, write_marker
 from pipeline.search.options import SearchConfig
+from pipeline.store.view_rows import ViewIndex
 
 
 @dataclass
@@ -173,15 +174,22 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         n_classes = len(store.class_names)
         if len(np.unique(labels[search_rows])) < 2:
             raise DataError("grid-search needs at least 2 classes among the search rows")
-        loaded = store.read_rows(np.arange(len(store)))
+        # With --views: the view rows follow the plain ones in `features`; each fit adds the
+        # views of its own training rows only (a view is in its file's group).
+        views = ViewIndex(store, cfg.train_views)
+        loaded = store.read_rows(np.arange(views.n_rows if len(views.extra) else len(store)))
+        labels = store.full_column("labels")[:len(loaded)]
+        if groups is not None:
+            groups = groups[views.plain_of[:len(loaded)]]
         features = loaded.reshape(len(loaded), -1)  # pool5 maps are compared as flat vectors
         del loaded
         meta = {"store": str(store_path), "store_key": store.key,
                 "provenance": store.provenance, "class_names": list(store.class_names)}
-        for line in search_data_warnings(store, features, search_rows, test_rows, folds,
+        for line in search_data_warnings(store, features[:len(store)], search_rows, test_rows,
+                                         folds,
                                          test_from_store="test" in store.splits):
             echo(line)
-        table = {"ids": store.column("ids"), "labels": labels, "names": store.class_names,
+        table = {"ids": store.column("ids"), "labels": store.column("labels"), "names": store.class_names,
                  "groups": store.column("group") if store.has_groups else None}
     check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], cfg.seed)
 
@@ -196,7 +204,7 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         try:
             _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
                     search_rows, test_rows, test_how, groups, table, splitter, n_classes,
-                    echo)
+                    echo, views)
         except DataError as exc:
             if (run_dir / "leaderboard.csv").exists():  # kept: the error points to it
                 published = publish_new_folder(run_dir, out_dir, _run_dir_name(store_path))
@@ -207,7 +215,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
 
 
 def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
-            search_rows, test_rows, test_how, groups, table, splitter, n_classes, echo):
+            search_rows, test_rows, test_how, groups, table, splitter, n_classes, echo,
+            views):
     """The search proper, written into `run_dir` (a scratch folder until published)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
@@ -247,7 +256,8 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
             cand.status = "running"
             for fold, (train, val) in enumerate(folds):
                 yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                              train, val, cfg.scoring, groups), cand, fold
+                                              views.with_views(train), val, cfg.scoring,
+                                              groups), cand, fold
 
     n_fits = len(candidates) * len(folds)
     echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
@@ -275,7 +285,8 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
                         f"{ranked[0].status}); see {run_dir / 'leaderboard.csv'}")
     top = [c for c in ranked if c.status == "done"][:cfg.top_k]
     refits = Parallel(n_jobs=min(_n_jobs(cfg), len(top)))(
-        delayed(_refit)(pipes[c.entry.name], c.params, X, y, search_rows, test_rows,
+        delayed(_refit)(pipes[c.entry.name], c.params, X, y, views.with_views(search_rows),
+                        test_rows,
                         cfg.scoring, groups) for c in top)
     for cand, (_, score) in zip(top, refits):
         cand.test_score = score
@@ -289,7 +300,8 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
         echo(f"learning curve skipped: its fits would end past the time budget of "
              f"{budget:g}s")
     curve = learning_curve(  # the best candidate on shares of the first fold's training rows
-        lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y, rows,
+        lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y,
+                                    views.with_views(rows),
                                     folds[0][1], cfg.scoring).get("score", float("nan")),
         folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
 

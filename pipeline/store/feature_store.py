@@ -9,6 +9,8 @@ One file per cache key. Datasets (one row per sample, or per clip with `clip_ind
     group       UTF-8, video / subject / source ("" = none)
     stamps      UTF-8, "size:mtime_ns" of the source file when it was read
     clip_index  int32, only when clips are stored one row each
+    view        int32, only in a store of augmented views: 0 = the plain view (those rows
+                come first), 1..K = augmented views of the plain row with the same id
     failures/{ids,stamps,reasons}   files that could not be decoded, with why
 Root attributes: schema_version, cache_key, class_names (JSON), provenance (JSON) and the
 provenance fields one by one for h5dump/HDFView users. For a store made by extract, cache_key
@@ -38,7 +40,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.outputs import hold_exclusive_lock, release_lock_file
-from pipeline.store import integrity, space
+from pipeline.store import integrity, space, view_rows
 from pipeline.store.diagnose import not_a_store_message
 
 SCHEMA_VERSION = 1
@@ -112,7 +114,7 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | Path, feature_shape: tuple, dtype: str = "float32",
-                 n_rows: int | None = None, clip_rows: bool = False):
+                 n_rows: int | None = None, clip_rows: bool = False, view_rows: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
@@ -130,9 +132,10 @@ class StoreWriter:
             kind = np.int64 if name == "labels" else STR
             self.file.create_dataset(name, shape=(self.n,), dtype=kind, maxshape=(None,),
                                      chunks=(4096,))
-        if clip_rows:
-            self.file.create_dataset("clip_index", shape=(self.n,), dtype=np.int32,
-                                     maxshape=(None,), chunks=(4096,))
+        for name, wanted in (("clip_index", clip_rows), ("view", view_rows)):
+            if wanted:
+                self.file.create_dataset(name, shape=(self.n,), dtype=np.int32,
+                                         maxshape=(None,), chunks=(4096,))
 
     def write_features(self, rows: np.ndarray, features: np.ndarray) -> None:
         """Writes `features` into rows `rows` (any order) of a preallocated store."""
@@ -190,7 +193,7 @@ class StoreWriter:
 
 def _as_column(name: str, values) -> np.ndarray:
     """Numbers stay numbers; every other column is UTF-8 text (object array for h5py)."""
-    return np.asarray(values, dtype=None if name in ("labels", "clip_index") else object)
+    return np.asarray(values, dtype=None if name in ("labels", "clip_index", "view") else object)
 
 
 def read_feature_rows(features: h5py.Dataset, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -244,25 +247,47 @@ class FeatureStore:
         except BaseException:
             self.file.close()
             raise
-        self._columns: dict[str, np.ndarray] = {"labels": labels}
+        self._full, self._columns = {"labels": labels}, {}  # all rows; plain rows only
+        # Augmented views sit after the plain rows and are hidden from every reader that does
+        # not ask for them: splits, audits and reports see one row per file, as without views.
+        self.n_plain = view_rows.plain_count(self.path, self.file)
         self.groups_from = "the store"  # or what `use_groups` read them from
 
     # -- metadata ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.file["features"].shape[0])
+        return self.n_plain
 
     @property
     def feature_shape(self) -> tuple:
         return tuple(self.file["features"].shape[1:])
 
     def column(self, name: str) -> np.ndarray:
-        """A whole metadata column (`ids`, `labels`, `split`, `group`, `stamps`, `clip_index`)."""
+        """A metadata column (`ids`, `labels`, `split`, `group`, `stamps`, `clip_index`) of
+        the plain rows."""
         if name not in self._columns:
+            self._columns[name] = self.full_column(name)[:self.n_plain]
+        return self._columns[name]
+
+    def full_column(self, name: str) -> np.ndarray:
+        """A column over every row, augmented views included (`view`: 0 where none)."""
+        if name not in self._full:
+            if name == "view" and name not in self.file:
+                return np.zeros(self.file["features"].shape[0], dtype=np.int32)
             if name not in self.file:
                 raise StoreError(f"store {self.path.name} has no column '{name}'")
             raw = self.file[name][:]
-            self._columns[name] = raw if raw.dtype.kind in "iuf" else np.array(_decode(raw), dtype=object)
-        return self._columns[name]
+            self._full[name] = raw if raw.dtype.kind in "iuf" else np.array(_decode(raw), dtype=object)
+        return self._full[name]
+
+    def view_rows_of(self, rows, max_view: int | None = None) -> np.ndarray:
+        """The rows of the augmented views of plain `rows` (views 1..max_view; all by
+        default), sorted; empty for a store without views."""
+        return view_rows.views_of(self, rows, max_view)
+
+    @property
+    def n_views(self) -> int:
+        """Augmented views per file (0: a store without views)."""
+        return int(self.full_column("view").max(initial=0))
 
     def use_groups(self, groups, source: str) -> None:
         """Reads `groups` (one name per row, "" = none) as this store's group column from now

@@ -182,20 +182,22 @@ def damaged_rows(features: h5py.Dataset, block_rows: int | None = None) -> tuple
 
 class CheckedFeatures:
     """The feature dataset of an open store as an array-like whose reads are checked (slices
-    and index arrays), for code that reads blocks itself (the audit)."""
+    and index arrays), for code that reads blocks itself (the audit). It holds the plain rows
+    only: a store's augmented views are never compared with their own file."""
 
     def __init__(self, store):
         self._store = store
         self._features = store.file["features"]
-        self.shape, self.dtype, self.chunks = (self._features.shape, self._features.dtype,
-                                               self._features.chunks)
+        self.shape = (len(store), *self._features.shape[1:])
+        self.dtype, self.chunks = self._features.dtype, self._features.chunks
 
     def __len__(self) -> int:
         return int(self.shape[0])
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            rows = np.arange(*index.indices(len(self)))
+            index = slice(*index.indices(len(self)))  # never past the plain rows
+            rows = np.arange(index.start, index.stop, index.step)
             if not len(rows):
                 return self._features[index]
             return checked(self._store.path, self._features, rows,

@@ -48,6 +48,9 @@ FIELDS = {
     "temporal_pool": ("temporal_pool",),  # image backbones on clip frames only: mean, max
                                       # or none (a row per frame)
     "preset": (),                     # KerasHub presets only: architecture digest, token layout
+    "views": (),                      # view rows only: --augment's recipe and --view-seed
+                                      # (views.py); absent for plain rows, whose key stays
+                                      # that of a store made without views
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")

@@ -1,0 +1,43 @@
+"""`predict --tta K`: each file's probabilities averaged over its plain view and K augmented views.
+
+The views are made by extract's own `--views` (pipeline/extract/views.py) with the recipe and
+seed of the run's training views when it had some (else `--augment`), so a file's view v is
+the same pixels at training and at prediction time. Averaging is of probabilities, after the
+run's calibration, with every view weighted alike.
+
+    opts = tta_extract_options(cfg, trained_provenance)      # merged into predict's extract
+    probs = tta_average(run, store, plain_probs)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.store.view_rows import ViewIndex
+
+DEFAULT_RECIPE = "flip,crop=0.7-1.0"
+
+
+def tta_extract_options(cfg, trained: dict) -> dict:
+    """The extract options that add `cfg.tta` views (none when --tta is 0)."""
+    if not cfg.tta:
+        return {}
+    recorded = trained.get("views") or {}
+    return {"views": int(cfg.tta),
+            "augment": cfg.augment or recorded.get("recipe") or DEFAULT_RECIPE,
+            "view_seed": int(recorded.get("seed", 0))}
+
+
+def tta_average(run, store, plain_probs: np.ndarray) -> np.ndarray:
+    """Mean of the plain rows' probabilities and those of every view of the same file."""
+    index = ViewIndex(store)
+    if not len(index.extra):
+        return plain_probs
+    total = np.array(plain_probs, dtype=np.float64)
+    count = np.ones(len(total))
+    for start in range(0, len(index.extra), 4096):
+        rows = index.extra[start:start + 4096]
+        probs = run.predict_proba(store.read_rows(rows))
+        np.add.at(total, index.source[start:start + 4096], probs)
+        np.add.at(count, index.source[start:start + 4096], 1)
+    return total / count[:, None]
