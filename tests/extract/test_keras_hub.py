@@ -348,3 +348,17 @@ def test_a_resize_that_contradicts_the_converter_is_refused(presets, tmp_path, c
     line = _cli_error(base + ["--resize", "squash"], capsys)
     assert "--resize squash" in line and "crop to aspect ratio" in line and "leave out" in line
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*.h5"))
+
+
+def test_decode_processes_resize_as_threads_do(presets, tmp_path):
+    """Each decode process builds the converter's Resizing layer itself: the same pixels."""
+    data = _odd_photos(tmp_path / "photos")
+    runs = {}
+    for decode in ("threads", "processes"):
+        _, ids, got, prov = _extract(presets, presets["root"] / "dino_tiny", data=str(data),
+                                     decode=decode, workers=2,
+                                     cache_dir=str(tmp_path / decode))
+        runs[decode] = (ids, got)
+        assert prov["reader"]["resize"] == "image_converter"
+    assert runs["threads"][0] == runs["processes"][0]
+    np.testing.assert_array_equal(runs["threads"][1], runs["processes"][1])
