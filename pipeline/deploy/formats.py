@@ -126,7 +126,8 @@ class OnnxFormat(ExportFormat):
         frozen = convert_variables_to_constants_v2(function.get_concrete_function())
         onnx_model, _ = tf2onnx.convert.from_graph_def(
             frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-            output_names=[t.name for t in frozen.outputs], opset=OPSET)
+            output_names=[t.name for t in frozen.outputs], opset=OPSET,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
         path.write_bytes(onnx_model.SerializeToString())
 
     def load(self, path: Path):
@@ -139,6 +140,19 @@ class OnnxFormat(ExportFormat):
     def describe_load(self, path_name: str) -> str:
         return (f"onnxruntime.InferenceSession('{path_name}').run(None, {{'rgb': uint8_batch}})"
                 "[0]")
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args) -> None:
+    """TensorFlow's Erfc (the exact GELU of KerasHub's ViT-family presets) has no ONNX op and
+    no tf2onnx converter: written as 1 - Erf(x), ONNX's own Erf (an absolute error near
+    float32's epsilon, where erfc is tiny)."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]])
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype))
+    node.type, node.domain = "Sub", ""
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 class OpenVinoFormat(ExportFormat):

@@ -57,8 +57,9 @@ EXTRACT_OPTIONS = (
     Option("pooling", str, "avg", "pooling used by --layer pooled", choices=("avg", "max")),
     Option("input_size", int, None, "square input size overriding the backbone's default",
            metavar="PIXELS", minimum=1, maximum=MAX_INPUT_SIZE),
-    Option("resize", str, "squash", "how images meet the input size",
-           choices=("squash", "center_crop")),
+    Option("resize", str, None, "how images meet the input size [default: squash; a KerasHub "
+           "preset: its image converter's crop, pad or squash, which a different value may "
+           "not contradict]", choices=("squash", "center_crop")),
     Option("batch_size", int, 32, "images (or clips) per forward pass", minimum=1,
            maximum=MAX_BATCH_SIZE),
     Option("workers", int, None, "decoding threads or processes [default: one per core, at "

@@ -11,6 +11,9 @@ from conftest import write_images
 
 SIZE = 28  # two 14-pixel patches a side: four patch tokens
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# A padding converter's pixels are rounded to uint8 (half a level at most), which KerasHub's own
+# float path does not do: the vectors of the tiny DINOv2 below move by at most this much.
+PAD_ROUNDING_BOUND = 2e-2  # measured: 1.05e-2 (half a level is 0.0087 after the std of 0.225)
 
 
 def _dinov2(registers=4, seed=1):
@@ -280,3 +283,82 @@ print(before, "keras_hub" in sys.modules)
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["False", "True"]
+
+
+def _odd_photos(root):
+    """A 320x240 JPEG and a tall PNG, neither at the preset's size nor square."""
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    for name, (height, width), ext in (("wide", (240, 320), ".jpg"), ("tall", (70, 30), ".png")):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            smooth = rng.integers(0, 256, (height // 10 + 2, width // 10 + 2, 3), np.uint8)
+            img = Image.fromarray(smooth).resize((width, height), Image.Resampling.BICUBIC)
+            noisy = np.clip(np.asarray(img, np.int16) + rng.integers(-40, 41, (height, width, 3)),
+                            0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(folder / f"{name}_{i}{ext}", quality=92)
+    return root
+
+
+@pytest.mark.parametrize("aspect, interpolation, antialias", [
+    ("crop", "bicubic", True), ("pad", "bilinear", False), ("squash", "nearest", False)])
+def test_photos_of_any_size_are_resized_as_the_converter_does(presets, tmp_path, aspect,
+                                                               interpolation, antialias):
+    """Store vectors equal KerasHub's backbone on its own converter's output for the decoded
+    photo (uint8, as a photo decodes), whatever the photo's size and aspect ratio."""
+    import keras_hub
+    from PIL import Image
+
+    converter = keras_hub.layers.DINOV2ImageConverter(
+        image_size=(SIZE, SIZE), scale=[1 / (255 * s) for s in STD],
+        offset=[-m / s for m, s in zip(MEAN, STD)], interpolation=interpolation,
+        antialias=antialias, crop_to_aspect_ratio=aspect == "crop",
+        pad_to_aspect_ratio=aspect == "pad")
+    shutil.copytree(presets["root"] / "dino_tiny", tmp_path / "preset")  # the same weights
+    converter.save_to_preset(str(tmp_path / "preset"))
+    data = _odd_photos(tmp_path / "photos")
+    _, ids, got, prov = _extract(presets, tmp_path / "preset", data=str(data),
+                                 cache_dir=str(tmp_path / "cache"))
+    dino, unrounded = presets["dino"], 0.0
+    for row, sample in zip(got, ids):
+        photo = np.asarray(Image.open(data / sample).convert("RGB"))[None]
+        if aspect != "pad":
+            wanted = np.asarray(dino(converter(photo)))[0, 0]  # the class token
+        else:  # Keras pads float images only: its float pixels, rounded as a uint8 photo is
+            pixels = np.round(np.asarray(converter.resizing(photo.astype(np.float32))))
+            wanted = np.asarray(dino(pixels * np.float32(converter.scale)
+                                     + np.float32(converter.offset)))[0, 0]
+            as_float = np.asarray(dino(converter(photo.astype(np.float32))))[0, 0]
+            unrounded = max(unrounded, float(np.abs(row - as_float).max()))
+        np.testing.assert_allclose(row, wanted, atol=1e-5, err_msg=sample)
+    assert np.abs(got).max() > 0.1
+    print(f"max |vector - KerasHub on the unrounded float photo| = {unrounded:.2e}")
+    assert unrounded <= PAD_ROUNDING_BOUND
+    assert prov["reader"]["aspect"] == {"crop": "crop_to_aspect_ratio", "squash": "squash",
+                                        "pad": "pad_to_aspect_ratio"}[aspect]
+    assert prov["reader"]["interpolation"] == interpolation
+
+
+def test_a_resize_that_contradicts_the_converter_is_refused(presets, tmp_path, capsys):
+    base = ["extract", "--data", str(presets["data"]), "--backbone",
+            str(presets["root"] / "dino_tiny"), "--cache-dir", str(tmp_path / "c"),
+            "--no-progress"]
+    line = _cli_error(base + ["--resize", "squash"], capsys)
+    assert "--resize squash" in line and "crop to aspect ratio" in line and "leave out" in line
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*.h5"))
+
+
+def test_decode_processes_resize_as_threads_do(presets, tmp_path):
+    """Each decode process builds the converter's Resizing layer itself: the same pixels."""
+    data = _odd_photos(tmp_path / "photos")
+    runs = {}
+    for decode in ("threads", "processes"):
+        _, ids, got, prov = _extract(presets, presets["root"] / "dino_tiny", data=str(data),
+                                     decode=decode, workers=2,
+                                     cache_dir=str(tmp_path / decode))
+        runs[decode] = (ids, got)
+        assert prov["reader"]["resize"] == "image_converter"
+    assert runs["threads"][0] == runs["processes"][0]
+    np.testing.assert_array_equal(runs["threads"][1], runs["processes"][1])

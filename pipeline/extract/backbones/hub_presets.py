@@ -9,7 +9,8 @@ from the preset itself:
   layout from `hub_towers.py`;
 - preprocessing: the preset's image converter (image size, crop or pad to aspect, interpolation,
   antialias, scale, offset); where it has none, the family's published mean and std. Every value
-  is in `preprocess_name`, hence in the cache key and in `info`;
+  is in `preprocess_name`, hence in the cache key and in `info`; the reader resizes photos with
+  the converter's own Resizing layer (`image_resize`);
 - weights identity (`own_weights`): a built-in name is its Kaggle handle with its version, an
   `hf://` handle its snapshot commit, a `kaggle://` handle its version, a directory the sha256 of
   its weights files; the architecture (config.json's sha256) and token layout are the `preset`
@@ -34,6 +35,7 @@ from pathlib import Path
 from pipeline.errors import BackboneError, ConfigError, PipelineError, WeightsError
 from pipeline.extract.backbones import hub_towers
 from pipeline.extract.backbones.spec import BackboneSpec
+from pipeline.extract.sources.converter_resize import ConverterResize
 
 HANDLE_SCHEMES = ("hf://", "kaggle://", "modelscope://")
 DOWNLOAD_SECONDS = float(os.environ.get("PIPELINE_HUB_DOWNLOAD_SECONDS", "120"))
@@ -282,4 +284,5 @@ def _spec(name: str) -> BackboneSpec:
         notes=f"KerasHub {class_name} ({layout['family']}): pooled = {layout['pooled']}",
         own_weights=own_weights,
         identity=identity,
+        image_resize=ConverterResize.from_values(converter),
     )

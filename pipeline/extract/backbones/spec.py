@@ -32,6 +32,9 @@ class BackboneSpec:
         own_weights: for a backbone that carries its own weights (a KerasHub preset),
             `own_weights(weights) -> identity`: what `--weights` (imagenet: the backbone's own,
             none: random) stands for in the cache key; None: the usual files and downloads.
+        image_resize: how a photo meets the input size when the backbone prescribes it (a
+            KerasHub preset's image converter: a `sources.ConverterResize`); None: the
+            reader's `--resize` policy.
         identity: more fields of the vector identity this backbone adds (a preset's
             architecture digest and token layout); each one a field of `vector_identity.FIELDS`.
     """
@@ -50,6 +53,7 @@ class BackboneSpec:
     notes: str = ""
     own_weights: Callable[[str], str] | None = None
     identity: dict = field(default_factory=dict)
+    image_resize: Any = None
 
     @property
     def spatial_rank(self) -> int:

@@ -10,7 +10,8 @@ images. Each source gives exactly `--frames K` frames:
   pad (repeat the last frame).
 
 Every frame meets the input size exactly as a still image does (Pillow, RGB, transparent
-pixels white, `--resize squash|center_crop`, bilinear), so frame 0 of a GIF gives the vector
+pixels white, `--resize squash|center_crop`, bilinear; a KerasHub preset: its converter's own
+resize), so frame 0 of a GIF gives the vector
 the image reader gives the same GIF. The backbone runs on each frame; `aggregate` pools the K
 vectors over time (mean or max) into one row per source, or keeps them (`none`): K rows, each
 with its source as its group, so a split never separates the frames of one video.
@@ -34,7 +35,8 @@ from pipeline.extract.sources.base import environment_problem, require_regular
 from pipeline.extract.sources.clips import CLIP_EXTENSIONS, VIDEO_EXTENSIONS, _resample
 from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, first_line, folder_frames,
                                              gif_frames, video_frames, video_packet_count)
-from pipeline.extract.sources.images import RESIZE_POLICIES, fit_to_size, to_rgb
+from pipeline.extract.sources.converter_resize import ConverterResize, resolve
+from pipeline.extract.sources.images import RESIZE_POLICIES, fit_array, to_rgb
 
 TEMPORAL_POOLS = ("mean", "max", "none")
 DEFAULT_FRAMES = 16  # --frames when it is not given (clip backbones have their own clip length)
@@ -80,14 +82,14 @@ class FrameReader:
 
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "FrameReader":
-        return cls(input_shape, config)
+        return cls(input_shape, config, image_resize=spec.image_resize, backbone=spec.name)
 
     @staticmethod
     def claims(path) -> bool:
         path = Path(path)
         return path.is_dir() or path.suffix.lower() in CLIP_EXTENSIONS
 
-    def __init__(self, input_shape: tuple, options):
+    def __init__(self, input_shape: tuple, options, image_resize=None, backbone: str = ""):
         from pipeline.extract.options import ExtractConfig
 
         config = ExtractConfig.from_mapping(options)
@@ -96,12 +98,13 @@ class FrameReader:
         self.frames = int(config.frames) if config.frames is not None else DEFAULT_FRAMES
         self.short = config.short
         self.fps = float(config.fps) if config.fps is not None else None
-        self.resize = config.resize
+        # A backbone's own resize (a KerasHub preset's converter), or the --resize policy.
+        self.resize = resolve(image_resize, config.resize, backbone or "this backbone")
         self.pool = config.temporal_pool
         if self.pool not in TEMPORAL_POOLS:
             raise ConfigError(f"--temporal-pool must be one of {', '.join(TEMPORAL_POOLS)}; "
                               f"received: {self.pool!r}")
-        if self.resize not in RESIZE_POLICIES:
+        if not isinstance(self.resize, ConverterResize) and self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
                               f"received: {self.resize!r}")
         if config.mean_file:
@@ -134,9 +137,10 @@ class FrameReader:
 
     def settings(self) -> dict:
         """What about reading changes the vectors (part of the cache key)."""
+        resize = self.resize.settings() if isinstance(self.resize, ConverterResize) else \
+            {"resize": self.resize, "interpolation": "bilinear"}
         return {"reader": self.name, "frames": self.frames, "sampling": "even segment centres",
-                "short": self.short, "fps": self.fps, "resize": self.resize,
-                "interpolation": "bilinear", "alpha": "white",
+                "short": self.short, "fps": self.fps, **resize, "alpha": "white",
                 "gif_default_duration": GIF_DEFAULT_DURATION}
 
     def aggregation_settings(self) -> dict:
@@ -157,7 +161,8 @@ class FrameReader:
         reader = prov.get("reader") or {}
         return (f"{reader.get('frames')} frames per clip ({reader.get('sampling')}, short "
                 f"{reader.get('short')}, fps {reader.get('fps') or 'as decoded'}), resize "
-                f"{reader.get('resize')} (bilinear); image backbone per frame, temporal pool "
+                f"{reader.get('resize')} ({reader.get('interpolation', 'bilinear')}); "
+                f"image backbone per frame, temporal pool "
                 f"{prov.get('temporal_pool')}")
 
     def read(self, path) -> Iterator[np.ndarray]:
@@ -234,7 +239,7 @@ class FrameReader:
 
     def _fit(self, img: Image.Image) -> np.ndarray:
         """As a still image: RGB (transparent -> white), resized by the --resize policy."""
-        return np.asarray(fit_to_size(to_rgb(img), self.size, self.resize), dtype=np.uint8)
+        return fit_array(to_rgb(img), self.size, self.resize)
 
     def _fit_video(self, frame) -> np.ndarray:
         return self._fit(frame.to_image())

@@ -21,6 +21,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
 from pipeline.extract.sources.base import environment_problem, require_regular
+from pipeline.extract.sources.converter_resize import ConverterResize, resolve
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 RESIZE_POLICIES = ("squash", "center_crop")
@@ -64,8 +65,18 @@ def fit_to_size(img: Image.Image, size: tuple, resize: str) -> Image.Image:
     return img
 
 
-def load_image(path, size: tuple, resize: str = "squash", jpeg_draft: bool = False) -> np.ndarray:
+def fit_array(img: Image.Image, size: tuple, resize) -> np.ndarray:
+    """An RGB image at (height, width) as uint8: by a `--resize` policy, or by a backbone's
+    own resize (a `ConverterResize`, called on the photo's pixels)."""
+    if callable(resize):
+        return resize(np.asarray(img, dtype=np.uint8))
+    return np.asarray(fit_to_size(img, size, resize), dtype=np.uint8)
+
+
+def load_image(path, size: tuple, resize="squash", jpeg_draft: bool = False) -> np.ndarray:
     """Decodes one file to a uint8 array of shape (height, width, 3).
+
+    `resize`: a `--resize` policy, or a backbone's own resize (see `fit_array`).
 
     `jpeg_draft`: decode large JPEGs at a reduced scale in the DCT domain (see the module doc).
 
@@ -86,8 +97,7 @@ def load_image(path, size: tuple, resize: str = "squash", jpeg_draft: bool = Fal
                     _refuse_short_png(path, img.size)
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                img = fit_to_size(to_rgb(img), size, resize)
-                return np.asarray(img, dtype=np.uint8)
+                return fit_array(to_rgb(img), size, resize)
     except MemoryError as exc:
         raise environment_problem(exc, path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
@@ -193,7 +203,8 @@ class ImageReader:
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ImageReader":
         """The reader for `spec` with the extract settings `config` (an ExtractConfig)."""
-        return cls(input_shape, resize=config.resize, jpeg_draft=config.jpeg_draft)
+        resize = resolve(spec.image_resize, config.resize, spec.name)
+        return cls(input_shape, resize=resize, jpeg_draft=config.jpeg_draft)
 
     @staticmethod
     def claims(path) -> bool:
@@ -212,8 +223,9 @@ class ImageReader:
     def describe(prov: dict) -> str:
         """A store's image reader settings in words (for `info`)."""
         reader = prov.get("reader") or {}
+        aspect = f", {reader['aspect']}" if reader.get("aspect") else ""
         return (f"images, resize {reader.get('resize', prov.get('resize', '?'))} "
-                f"({reader.get('interpolation', 'bilinear')})")
+                f"({reader.get('interpolation', 'bilinear')}{aspect})")
 
     def aggregation_settings(self) -> dict:
         """How a file's model outputs become its rows: one image, its one row (nothing keyed)."""
@@ -223,20 +235,25 @@ class ImageReader:
         """The stored rows of one file from its model outputs (one image: its one row)."""
         return rows
 
-    def __init__(self, input_shape: tuple, resize: str = "squash", jpeg_draft: bool = False):
-        if resize not in RESIZE_POLICIES:
+    def __init__(self, input_shape: tuple, resize="squash", jpeg_draft: bool = False):
+        own = isinstance(resize, ConverterResize)
+        if not own and resize not in RESIZE_POLICIES:
             from pipeline.errors import ConfigError
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
                               f"received: {resize!r}")
         self.input_shape = tuple(input_shape)
         self.size = tuple(input_shape[:2])
         self.resize = resize
-        self.jpeg_draft = bool(jpeg_draft)
+        # A backbone's own resize sees the photo as decoded in full, as its converter would.
+        self.jpeg_draft = bool(jpeg_draft) and not own
+        if own:  # the resize runs in Keras, which releases the GIL: threads, unless asked
+            self.auto_processes = False
 
     def settings(self) -> dict:
         """What about reading changes the vectors (part of the cache key)."""
-        settings = {"reader": "image", "resize": self.resize, "interpolation": "bilinear",
-                    "alpha": "white", "exif_transpose": True}
+        resize = self.resize.settings() if isinstance(self.resize, ConverterResize) else \
+            {"resize": self.resize, "interpolation": "bilinear"}
+        settings = {"reader": "image", **resize, "alpha": "white", "exif_transpose": True}
         if self.jpeg_draft:  # absent when off: stores made before the option keep their key
             settings["jpeg_draft"] = "dct_scale_to_input"
         return settings
