@@ -82,7 +82,7 @@ class FrameReader:
 
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "FrameReader":
-        return cls(input_shape, config, image_resize=spec.image_resize, backbone=spec.name)
+        return cls(input_shape, config, image_resize=getattr(spec, "image_resize", None), backbone=spec.name)
 
     @staticmethod
     def claims(path) -> bool:

@@ -203,7 +203,8 @@ class ImageReader:
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ImageReader":
         """The reader for `spec` with the extract settings `config` (an ExtractConfig)."""
-        resize = resolve(spec.image_resize, config.resize, spec.name)
+        resize = resolve(getattr(spec, "image_resize", None), config.resize,
+                         getattr(spec, "name", "this backbone"))
         return cls(input_shape, resize=resize, jpeg_draft=config.jpeg_draft)
 
     @staticmethod
