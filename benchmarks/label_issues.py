@@ -92,11 +92,11 @@ def measure(store_path, flip_share: float, seed: int, agreements=(0.9, 0.95),
     with open_store(store_path) as store:
         x = store.read_rows(np.arange(len(store))).reshape(len(store), -1)
         labels = store.column("labels").copy()
-        groups = store.column("group") if store.has_groups else None
+        groups = store.row_index.group[:len(store)]
         n_classes = len(store.class_names)
         if classes:  # a subset of the classes, relabelled 0..len(classes)-1
             keep = np.isin(labels, [store.class_names.index(c) for c in classes])
-            x, groups = x[keep], None if groups is None else groups[keep]
+            x, groups = x[keep], groups[keep]
             labels = np.searchsorted(sorted(store.class_names.index(c) for c in classes),
                                      labels[keep])
             n_classes = len(classes)

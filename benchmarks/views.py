@@ -75,7 +75,6 @@ def subset_store(source: Path, classes, per_class: int, views: int) -> Path:
     """The first `per_class` pool photos of each class (the pool is in seeded order) with their
     views 1..`views`, and every test photo of those classes (plain, plus all its views for TTA)."""
     from pipeline.store.feature_store import StoreWriter, open_store
-    from pipeline.store.view_rows import ViewIndex
 
     path = CACHE / f"subset-{len(classes)}c-{per_class}-k{views}.h5"
     if path.exists():
@@ -89,10 +88,9 @@ def subset_store(source: Path, classes, per_class: int, views: int) -> Path:
             rows += list(np.flatnonzero((labels == c) & (split == "train"))[:per_class])
             rows += list(np.flatnonzero((labels == c) & (split == "test")))
         rows = np.array(sorted(rows))
-        index = ViewIndex(store)
-        is_test = split[index.source] == "test"
-        extra = index.extra[np.isin(index.source, rows)
-                            & ((store.full_column("view")[index.extra] <= views) | is_test)]
+        index = store.row_index
+        extra = index.views_of(rows)
+        extra = extra[(index.view[extra] <= views) | (split[index.plain[extra]] == "test")]
         order = np.concatenate([rows, extra])
         x = store.read_rows(order)
         cols = {c: store.full_column(c)[order] for c in ("ids", "split", "group", "stamps")}
@@ -114,7 +112,7 @@ def linear_probe(path: Path, views: int) -> float:
 
     with open_store(path) as store:
         train = store.indices("train")
-        rows = np.concatenate([train, store.view_rows_of(train, max_view=views)])
+        rows = store.row_index.with_views(train, max_view=views)
         x, y = store.read_rows(rows), store.full_column("labels")[rows]
         x_test, y_test = store.load("test")
     with warnings.catch_warnings():
@@ -131,7 +129,6 @@ def head(path: Path, views: int, noise: float, tta: int) -> tuple[float, float, 
     from pipeline.deploy.tta import tta_average
     from pipeline.fit.run import fit_head
     from pipeline.store.feature_store import open_store
-    from pipeline.store.view_rows import ViewIndex
 
     run = fit_head(path, {"progress": False, "train_views": views, "feature_noise": noise,
                           "learning_curve": False}, out_dir=CACHE / "runs",
@@ -142,10 +139,10 @@ def head(path: Path, views: int, noise: float, tta: int) -> tuple[float, float, 
         test = store.indices("test")
         y = store.column("labels")[test]
         plain = loaded.predict_proba(store.read_rows(test))
-        index = ViewIndex(store, tta)
-        views_rows = index.views_of(test)
+        index = store.row_index
+        views_rows = index.views_of(test, max_view=tta)
         total, count = np.array(plain), np.ones(len(test))
-        where = np.searchsorted(test, index.plain_of[views_rows])
+        where = np.searchsorted(test, index.plain[views_rows])
         np.add.at(total, where, loaded.predict_proba(store.read_rows(views_rows)))
         np.add.at(count, where, 1)
     tta_acc = float(np.mean((total / count[:, None]).argmax(1) == y))

@@ -11,7 +11,7 @@ The graph is a sparse matrix over the pairs list (scipy's connected_components):
 with the pairs, never with N x N.
 
 Usage:
-    names, sizes = suggested_groups(len(store), pairs, store.column("group"))
+    names, sizes = suggested_groups(len(store), pairs, store.row_index.group[:len(store)])
 """
 
 from __future__ import annotations
@@ -21,32 +21,29 @@ import numpy as np
 GROUP_PREFIX = "dup"  # suggested names: dup00001, ...; a singleton row gets none ("")
 
 
-def components(n: int, pairs: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+def components(n: int, pairs: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """(n,) component label of each row, over the pairs' edges plus "same store group" edges.
 
     Args:
         n: rows.
         pairs: (P, >=2) rows (i, j, ...) of near-duplicate pairs (as `scan.pairs`).
-        groups: the store's group column ("" = none), or None.
+        groups: each row's group (the store's `row_index.group`: never empty).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     edges = [np.asarray(pairs)[:, :2].astype(np.int64)] if len(pairs) else []
-    if groups is not None:
-        groups = np.asarray(groups, dtype=object)
-        named = np.flatnonzero(groups != "")
-        if len(named):  # chain each group's rows: first-row-of-group -> each other row
-            _, first, inverse = np.unique(groups[named].astype(str), return_index=True,
-                                          return_inverse=True)
-            edges.append(np.column_stack([named[first[inverse]], named]))
-    edges = np.concatenate(edges) if edges else np.zeros((0, 2), dtype=np.int64)
+    # chain each group's rows: first row of the group -> each row (a lone row links itself)
+    _, first, inverse = np.unique(np.asarray(groups).astype(str), return_index=True,
+                                  return_inverse=True)
+    edges.append(np.column_stack([first[inverse], np.arange(n)]))
+    edges = np.concatenate(edges)
     graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
                        shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
 
-def suggested_groups(n: int, pairs: np.ndarray, groups: np.ndarray | None = None):
+def suggested_groups(n: int, pairs: np.ndarray, groups: np.ndarray):
     """(names (n,) object array: a group name for every row in a component of 2 or more rows,
     "" for a row alone; sizes (n,) int: its component's size)."""
     label = components(n, pairs, groups)

@@ -43,7 +43,7 @@ def _probabilities(fitted, x: np.ndarray) -> np.ndarray:
 
 
 def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
-                                groups: np.ndarray | None, folds: int = 5,
+                                groups: np.ndarray, folds: int = 5,
                                 seed: int = 0, model=None, views=None) -> np.ndarray:
     """(N, K) probabilities no row's own label helped to make.
 
@@ -52,8 +52,8 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
         labels: (N,) class indices.
         train_rows: rows cross-validated among themselves; the others are scored by a model
             fit on all of these.
-        groups: per-row groups (None or "": no group); folds never split a group, and each
-            row without one is a group of its own.
+        groups: each row's group (the store's `row_index.group`, where a row without one is
+            a group of its own); folds never split a group.
         folds: number of cross-validation folds.
         seed: seed of the folds and the model.
         model: an unfitted scikit-learn classifier to use instead of the logistic regression
@@ -63,15 +63,10 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
     """
     from sklearn.base import clone
 
-    from pipeline.evaluation.splits import cv_splitter, effective_groups
+    from pipeline.evaluation.splits import cv_folds
 
-    # fit-head's and grid-search's rule: an ungrouped row is a group of its own, never one
-    # group "" that lands in a single fold.
-    groups = effective_groups(groups)
     n_classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), n_classes))
-    y = labels[train_rows]
-    splitter = cv_splitter(y, None if groups is None else groups[train_rows], folds, seed)
     model = _probe(seed) if model is None else model
 
     def fit_predict(fit_rows, score_rows):
@@ -87,9 +82,9 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on tiny folds
-        for fit_idx, score_idx in splitter.split(np.zeros(len(y)), y,
-                                                 None if groups is None else groups[train_rows]):
-            probs[train_rows[score_idx]] = fit_predict(train_rows[fit_idx], train_rows[score_idx])
+        # fit-head's and grid-search's folds, from the same groups
+        for fit_rows, score_rows in cv_folds(train_rows, labels, groups, folds, seed):
+            probs[score_rows] = fit_predict(fit_rows, score_rows)
         others = np.setdiff1d(np.arange(len(labels)), train_rows)
         if len(others):
             probs[others] = fit_predict(train_rows, others)

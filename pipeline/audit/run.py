@@ -99,23 +99,20 @@ def outlier_rows(knn_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
 
 def _views_of_labelled(store, labelled: np.ndarray):
     """(vectors, labels, index into `labelled`) of the store's augmented views, or None."""
-    from pipeline.store.view_rows import ViewIndex
-
-    index = ViewIndex(store)
-    keep = np.isin(index.source, labelled)
-    if not keep.any():
+    index = store.row_index
+    rows = index.views_of(labelled)
+    if not len(rows):
         return None
-    rows = index.extra[keep]
     x = store.read_rows(rows)
     return (x.reshape(len(x), -1), store.full_column("labels")[rows],
-            np.searchsorted(labelled, index.source[keep]))
+            np.searchsorted(labelled, index.plain[rows]))
 
 
 def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, str]:
     """cleanlab's ranked label issues (row indices into the store) and how they were found."""
     from pipeline.audit import labels as label_audit
 
-    labels, groups = store.column("labels"), store.column("group")
+    labels, groups = store.column("labels"), store.row_index.group
     labelled = np.flatnonzero(labels >= 0)
     if not len(labelled) or len(np.unique(labels[labelled])) < 2:
         return None, "skipped: fewer than 2 labelled classes"
@@ -125,7 +122,7 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
         probs = label_audit.out_of_sample_probabilities(
             store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
             train if len(train) else np.arange(len(labelled)),
-            groups[labelled] if store.has_groups else None, cfg.folds, cfg.seed, probe,
+            groups[labelled], cfg.folds, cfg.seed, probe,
             views)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
@@ -228,7 +225,7 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     pairs = graph.pairs(threshold.value)
     dupes = duplicate_table(pairs, ids, splits, groups, digests, data_root)
     suggested, sizes = audit_groups.suggested_groups(len(ids), pairs,
-                                                     groups if store.has_groups else None)
+                                                     store.row_index.group[:len(ids)])
     issues, label_note = _label_issues(store, splits, cfg, probe)
     outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
     findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, mean, data_root,

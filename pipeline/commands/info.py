@@ -19,7 +19,7 @@ def describe_store(path) -> str:
         prov = store.provenance
         labels = store.column("labels")
         counts = Counter(labels.tolist())
-        made_split = "group-aware" if store.has_groups else "stratified"
+        made_split = "group-aware" if store.row_index.has_groups else "stratified"
         lines = [
             f"store        {store.path}",
             f"rows         {len(store)} x {store.feature_shape} "
@@ -85,9 +85,9 @@ def describe_reader(prov: dict) -> str:
 
 def describe_groups(store) -> str:
     """`10 distinct, 10 in more than one split` and how to fix it, or `none`."""
-    if not store.has_groups:
-        return "none"
     groups, splits = store.column("group").tolist(), store.column("split").tolist()
+    if not any(groups):
+        return "none"
     seen: dict = {}
     for group, split in zip(groups, splits):
         if group and split:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.store.view_rows import ViewIndex
-
 DEFAULT_RECIPE = "flip,crop=0.7-1.0"
 
 
@@ -30,14 +28,14 @@ def tta_extract_options(cfg, trained: dict) -> dict:
 
 def tta_average(run, store, plain_probs: np.ndarray) -> np.ndarray:
     """Mean of the plain rows' probabilities and those of every view of the same file."""
-    index = ViewIndex(store)
-    if not len(index.extra):
+    index = store.row_index
+    views = index.views_of(np.arange(index.n_plain))
+    if not len(views):
         return plain_probs
     total = np.array(plain_probs, dtype=np.float64)
     count = np.ones(len(total))
-    for start in range(0, len(index.extra), 4096):
-        rows = index.extra[start:start + 4096]
-        probs = run.predict_proba(store.read_rows(rows))
-        np.add.at(total, index.source[start:start + 4096], probs)
-        np.add.at(count, index.source[start:start + 4096], 1)
+    for start in range(0, len(views), 4096):
+        rows = views[start:start + 4096]
+        np.add.at(total, index.plain[rows], run.predict_proba(store.read_rows(rows)))
+        np.add.at(count, index.plain[rows], 1)
     return total / count[:, None]

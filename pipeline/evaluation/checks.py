@@ -19,16 +19,12 @@ FEW_VALIDATION_ROWS = 20
 FEW_VALIDATION_GROUPS = 10
 
 
-def rows_without_group(store) -> int:
-    """How many rows of a store that has groups carry none (0 for a store without groups)."""
-    return int((store.column("group") == "").sum()) if store.has_groups else 0
-
-
 def groups_on_both_sides(groups: np.ndarray, *sides: np.ndarray) -> list[str]:
-    """Sorted names of the groups that have rows in more than one of `sides` ("" ignored)."""
+    """Sorted names of the groups (`row_index.group`) that have rows in more than one of
+    `sides`."""
     seen: dict[str, int] = {}
     for rows in sides:
-        for name in set(groups[np.asarray(rows, dtype=np.int64)].tolist()) - {""}:
+        for name in set(groups[np.asarray(rows, dtype=np.int64)].tolist()):
             seen[name] = seen.get(name, 0) + 1
     return sorted(name for name, n in seen.items() if n > 1)
 
@@ -79,12 +75,12 @@ def tiny_data_warnings(n_val: int | None = None, fold_scores=None, what: str = "
     return lines
 
 
-def volatile_groups_warning(groups: np.ndarray | None, rows: np.ndarray,
+def volatile_groups_warning(groups: np.ndarray, rows: np.ndarray,
                             what: str = "validation",
                             hint: str = "use cross-validation (--cv 5)") -> list[str]:
-    """A warning when `rows` hold fewer than FEW_VALIDATION_GROUPS distinct groups (`groups`
-    as `splits.effective_groups` gives them; None = no groups: every row its own source)."""
-    if groups is None or not len(rows):
+    """A warning when `rows` hold fewer than FEW_VALIDATION_GROUPS distinct groups (`groups`:
+    `row_index.group`, where a row without a group is a source of its own)."""
+    if not len(rows):
         return []
     n = len(set(np.asarray(groups, dtype=object)[np.asarray(rows, dtype=np.int64)].tolist()))
     if n >= FEW_VALIDATION_GROUPS:

@@ -99,8 +99,8 @@ def warn_about_leaks(store, echo, exclude_leaks: bool = False) -> int:
         return 0
     summary = read_audit_summary(store)
     if summary is None:
-        if not store.has_groups:
-            echo(f"note: no audit of {store.path.name} and no group column, so near-duplicates "
+        if not store.row_index.has_groups:
+            echo(f"note: no audit of {store.path.name} and no groups, so near-duplicates "
                  "across the split (frames or crops of one photo) go unseen and make held-out "
                  f"scores optimistic; run `run_pipeline.py audit {_store_flag(store)}`, then "
                  "pass --groups-from-audit")

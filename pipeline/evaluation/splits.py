@@ -5,7 +5,9 @@ Rules, in order:
   2. Otherwise a stratified split with a fixed seed.
   3. Whenever the store has groups (video, subject, source), splitting is group-aware: no group
      ever sits on both sides (frames of one video on both sides make validation a memory test).
-     A row without a group is a group of its own, never one giant group "".
+     Every row's group comes from the store's `row_index`: a row without one is a group of its
+     own, never one giant group "". Where no group holds more than one of the rows being split,
+     they are split row by row, exactly as a store without groups.
   4. A held-out share is as close to the asked fraction as the groups allow (0.4 means 40% of
      the rows, not the 50% that a 2-fold group split would give).
   5. In a store that names its train rows, a row with a blank split belongs to no split: it is
@@ -33,27 +35,10 @@ class Split:
     warnings: tuple = ()  # e.g. a class with no validation rows, one line each
 
 
-def effective_groups(groups: np.ndarray | None) -> np.ndarray | None:
-    """The groups to split by: None when no row has one; else each ungrouped row its own group.
-
-    Without this, every ungrouped row would share the group "" and land on one side together.
-    """
-    if groups is None:
-        return None
-    groups = np.asarray(groups, dtype=object)
-    empty = groups == ""
-    if empty.all():
-        return None
-    if empty.any():
-        groups = groups.copy()
-        # "\0" cannot come from a manifest or a folder name, so no real group is matched.
-        groups[empty] = [f"\0row{i}" for i in np.flatnonzero(empty)]
-    return groups
-
-
-def store_groups(store) -> np.ndarray | None:
-    """`effective_groups` of every row of an open store."""
-    return effective_groups(store.column("group")) if store.has_groups else None
+def _joined(groups: np.ndarray) -> bool:
+    """Whether some group holds more than one of these rows: only then can a split by groups
+    differ from a split by rows."""
+    return len(set(groups.tolist())) < len(groups)
 
 
 def rows_in_splits(store) -> tuple[np.ndarray, int]:
@@ -169,14 +154,15 @@ def _close_enough(share: float, fraction: float) -> bool:
     return 0.0 < share < 1.0 and 0.5 * fraction <= share <= 1.5 * fraction
 
 
-def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
+def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
             seed: int, knob: str = "val_fraction", config: str | None = None,
             class_names=None) -> tuple[np.ndarray, np.ndarray]:
     """Splits `rows` into (kept, held_out) of about `fraction`, stratified and group-aware.
 
     Args:
         rows: store rows to split.
-        labels, groups: the store's label and group columns (all rows; groups may be None).
+        labels, groups: each store row's label and group (`row_index.group`: never empty);
+            whole groups are held out when a group holds more than one of `rows`.
         fraction: share of the rows to hold out.
         seed: seed of the split.
         knob: the option that sets `fraction` (named in the error when the split cannot be made).
@@ -205,8 +191,8 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
             f"({len(rows)} rows, {len(present)} classes, the smallest has {smallest}); at "
             f"--{knob.replace('_', '-')} {fraction:g} each class needs about {need} rows. {fix}, "
             "or give explicit train/val splits (folders or a manifest split column).")
-    g = effective_groups(groups[rows]) if groups is not None else None
-    if g is not None:
+    g = np.asarray(groups, dtype=object)[rows]
+    if _joined(g):
         held = _group_holdout(y, g, fraction, seed)
         if not _close_enough(held.mean(), fraction):
             n_groups = len(set(g.tolist()))
@@ -251,15 +237,16 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         DataError: a class would have no training rows (named, with the fix).
     """
     labels = store.column("labels")
-    groups = store_groups(store)
+    index = store.row_index
+    grouped = "group-aware " if index.has_groups else ""
     names = store.class_names
     usable, left_out = rows_in_splits(store)
     test = store.indices("test")
     test_how = blank_split_note(left_out)
     if not len(test) and test_fraction:
-        rest, test = holdout(usable, labels, groups, test_fraction, seed,
+        rest, test = holdout(usable, labels, index.group, test_fraction, seed,
                              knob="test_fraction", config=config, class_names=names)
-        test_how += (f"; {'group-aware ' if groups is not None else ''}stratified "
+        test_how += (f"; {grouped}stratified "
                      f"{len(test) / len(usable):.0%} test split held out first, seed {seed}")
         if "val" in store.splits:  # the store's val rows stay val, never test
             val_rows = store.indices("val")
@@ -273,9 +260,9 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
     else:
         pool = store.indices("train") if "train" in store.splits else usable
         pool = np.setdiff1d(pool, test)
-        train, val = holdout(pool, labels, groups, val_fraction, seed, config=config,
+        train, val = holdout(pool, labels, index.group, val_fraction, seed, config=config,
                              class_names=names)
-        how = (f"{'group-aware ' if groups is not None else ''}stratified "
+        how = (f"{grouped}stratified "
                f"{len(val) / len(pool):.0%} validation split, seed {seed}{test_how}")
         val_knob = "val_fraction"
     found = check_classes(labels, train, val, names, "validation", val_knob, config)
@@ -285,22 +272,33 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
     return Split(train, val, test, how, tuple(found))
 
 
-def cv_splitter(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int = 0):
-    """A scikit-learn CV splitter: StratifiedGroupKFold with groups, else StratifiedKFold.
+def cv_folds(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int,
+             seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K shuffled, stratified folds of `rows`: (training rows, held-out rows) each.
 
-    Pass `effective_groups(...)` to both this and the splitter's `split`, so ungrouped rows
-    are groups of their own.
+    Args:
+        rows: the rows to fold (indices into `labels` and `groups`).
+        labels, groups: each row's label and group (`row_index.group`: never empty); the
+            folds keep whole groups (StratifiedGroupKFold) when a group holds more than one
+            of `rows`, else they are StratifiedKFold's.
+        k: folds. seed: seed of the shuffle.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if effective_groups(groups) is not None:
-        n_groups = len(set(effective_groups(groups).tolist()))
+    rows = np.asarray(rows, dtype=np.int64)
+    y, g = labels[rows], np.asarray(groups, dtype=object)[rows]
+    grouped = _joined(g)
+    if grouped:
+        n_groups = len(set(g.tolist()))
         if n_groups < k:
             raise DataError(f"{k}-fold group cross-validation needs at least {k} groups; the "
                             f"store has {n_groups}. Lower --cv.")
-        return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    counts = np.bincount(labels[labels >= 0])
-    if counts[counts > 0].min() < k:
-        raise DataError(f"{k}-fold cross-validation needs at least {k} samples per class; the "
-                        f"smallest class has {counts[counts > 0].min()}. Lower --cv.")
-    return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        counts = np.bincount(y[y >= 0])
+        if counts[counts > 0].min() < k:
+            raise DataError(f"{k}-fold cross-validation needs at least {k} samples per class; "
+                            f"the smallest class has {counts[counts > 0].min()}. Lower --cv.")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(rows[a], rows[b])
+            for a, b in splitter.split(np.zeros(len(rows)), y, g if grouped else None)]

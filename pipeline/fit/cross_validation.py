@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.evaluation.splits import cv_splitter, holdout, store_groups
+from pipeline.evaluation.splits import cv_folds, holdout
 from pipeline.fit.training import probabilities, train_head
-from pipeline.store.view_rows import with_views
 
 SCORED_ON = ("each fold's held-out rows, which took no part in training or in choosing the "
              "epoch (early stopping and learning-rate decay watched {share:.0%} of the fold's "
@@ -32,21 +31,18 @@ def cross_validate(store, source, split, config, echo) -> tuple[dict, dict]:
     k = config.cv
     pool = np.sort(np.concatenate([split.train, split.val]))
     labels = store.column("labels")
-    all_groups = store_groups(store)
-    groups = None if all_groups is None else all_groups[pool]
-    splitter = cv_splitter(labels[pool], groups, k, config.seed)
+    index = store.row_index
     roles = np.full((len(store), k), "", dtype=object)
     oof = np.zeros((len(store), len(store.class_names)))
     scored_in = np.zeros(len(store), dtype=np.int64)
     folds = []
-    for i, (tr, va) in enumerate(splitter.split(np.zeros(len(pool)), labels[pool], groups)):
-        fit_rows, stop_rows = holdout(pool[tr], labels, all_groups, config.val_fraction,
+    for i, (train, rows) in enumerate(cv_folds(pool, labels, index.group, k, config.seed)):
+        fit_rows, stop_rows = holdout(train, labels, index.group, config.val_fraction,
                                       config.seed + i, config=config.config_file,
                                       class_names=store.class_names)
         model, history, best = train_head(store, source,
-                                          with_views(store, fit_rows, config.train_views),
+                                          index.with_views(fit_rows, config.train_views),
                                           stop_rows, config, echo, prefix=f"fold {i + 1}/{k} ")
-        rows = np.sort(pool[va])
         _, _, accuracy, probs = probabilities(model, store, source, rows)
         roles[fit_rows, i], roles[stop_rows, i], roles[rows, i] = "train", "stop", "scored"
         oof[rows], scored_in[rows] = probs, i + 1
@@ -58,7 +54,7 @@ def cross_validate(store, source, split, config, echo) -> tuple[dict, dict]:
              f"(epoch {best} chosen on {len(stop_rows)} other rows)")
     accs = np.array([f["val_accuracy"] for f in folds])
     share = float(np.mean([f["n_stop"] / (f["n_stop"] + f["n_train"]) for f in folds]))
-    report = {"k": k, "grouped": groups is not None,
+    report = {"k": k, "grouped": index.has_groups,
               "val_accuracy_mean": float(accs.mean()), "val_accuracy_std": float(accs.std()),
               "val_accuracy_min": float(accs.min()), "val_accuracy_max": float(accs.max()),
               "scored_on": SCORED_ON.format(share=share), "folds": folds}

@@ -32,9 +32,8 @@ from pipeline.evaluation import checks
 from pipeline.fit.heads import resolve_output
 from pipeline.fit.options import HeadConfig
 from pipeline.evaluation import curves
-from pipeline.evaluation.splits import holdout, make_split, store_groups
+from pipeline.evaluation.splits import holdout, make_split
 from pipeline.fit.probe import compare_with_linear_probe
-from pipeline.store.view_rows import with_views
 
 
 def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
@@ -85,11 +84,11 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
         # A store made with --views: the views of the training files (never of a validation,
         # calibration or test file) train beside their plain rows.
-        train_rows = with_views(store, fit_rows, config.train_views)
+        index = store.row_index
+        train_rows = index.with_views(fit_rows, config.train_views)
         view_pool = np.concatenate([split.train, split.val]) if config.cv else fit_rows
         needed = np.concatenate([split.train, split.val, split.test,
-                                 with_views(store, view_pool, config.train_views)[
-                                     len(view_pool):]])
+                                 index.views_of(view_pool, config.train_views)])
         streamed = should_stream(store, len(needed), config)
         echo(f"{store.path.name}: {len(store)} vectors {store.feature_shape}, "
              f"{n_classes} classes; train {len(fit_rows)}, calibration {len(cal_rows)}, val "
@@ -123,7 +122,7 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
         final_weights = model.get_weights()
         curve = curves.learning_curve(
-            lambda rows: probabilities(trainer.train(with_views(store, rows, config.train_views),
+            lambda rows: probabilities(trainer.train(index.with_views(rows, config.train_views),
                                                      split.val, progress=False)[0],
                                        store, source, split.val)[2],
             fit_rows, labels, results["val"][2], config.seed) \
@@ -156,7 +155,7 @@ def _calibration_rows(store, train_rows, config: HeadConfig):
     if not config.calibration_fraction:
         return train_rows, empty, "calibration is off (calibration_fraction = 0)"
     try:
-        fit_rows, cal_rows = holdout(train_rows, store.column("labels"), store_groups(store),
+        fit_rows, cal_rows = holdout(train_rows, store.column("labels"), store.row_index.group,
                                      config.calibration_fraction, config.seed + 1,
                                      knob="calibration_fraction", config=config.config_file,
                                      class_names=store.class_names)
@@ -180,20 +179,20 @@ def _echo_all(lines: list[str], echo) -> list[str]:
 
 def _check_data(store, source, split, echo) -> dict:
     """Says out loud what makes the scores hard to trust; returns the facts for metrics.json."""
-    found = {"rows_without_group": checks.rows_without_group(store), "warnings": []}
+    index = store.row_index
+    found = {"rows_without_group": index.n_without_group, "warnings": []}
     if found["rows_without_group"]:
         echo(f"{found['rows_without_group']} of {len(store)} rows have no group: each counts "
              "as a group of its own in the splits")
-    leaked = checks.groups_on_both_sides(store.column("group"), split.train, split.val,
-                                         split.test) if store.has_groups else []
+    leaked = checks.groups_on_both_sides(index.group, split.train, split.val, split.test)
     found["groups_in_more_than_one_split"] = len(leaked)
     if leaked:
         found["warnings"] += _echo_all([checks.leak_warning(leaked, "the store's own splits")],
                                        echo)
     found["warnings"] += _echo_all(checks.tiny_data_warnings(n_val=len(split.val)), echo)
     if len(split.val) >= checks.FEW_VALIDATION_ROWS:  # fewer rows: warned about just above
-        found["warnings"] += _echo_all(checks.volatile_groups_warning(store_groups(store),
-                                                                      split.val), echo)
+        found["warnings"] += _echo_all(checks.volatile_groups_warning(index.group, split.val),
+                                       echo)
     rows = np.concatenate([split.train, split.val, split.test])
     digests = np.zeros(len(store), dtype=np.int64)
     digests[np.sort(rows)] = checks.row_digests(
@@ -270,7 +269,8 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
                           f"{store.path.stem}: head {list(config.hidden_units)} "
                           f"({output_reason})")
     metrics = {}
-    groups = store.column("group") if store.has_groups else None
+    # The group column of the per-row CSVs, where the groups join rows (never empty there).
+    groups = store.row_index.group if store.row_index.has_groups else None
     group_of = {name: groups[np.sort(rows)] for name, rows in (("val", split.val),
                                                                ("test", split.test))
                 } if groups is not None else None

@@ -17,12 +17,13 @@ def search_data_warnings(store, features: np.ndarray, search_rows: np.ndarray,
                          test_rows: np.ndarray, folds: list, test_from_store: bool) -> list[str]:
     """Lines to print before the search starts (notes and warnings, each one line)."""
     lines = []
-    ungrouped = checks.rows_without_group(store)
+    index = store.row_index
+    ungrouped = index.n_without_group
     if ungrouped:
         lines.append(f"{ungrouped} of {len(store)} rows have no group: each counts as a group "
                      "of its own in the folds and the test split")
-    if test_from_store and store.has_groups:
-        shared = checks.groups_on_both_sides(store.column("group"), search_rows, test_rows)
+    if test_from_store:
+        shared = checks.groups_on_both_sides(index.group, search_rows, test_rows)
         if shared:
             lines.append(checks.leak_warning(shared, "the store's test split and the search "
                                                      "rows"))
@@ -32,10 +33,8 @@ def search_data_warnings(store, features: np.ndarray, search_rows: np.ndarray,
     lines += checks.tiny_data_warnings(n_val=len(test_rows), what="the test split",
                                        hint="add data or raise --test-fraction")
     if len(test_rows) >= checks.FEW_VALIDATION_ROWS:
-        from pipeline.evaluation.splits import store_groups
-
         lines += checks.volatile_groups_warning(
-            store_groups(store), test_rows, what="the test split",
+            index.group, test_rows, what="the test split",
             hint="judge by the cross-validated mean (--cv) rather than the test score")
     digests = checks.row_digests([features])
     copies = max(checks.copied_rows(digests, t, v) for t, v in folds)

@@ -30,7 +30,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.evaluation.splits import effective_groups, holdout
+from pipeline.evaluation.splits import holdout
 from pipeline.fit.options import HeadConfig
 
 
@@ -107,13 +107,15 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(str(exc)) from None
 
     def _stop_rows(self, encoded: np.ndarray, groups) -> np.ndarray:
-        """Rows held out for early stopping: whole groups when there are groups; none when
-        early stopping is off or the rows are too few to hold out a share of every class."""
+        """Rows held out for early stopping: whole groups when a group holds several rows
+        (no group given: each row its own); none when early stopping is off or the rows are
+        too few to hold out a share of every class."""
         if self.patience <= 0 or not 0.0 < self.validation_fraction < 1.0:
             return np.array([], dtype=np.int64)
-        g = None if groups is None else effective_groups(np.asarray(groups, dtype=object))
+        rows = np.arange(len(encoded))
+        g = rows if groups is None else np.asarray(groups, dtype=object)
         try:
-            return holdout(np.arange(len(encoded)), encoded, g, float(self.validation_fraction),
+            return holdout(rows, encoded, g, float(self.validation_fraction),
                            int(self.seed), knob="validation_fraction")[1]
         except DataError:
             return np.array([], dtype=np.int64)

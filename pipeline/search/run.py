@@ -1,9 +1,10 @@
 """Stage two, comparison: every model family cross-validated on one store, one leaderboard.
 
 The search reads the store once, keeps the store's test split (or a held-out one made once
-with a fixed seed) away from every fit, cross-validates each candidate with the splitter
-shared with fit-head (`splits.cv_splitter`: stratified, group-aware when the store has
-groups), refits the top entries on all search rows and scores them once on the test split.
+with a fixed seed) away from every fit, cross-validates each candidate with the folds shared
+with fit-head (`splits.cv_folds`: stratified, group-aware when the store has groups), refits
+the top entries on all search rows and scores them once on the test split. What it fits on
+(rows, folds, groups, views) is read once from the store by `job.py`.
 
 Usage:
     run_dir = run_grid_search("cache/flowers5-mobilenet-pooled-d23409c842.h5", {"cv": 5})
@@ -22,8 +23,8 @@ import numpy as np
 
 from pipeline.errors import ConfigError, DataError, StoreError
 from pipeline.outputs import Scratch, check_writable_folder, publish_new_folder, write_marker
+from pipeline.search.job import SearchJob, read_job
 from pipeline.search.options import SearchConfig
-from pipeline.store.view_rows import ViewIndex
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Candidate:
         return float(np.mean(self.fit_times)) if self.fit_times else float("nan")
 
 
-def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups=None):
+def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups):
     """One fit on a training fold and one score on its validation fold (runs in a worker)."""
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
@@ -65,7 +66,7 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups=None):
         warnings.simplefilter("always")
         started = time.perf_counter()
         try:
-            fit_routing_groups(est, X[train], y[train], None if groups is None else groups[train])
+            fit_routing_groups(est, X[train], y[train], groups[train])
             fit_s = time.perf_counter() - started
             started = time.perf_counter()
             score = float(get_scorer(scoring)(est, X[val], y[val]))
@@ -78,7 +79,7 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups=None):
     return {"score": score, "fit_s": fit_s, "score_s": score_s, "notes": notes}
 
 
-def _refit(pipeline, params, X, y, train, test, scoring, groups=None):
+def _refit(pipeline, params, X, y, train, test, scoring, groups):
     """Fits on all search rows and scores once on the test rows; returns the fitted model."""
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
@@ -88,28 +89,9 @@ def _refit(pipeline, params, X, y, train, test, scoring, groups=None):
     est = clone(pipeline).set_params(**params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_routing_groups(est, X[train], y[train], None if groups is None else groups[train])
+        fit_routing_groups(est, X[train], y[train], groups[train])
     score = float(get_scorer(scoring)(est, X[test], y[test])) if len(test) else None
     return est, score
-
-
-def _split_rows(store, cfg: SearchConfig, labels: np.ndarray):
-    """(search rows, test rows, how): the test rows are never seen by the search."""
-    from pipeline.evaluation.splits import blank_split_note, holdout, rows_in_splits, store_groups
-
-    usable, left_out = rows_in_splits(store)  # fit-head's rule for rows with a blank split
-    labelled = np.intersect1d(usable, np.flatnonzero(labels >= 0))
-    groups = store_groups(store)
-    test = np.intersect1d(store.indices("test"), labelled)
-    if len(test):
-        return (np.setdiff1d(labelled, test), test,
-                f"the store's test split ({len(test)} rows){blank_split_note(left_out)}")
-    pool, test = holdout(labelled, labels, groups, cfg.test_fraction, cfg.seed,
-                         knob="test_fraction", config=cfg.config_file)
-    how = (f"held-out {'group-aware ' if groups is not None else ''}stratified "
-           f"{len(test) / len(labelled):.0%} test split, seed {cfg.seed} ({len(test)} rows)"
-           f"{blank_split_note(left_out)}")
-    return pool, test, how
 
 
 def _run_dir_name(store_path: Path) -> str:
@@ -138,8 +120,6 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
     from pipeline.store.feature_store import open_store
     from pipeline.search.models import check_candidates, load_grid
     from pipeline.plugins import load_plugins
-    from pipeline.evaluation.splits import cv_splitter, store_groups
-    from pipeline.search.checks import search_data_warnings
 
     cfg = SearchConfig.from_mapping(options)
     store_path = Path(store_path).resolve()
@@ -155,43 +135,8 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         entries = [e for e in entries if e.name in wanted]
 
     with open_store(store_path) as store:
-        labels = store.column("labels")
-        if cfg.groups_from_audit:
-            from pipeline.evaluation.exclusions import adopt_audit_groups
-
-            adopt_audit_groups(store, echo)
-        search_rows, test_rows, test_how = _split_rows(store, cfg, labels)
-        from pipeline.evaluation.exclusions import audited_search_rows
-
-        search_rows, test_rows, test_how = audited_search_rows(
-            store, search_rows, test_rows, test_how, cfg.exclude_leaks, echo)
-        groups = store_groups(store)  # ungrouped rows are groups of their own
-        splitter = cv_splitter(labels[search_rows], None if groups is None else
-                               groups[search_rows], cfg.cv, cfg.seed)
-        folds = [(search_rows[a], search_rows[b]) for a, b in splitter.split(
-            np.zeros(len(search_rows)), labels[search_rows],
-            None if groups is None else groups[search_rows])]
-        n_classes = len(store.class_names)
-        if len(np.unique(labels[search_rows])) < 2:
-            raise DataError("grid-search needs at least 2 classes among the search rows")
-        # With --views: the view rows follow the plain ones in `features`; each fit adds the
-        # views of its own training rows only (a view is in its file's group).
-        views = ViewIndex(store, cfg.train_views)
-        loaded = store.read_rows(np.arange(views.n_rows if len(views.extra) else len(store)))
-        labels = store.full_column("labels")[:len(loaded)]
-        if groups is not None:
-            groups = groups[views.plain_of[:len(loaded)]]
-        features = loaded.reshape(len(loaded), -1)  # pool5 maps are compared as flat vectors
-        del loaded
-        meta = {"store": str(store_path), "store_key": store.key,
-                "provenance": store.provenance, "class_names": list(store.class_names)}
-        for line in search_data_warnings(store, features[:len(store)], search_rows, test_rows,
-                                         folds,
-                                         test_from_store="test" in store.splits):
-            echo(line)
-        table = {"ids": store.column("ids"), "labels": store.column("labels"), "names": store.class_names,
-                 "groups": store.column("group") if store.has_groups else None}
-    check_candidates(entries, min(len(t) for t, _ in folds), features.shape[1], cfg.seed)
+        job, features = read_job(store, cfg, store_path, entries, echo)
+    check_candidates(entries, min(len(t) for t, _ in job.folds), features.shape[1], cfg.seed)
 
     # The run folder and the scratch copy of the vectors are written under --out (the scratch
     # of a killed run is removed by the next one) and the run folder is published at the end.
@@ -199,12 +144,11 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         run_dir = scratch / "run"
         run_dir.mkdir()
         # Features are read once; workers get them as a memory map of one file, not copies.
-        np.save(scratch / "features.npy", features)
+        job.features = scratch / "features.npy"
+        np.save(job.features, features)
         del features
         try:
-            _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
-                    search_rows, test_rows, test_how, groups, table, splitter, n_classes,
-                    echo, views)
+            _search(job, run_dir, echo)
         except DataError as exc:
             if (run_dir / "leaderboard.csv").exists():  # kept: the error points to it
                 published = publish_new_folder(run_dir, out_dir, _run_dir_name(store_path))
@@ -214,9 +158,7 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         return publish_new_folder(run_dir, out_dir, _run_dir_name(store_path))
 
 
-def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
-            search_rows, test_rows, test_how, groups, table, splitter, n_classes, echo,
-            views):
+def _search(job: SearchJob, run_dir: Path, echo):
     """The search proper, written into `run_dir` (a scratch folder until published)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
@@ -228,26 +170,27 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
     from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
     from pipeline.search.checks import fold_score_warnings
 
-    search_io.write_run_json(run_dir, meta)
+    cfg, folds, groups = job.cfg, job.folds, job.groups
+    search_io.write_run_json(run_dir, job.meta)
     write_toml(run_dir / "config.toml", "grid_search",
-               {**cfg.as_dict(), "grid": cfg.grid_file, "store": str(store_path)})
-    search_report.write_folds(run_dir, folds, test_rows, test_how, table)
+               {**cfg.as_dict(), "grid": cfg.grid_file, "store": str(job.store_path)})
+    search_report.write_folds(run_dir, folds, job.test_rows, job.test_how, job.table)
 
-    X = np.load(scratch / "features.npy", mmap_mode="r")
-    y = labels
+    X = np.load(job.features, mmap_mode="r")
+    y = job.labels
     n_train = min(len(train) for train, _ in folds)
     # Candidate.index is the grid's own order (entries as listed, then their parameter
     # combinations): the leaderboard's tie rule. They run cheapest first (budget.py).
     candidates = [Candidate(i, entry, params) for i, (entry, params) in enumerate(
-        (entry, params) for entry in entries
+        (entry, params) for entry in job.entries
         for params in entry.candidates(n_train, X.shape[1]))]
-    pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in entries}
+    pipes = {e.name: e.build(n_train, X.shape[1], cfg.seed) for e in job.entries}
     budget = float(cfg.time_budget or 0)
     started = time.monotonic()
     n_workers = _n_jobs(cfg)
     # After the search: the top_k refits on all search rows, n_workers at a time, in fits.
     final_factor = (-(-min(cfg.top_k, len(candidates)) // n_workers)
-                    * len(search_rows) / n_train)
+                    * len(job.search_rows) / n_train)
     schedule = Schedule(candidates, CostModel(n_train, X.shape[1], pipes), budget,
                         n_workers, len(folds), final_factor, started=started)
 
@@ -256,13 +199,15 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
             cand.status = "running"
             for fold, (train, val) in enumerate(folds):
                 yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                              views.with_views(train), val, cfg.scoring,
+                                              job.training(train), val, cfg.scoring,
                                               groups), cand, fold
 
     n_fits = len(candidates) * len(folds)
+    grouped = "group-aware " if job.index.has_groups else ""
     echo(f"grid-search: {len(candidates)} candidates x {len(folds)} folds = {n_fits} fits "
-         f"on {len(search_rows)} rows ({X.shape[1]} features, {n_classes} classes); "
-         f"test: {test_how}; folds: {type(splitter).__name__}")
+         f"on {len(job.search_rows)} rows ({X.shape[1]} features, "
+         f"{len(job.meta['class_names'])} classes); test: {job.test_how}; folds: {grouped}"
+         f"stratified, {len(folds)}-fold")
     with joblib_backend(cfg.backend, X, y):  # this machine, or a Ray/Dask cluster
         results = _run_tasks(tasks(), cfg, n_fits, tqdm, schedule.finished)
     for cand, fold, res in results:
@@ -285,9 +230,8 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
                         f"{ranked[0].status}); see {run_dir / 'leaderboard.csv'}")
     top = [c for c in ranked if c.status == "done"][:cfg.top_k]
     refits = Parallel(n_jobs=min(_n_jobs(cfg), len(top)))(
-        delayed(_refit)(pipes[c.entry.name], c.params, X, y, views.with_views(search_rows),
-                        test_rows,
-                        cfg.scoring, groups) for c in top)
+        delayed(_refit)(pipes[c.entry.name], c.params, X, y, job.training(job.search_rows),
+                        job.test_rows, cfg.scoring, groups) for c in top)
     for cand, (_, score) in zip(top, refits):
         cand.test_score = score
     best_model = refits[0][0]
@@ -301,8 +245,8 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
              f"{budget:g}s")
     curve = learning_curve(  # the best candidate on shares of the first fold's training rows
         lambda rows: _fit_and_score(pipes[ranked[0].entry.name], ranked[0].params, X, y,
-                                    views.with_views(rows),
-                                    folds[0][1], cfg.scoring).get("score", float("nan")),
+                                    job.training(rows), folds[0][1], cfg.scoring,
+                                    groups).get("score", float("nan")),
         folds[0][0], y, seed=cfg.seed, metric=cfg.scoring) if draw_curve else None
 
     search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
@@ -317,7 +261,7 @@ def _search(cfg, run_dir, scratch, meta, store_path, entries, labels, folds,
     for line in fold_score_warnings(best):
         echo(line)
     try:
-        search_io.save_best_model(run_dir, best_model, meta, model=best.entry.name,
+        search_io.save_best_model(run_dir, best_model, job.meta, model=best.entry.name,
                                   family=best.entry.family, params=best.params,
                                   cv_mean=best.cv_mean, test_score=best.test_score)
     except StoreError as exc:  # the leaderboard stays; only the model file is missing

@@ -5,7 +5,8 @@
         X, y = store.load("train")
 
 `feature_store.py` owns the HDF5 schema, the atomic writer and the read API;
-`vector_identity.py` the key of what changes the vectors, which every reuse of a store compares.
+`vector_identity.py` the key of what changes the vectors, which every reuse of a store compares;
+`row_index.py` each row's plain row, file, group and views (`store.row_index`).
 It imports h5py and numpy only: no Keras, no backbone, no head.
 """
 

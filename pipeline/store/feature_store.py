@@ -40,8 +40,9 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.outputs import hold_exclusive_lock, release_lock_file
-from pipeline.store import integrity, space, view_rows
+from pipeline.store import integrity, space
 from pipeline.store.diagnose import not_a_store_message
+from pipeline.store.row_index import RowIndex, plain_count
 
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -248,10 +249,10 @@ class FeatureStore:
             self.file.close()
             raise
         self._full, self._columns = {"labels": labels}, {}  # all rows; plain rows only
-        # Augmented views sit after the plain rows and are hidden from every reader that does
-        # not ask for them: splits, audits and reports see one row per file, as without views.
-        self.n_plain = view_rows.plain_count(self.path, self.file)
+        # Augmented views follow the plain rows: len, column() and vectors see one per file.
+        self.n_plain = plain_count(self.path, self.file)
         self.groups_from = "the store"  # or what `use_groups` read them from
+        self._row_index: RowIndex | None = None
 
     # -- metadata ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -279,10 +280,12 @@ class FeatureStore:
             self._full[name] = raw if raw.dtype.kind in "iuf" else np.array(_decode(raw), dtype=object)
         return self._full[name]
 
-    def view_rows_of(self, rows, max_view: int | None = None) -> np.ndarray:
-        """The rows of the augmented views of plain `rows` (views 1..max_view; all by
-        default), sorted; empty for a store without views."""
-        return view_rows.views_of(self, rows, max_view)
+    @property
+    def row_index(self) -> RowIndex:
+        """Plain row, file, group and views of every row (built again after `use_groups`)."""
+        if self._row_index is None:
+            self._row_index = RowIndex.of(self)
+        return self._row_index
 
     @property
     def n_views(self) -> int:
@@ -298,17 +301,13 @@ class FeatureStore:
             raise StoreError(f"{source} has {len(groups)} group(s) for the {len(self)} rows of "
                              f"{self.path.name}")
         self._columns["group"] = groups
-        self.groups_from = source
+        self.groups_from, self._row_index = source, None
 
     @property
     def splits(self) -> list[str]:
         """The non-empty splits present, in train/val/test order."""
         present = set(self.column("split").tolist())
         return [s for s in ("train", "val", "test") if s in present]
-
-    @property
-    def has_groups(self) -> bool:
-        return any(g for g in self.column("group").tolist())
 
     def indices(self, split: str | None = None) -> np.ndarray:
         """Row indices of one split (None: all rows)."""

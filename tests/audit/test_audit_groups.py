@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline.audit.labels import out_of_sample_probabilities
 from pipeline.audit.run import run_audit
-from pipeline.store.feature_store import write_store
+from pipeline.store.feature_store import open_store, write_store
 
 SCORED = []  # rows each cross-validation fold scored, recorded by the probe below
 
@@ -30,8 +30,11 @@ def grouped_data(n_grouped, n_ungrouped, group_size=10, seed=0):
     return x.astype(np.float32), y, groups
 
 
-def test_ungrouped_rows_spread_over_the_folds():
-    x, y, groups = grouped_data(100, 300)
+def test_ungrouped_rows_spread_over_the_folds(tmp_path):
+    x, y, column = grouped_data(100, 300)
+    with open_store(write_store(tmp_path / "mixed.h5", x, y, class_names=["a", "b"],
+                                group=list(column))) as store:
+        groups = store.row_index.group  # the audit's groups: ungrouped rows stand alone
     SCORED.clear()
     out_of_sample_probabilities(x, y, np.arange(len(y)), groups, folds=5, seed=0,
                                 model=RecordingProbe(max_iter=500))

@@ -83,9 +83,11 @@ def test_a_given_threshold_is_used_as_given():
 
 def test_components_follow_chains_and_keep_store_groups_whole():
     from pipeline.audit.groups import suggested_groups
+    from pipeline.store.row_index import RowIndex
 
     pairs = np.array([[0, 1, 0.1], [1, 2, 0.1], [5, 7, 0.2], [3, 8, 0.1]])  # 0-1-2: a chain
-    groups = np.array(["", "", "", "", "v1", "", "v2", "v1", ""], dtype=object)  # 4, 7: one group
+    column = np.array(["", "", "", "", "v1", "", "v2", "v1", ""], dtype=object)  # 4, 7: one group
+    groups = RowIndex([f"r{i}" for i in range(9)], np.zeros(9), column).group
     names, sizes = suggested_groups(9, pairs, groups)
     assert names[0] == names[1] == names[2] != ""
     assert names[4] == names[5] == names[7] != "" and names[4] != names[0]
@@ -98,7 +100,7 @@ def test_components_of_a_million_rows_need_no_dense_matrix():
 
     n = 1_000_000
     pairs = np.column_stack([np.arange(0, n - 1, 2), np.arange(1, n, 2), np.zeros(n // 2)])
-    names, sizes = suggested_groups(n, pairs)
+    names, sizes = suggested_groups(n, pairs, np.arange(n))
     assert (sizes == 2).all() and len(set(names[:1000].tolist())) == 500
 
 
@@ -184,7 +186,6 @@ def test_many_sources_in_validation_are_not_volatile(tmp_path, n_sources):
 
     groups = np.repeat(np.arange(n_sources), 3).astype(object)
     assert volatile_groups_warning(groups, np.arange(len(groups))) == []
-    assert volatile_groups_warning(None, np.arange(10)) == []
     assert volatile_groups_warning(groups, np.arange(15))  # 5 sources
 
 

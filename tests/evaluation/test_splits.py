@@ -60,11 +60,11 @@ def test_holdout_refuses_to_leave_a_class_out_of_the_kept_rows():
 
 
 def test_group_holdout_samples_groups_instead_of_taking_the_largest_first():
-    from pipeline.evaluation.splits import effective_groups, holdout
+    from pipeline.evaluation.splits import holdout
 
-    # 80 ungrouped rows and 4 videos of 5 frames.
-    groups = effective_groups(np.array([""] * 80 + [f"video{i // 5}" for i in range(20)],
-                                       dtype=object))
+    # 80 rows each a group of its own and 4 videos of 5 frames.
+    groups = np.array([f"row{i}" for i in range(80)] + [f"video{i // 5}" for i in range(20)],
+                      dtype=object)
     labels = np.arange(100) % 2
     grouped = set(range(80, 100))
     vals = [set(holdout(np.arange(100), labels, groups, 0.2, seed)[1].tolist())

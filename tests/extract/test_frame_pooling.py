@@ -197,7 +197,7 @@ def test_pooled_rows_are_the_mean_and_max_of_the_backbones_frame_vectors(frame_d
 
 
 def test_frame_rows_keep_their_video_as_group_and_no_split_separates_them(frame_data):
-    from pipeline.evaluation.splits import cv_splitter, effective_groups, make_split
+    from pipeline.evaluation.splits import cv_folds, make_split
     from pipeline.store import open_store
 
     with open_store(_extract(frame_data, "none")) as store:
@@ -212,8 +212,9 @@ def test_frame_rows_keep_their_video_as_group_and_no_split_separates_them(frame_
             parts = [set(groups[rows]) for rows in (split.train, split.val, split.test)]
             assert all(len(p) for p in parts)
             assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
-        g = effective_groups(groups)
-        for train, test in cv_splitter(labels, g, 3, seed=0).split(np.zeros(len(g)), labels, g):
+        g = store.row_index.group
+        assert (g == groups).all()  # the frames' own groups: their videos
+        for train, test in cv_folds(np.arange(len(g)), labels, g, 3, seed=0):
             assert not set(g[train]) & set(g[test])
 
 

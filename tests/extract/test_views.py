@@ -101,7 +101,7 @@ def test_a_store_without_views_reads_as_all_plain(tmp_path):
     with open_store(path) as store:
         assert len(store) == 4 and store.n_views == 0
         assert store.full_column("view").tolist() == [0, 0, 0, 0]
-        assert store.view_rows_of(np.arange(4)).size == 0
+        assert store.row_index.views_of(np.arange(4)).size == 0
 
 
 def test_views_are_seeded_per_file_and_view():

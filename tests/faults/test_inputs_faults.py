@@ -70,20 +70,21 @@ def test_a_store_made_from_dot_is_named_after_the_folder(tmp_path, capsys, monke
 
 def test_a_bad_manifest_is_refused_before_tensorflow_is_imported(tmp_path):
     """The first stdout line (the file count) and any refusal of the inputs come before the
-    backend is imported: a manifest climbing out with `..` is refused in seconds."""
+    backend is imported: a manifest climbing out with `..` is refused without loading
+    TensorFlow or Keras, whatever the machine's load (what is imported, not how long it took)."""
     data = write_images(tmp_path / "pets", per_class=1, size=(24, 24))
     (data / "bad.csv").write_text("path,label\n../outside.png,cat\n")
     probe = ("import sys, runpy; sys.argv = ['run_pipeline.py', 'extract', '--data', "
              f"{str(data / 'bad.csv')!r}]\n"
              "from run_pipeline import main\n"
              "code = main(sys.argv[1:])\n"
-             "print('TF' if 'tensorflow' in sys.modules else 'NO_TF', code)\n")
-    started = time.monotonic()
+             "heavy = sorted({'tensorflow', 'keras'} & set(sys.modules))\n"
+             "print('loaded:' + ','.join(heavy), code)\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == "NO_TF 2", (done.stdout, done.stderr)
-    assert "outside" in done.stderr
-    assert time.monotonic() - started < 10
+                          text=True, timeout=600)  # a hang fails here, not a slow machine
+    assert done.stdout.strip().splitlines()[-1] == "loaded: 2", (done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "outside" in errors[0], done.stderr
 
 
 def test_the_file_count_is_printed_before_tensorflow_is_imported(tmp_path):
