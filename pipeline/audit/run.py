@@ -279,7 +279,7 @@ def _threshold(store, cfg: AuditConfig, mean, scratch):
         return choose_threshold(None, cfg.threshold, cfg.seed)
     prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
                             memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
-    return choose_threshold(prepared, cfg.threshold, cfg.seed)
+    return choose_threshold(prepared, cfg.threshold, cfg.seed, labels=store.column("labels"))
 
 
 def _summary(store, cfg: AuditConfig, dupes, graph, issues, outliers, fence, splits, split_how,
