@@ -140,7 +140,8 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
     at = best_cuts(profile)
     index = np.arange(len(profile))
     radius, beyond = profile[index, at], profile[index, at + 1]
-    floor = 0.01 * pair_median  # exact copies sit at 0: their jump is still finite
+    # Exact copies sit at 0: their jump is still finite (and defined where most rows are copies).
+    floor = max(0.01 * pair_median, 1e-12)
     jump = np.maximum(beyond, floor) / np.maximum(radius, floor)
     clustered = (jump >= GAP_RATIO) & (radius < ceiling)
     classes = clustered & whole_class(at) if whole_class else np.zeros_like(clustered)
