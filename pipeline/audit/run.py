@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.evaluation.exclusions import audit_dir_for
 from pipeline.audit.options import AuditConfig
-from pipeline.audit.pairs import find_pairs
+from pipeline.audit.pairs import cut_warnings, find_pairs, identical_warning
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
@@ -301,16 +301,13 @@ def _threshold(store, cfg: AuditConfig, prepare):
 
 def _summary(store, cfg: AuditConfig, dupes, found, graph, issues, outliers, fence, splits,
              split_how, label_note, threshold) -> dict:
-    from pipeline.audit.pairs import cut_warnings, identical_warning
-
     nearest = graph.nearest
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
         nearest.max()) if len(nearest) else 1.0)))
     labels = store.column("labels")
     tally = found.counts
     # Identical vectors, plus listed pairs of byte-identical files whose vectors differ.
-    exact = tally["identical"] + sum(r["kind"] == "exact" and not r["_identical"]
-                                        for r in dupes)
+    exact = tally["identical"] + sum(r["kind"] == "exact" and not r["_identical"] for r in dupes)
     identical = identical_warning(found.identical, len(store))
     ids = store.column("ids")
     return {
