@@ -41,8 +41,8 @@ AUDIT_OPTIONS = (
     Option("l2_normalize", bool, False, "L2-normalise each vector before mean-centring"),
     Option("neighbours", int, 5, "k of the k-nearest-neighbour outlier score", minimum=1),
     Option("graph_neighbours", int, 10, "neighbours kept per row in the neighbour graph that "
-           "every check reads (a row with more near-duplicates than this lists its nearest); "
-           "at least --neighbours is kept", minimum=1),
+           "every check reads (a row with more near-duplicates than this is searched further "
+           "for its pairs); at least --neighbours is kept", minimum=1),
     Option("neighbours_engine", str, "auto", "how the neighbour graph is found: exact (block "
            "scan, N^2 cost), hnsw (faiss HNSW candidates re-scored exactly), auto (exact up to "
            "50,000 rows, hnsw above)", choices=tuple(ENGINES)),

@@ -146,7 +146,8 @@ def _cards(counts: dict) -> str:
 
 def caveats(summary: dict) -> str:
     """The warnings a reader of the page needs before trusting it (not only on the console):
-    random-weight vectors, how the threshold was chosen, how credible the label issues are."""
+    random-weight vectors, the audit's own warnings (many identical vectors, pairs not listed
+    or not counted), how the threshold was chosen, how credible the label issues are."""
     th = summary["thresholds"]
     boxes = []
     if (summary.get("provenance") or {}).get("weights") == "none":
@@ -154,6 +155,7 @@ def caveats(summary: dict) -> str:
                       "none): distances say little about what the images show, so pairs, "
                       "groups and label issues here are not evidence. Audit a store extracted "
                       "with pretrained weights."))
+    boxes += [("bad", line.removeprefix("warning: ")) for line in summary.get("warnings", [])]
     text = f"Near-duplicate threshold {th['duplicate_distance']:g}: {th['duplicate_how']}."
     if not th.get("duplicate_adaptive"):
         text += (" A fixed threshold fits one kind of duplicate: frames, crops or edits of one "

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.evaluation.exclusions import audit_dir_for
 from pipeline.audit.options import AuditConfig
+from pipeline.audit.pairs import cut_warnings, find_pairs, identical_warning
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
@@ -77,7 +78,7 @@ def duplicate_table(pairs: np.ndarray, ids, splits, groups, digests, data_root) 
         rows.append({"id_a": ids[i], "id_b": ids[j], "split_a": splits[i], "split_b": splits[j],
                      "group_a": groups[i], "group_b": groups[j], "distance": round(distance, 6),
                      "kind": "exact" if digests[i] == digests[j] or same_file else "near",
-                     "_rows": (i, j)})
+                     "_rows": (i, j), "_identical": digests[i] == digests[j]})
     for row in rows:
         row["cross_split"] = row["split_a"] != row["split_b"]
         row["cross_group"] = bool(row["group_a"] and row["group_b"]
@@ -221,18 +222,21 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     # One neighbour graph, reused from beside the store when these settings built it before:
     # every check below reads it.
     graph, digests, mean, graph_how = store_graph(store, cfg, scratch, echo)
-    threshold = _threshold(store, cfg, mean, scratch)
-    pairs = graph.pairs(threshold.value)
-    dupes = duplicate_table(pairs, ids, splits, groups, digests, data_root)
-    suggested, sizes = audit_groups.suggested_groups(len(ids), pairs,
+    prepare = _preparer(store, cfg, mean, scratch)
+    threshold = _threshold(store, cfg, prepare)
+    found = find_pairs(graph, threshold.value, digests, splits, groups, prepare)
+    dupes = duplicate_table(found.listed, ids, splits, groups, digests, data_root)
+    suggested, sizes = audit_groups.suggested_groups(len(ids), found.links,
                                                      store.row_index.group[:len(ids)])
     issues, label_note = _label_issues(store, splits, cfg, probe)
     outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
     findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, mean, data_root,
                                                      graph_how)
-    summary = _summary(store, cfg, dupes, graph, issues, outliers, fence, splits,
+    summary = _summary(store, cfg, dupes, found, graph, issues, outliers, fence, splits,
                        split_how, label_note, threshold)
     summary.update(findings)
+    for line in summary["warnings"]:
+        echo(line)
     summary["suggested_groups"] = audit_groups.group_summary(suggested, sizes, splits)
     tmp = scratch / "audit"
     tmp.mkdir()
@@ -266,42 +270,66 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     return summary
 
 
-def _threshold(store, cfg: AuditConfig, mean, scratch):
+def _preparer(store, cfg: AuditConfig, mean, scratch):
+    """callable() -> the centred unit rows, prepared on the first call only (a cached graph
+    with a given threshold and no row past the graph's k never needs them)."""
+    from pipeline.audit.neighbours import centred_rows
+
+    made = []
+
+    def prepare():
+        if not made:
+            made.append(centred_rows(store.vectors, mean, cfg.l2_normalize,
+                                     memory_limit_mb=cfg.memory_limit_mb, scratch=scratch))
+        return made[0]
+
+    return prepare
+
+
+def _threshold(store, cfg: AuditConfig, prepare):
     """The near-duplicate threshold: --threshold as given, or the adaptive rule, which reads
     a sample of rows' 64 exact nearest neighbours (more than the graph keeps)."""
-    from pipeline.audit.neighbours import centred_rows
     from pipeline.audit.threshold import choose_threshold
 
     if cfg.threshold != "auto":
         return choose_threshold(None, cfg.threshold, cfg.seed)
-    prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
-                            memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
-    return choose_threshold(prepared, cfg.threshold, cfg.seed)
+    return choose_threshold(prepare(), cfg.threshold, cfg.seed, labels=store.column("labels"))
 
 
-def _summary(store, cfg: AuditConfig, dupes, graph, issues, outliers, fence, splits, split_how,
-             label_note, threshold) -> dict:
+def _summary(store, cfg: AuditConfig, dupes, found, graph, issues, outliers, fence, splits,
+             split_how, label_note, threshold) -> dict:
     nearest = graph.nearest
     counts, edges = np.histogram(nearest, bins=40, range=(0.0, max(1.0, float(
         nearest.max()) if len(nearest) else 1.0)))
     labels = store.column("labels")
+    tally = found.counts
+    # Identical vectors, plus listed pairs of byte-identical files whose vectors differ.
+    exact = tally["identical"] + sum(r["kind"] == "exact" and not r["_identical"] for r in dupes)
+    identical = identical_warning(found.identical, len(store))
+    ids = store.column("ids")
     return {
         "store": str(store.path.resolve()), "store_key": store.key, "n_rows": len(store),
         # The vector key says which vectors; the fingerprint says which files they came from.
         "source_fingerprint": store.provenance.get("source_fingerprint"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {
-            "duplicate_pairs": len(dupes),
-            "exact_pairs": sum(r["kind"] == "exact" for r in dupes),
-            "near_pairs": sum(r["kind"] == "near" for r in dupes),
-            "cross_split_pairs": sum(r["cross_split"] for r in dupes),
-            "cross_group_pairs": sum(r["cross_group"] for r in dupes),
+            "duplicate_pairs": tally["pairs"],
+            "exact_pairs": exact,
+            "near_pairs": tally["pairs"] - exact,
+            "cross_split_pairs": tally["cross_split"],
+            "cross_group_pairs": tally["cross_group"],
             "label_issues": 0 if issues is None else len(issues["rows"]),
             "outliers": len(outliers),
         },
-        "cross_split_pairs": sum(r["cross_split"] for r in dupes),
-        "cross_group_pairs": sum(r["cross_group"] for r in dupes),
-        "pairs_truncated": False,  # pairs come from the graph: at most k per row
+        "cross_split_pairs": tally["cross_split"],
+        "cross_group_pairs": tally["cross_group"],
+        "pairs_truncated": bool(found.cut),
+        "pairs_listed": len(dupes),
+        "pairs_cut": found.cut,
+        "identical_vectors": {**{k: v for k, v in found.identical.items() if k != "largest_rows"},
+                              "largest_ids": [ids[r] for r in found.identical["largest_rows"]],
+                              "warning": identical},
+        "warnings": ([identical] if identical else []) + cut_warnings(found.cut, tally),
         "thresholds": {
             "duplicate_distance": threshold.value,
             "duplicate_how": threshold.how,

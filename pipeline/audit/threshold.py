@@ -13,7 +13,11 @@ The rule (documented in docs/audit.md):
      (Otsu's rule: the cut with the largest between-part variance). When the distance just
      after the cut is at least GAP_RATIO times the one just before it, and that one lies below
      half of `pair_median`, the row has a cluster: the near part are its near-duplicates, the
-     first row after the cut its nearest distinct image.
+     first row after the cut its nearest distinct image. A cluster that holds more than
+     CLASS_SHARE of its row's class-mates is that class, not one source: distinct photos of
+     a small, well-separated class (a strong backbone on a few-shot set) also end where the
+     next class begins, while frames of one source are a part of their class, with the
+     class's other sources beyond the cut. Such rows count as unclustered.
   3. When at least MIN_CLUSTERED of the sampled rows show such a cluster, and the clusters'
      95th-percentile radius lies below the 5th percentile of the distinct images after them,
      the threshold is the geometric mean of those two figures: midway, on a log scale, between
@@ -25,7 +29,7 @@ The rule (documented in docs/audit.md):
      of this store begin to meet.
 
 Usage:
-    choice = choose_threshold(prepared, seed=0)      # prepared = neighbours.prepare_vectors(...)[0]
+    choice = choose_threshold(prepared, seed=0, labels=labels)  # prepared: prepare_vectors(...)[0]
     choice.value, choice.how
 """
 
@@ -41,6 +45,9 @@ SAMPLE_ROWS = 512  # rows whose neighbour lists are read: +-2 points of share at
 PROFILE_K = 64  # neighbours per sampled row: clusters of up to 64 rows show their end
 GAP_RATIO = 1.5  # the jump at the cut: 1.01 for the median clean flowers5 row, 2.2-2.7 for frames
 MIN_CLUSTERED = 0.05  # share of sampled rows with a cluster before the store counts as clustered
+# A cluster holding more than this share of its row's class-mates is the class itself: frames
+# of one photo among 8 photos of a class hold 9 of 79, a whole class of 25 photos 24 of 24.
+CLASS_SHARE = 0.5
 BLOCK_ROWS = 4096
 
 
@@ -55,19 +62,21 @@ class ThresholdChoice:
 
 
 def neighbour_profile(prepared, sample_rows: int = SAMPLE_ROWS, k: int = PROFILE_K,
-                      seed: int = 0) -> tuple[np.ndarray, float]:
-    """(sorted distances of sampled rows to their k nearest other rows (S, k), pair_median).
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(sorted distances of sampled rows to their k nearest other rows (S, k), those rows'
+    indices (S, k), the sampled rows (S,), pair_median).
 
     Reads `prepared` (unit-length rows) in blocks: S x block distances at a time, never N x N.
     """
     n = int(prepared.shape[0])
     if n < 3:
-        return np.zeros((0, 0)), 1.0
+        return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), np.zeros(0, np.int64), 1.0
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, min(n, sample_rows), replace=False))
     queries = np.asarray(prepared[rows], dtype=np.float32)
     k = min(k, n - 1)
     best = np.full((len(rows), 0), np.inf)
+    best_index = np.zeros((len(rows), 0), dtype=np.int64)
     some = []  # a random handful of each block's distances, for the median
     for a in range(0, n, BLOCK_ROWS):
         b = min(a + BLOCK_ROWS, n)
@@ -75,11 +84,32 @@ def neighbour_profile(prepared, sample_rows: int = SAMPLE_ROWS, k: int = PROFILE
         inside = (rows >= a) & (rows < b)
         dist[np.flatnonzero(inside), rows[inside] - a] = np.inf  # a row is not its own neighbour
         pool = np.concatenate([best, dist], axis=1)
-        keep = min(k, pool.shape[1])
-        best = np.partition(pool, keep - 1, axis=1)[:, :keep]
+        pool_index = np.concatenate([best_index, np.broadcast_to(np.arange(a, b), dist.shape)],
+                                    axis=1)
+        keep = np.argpartition(pool, min(k, pool.shape[1]) - 1, axis=1)[:, :k]
+        best = np.take_along_axis(pool, keep, axis=1)
+        best_index = np.take_along_axis(pool_index, keep, axis=1)
         picked = rng.integers(0, b - a, size=min(64, b - a))
         some.append(dist[:, picked][np.isfinite(dist[:, picked])])
-    return np.sort(np.clip(best, 0.0, 2.0), axis=1), float(np.median(np.concatenate(some)))
+    order = np.argsort(best, axis=1, kind="stable")
+    return (np.clip(np.take_along_axis(best, order, axis=1), 0.0, 2.0),
+            np.take_along_axis(best_index, order, axis=1), rows,
+            float(np.median(np.concatenate(some))))
+
+
+def class_sized(at: np.ndarray, neighbours: np.ndarray, rows: np.ndarray,
+                labels) -> np.ndarray:
+    """(S,) whether each sampled row's near part (its neighbours up to the cut `at`) holds more
+    than CLASS_SHARE of the row's labelled class-mates: the class itself, not one source."""
+    if labels is None or not len(rows):
+        return np.zeros(len(rows), dtype=bool)
+    labels = np.asarray(labels)
+    own = labels[rows]
+    same = (labels[neighbours] == own[:, None]) & (own[:, None] >= 0)
+    inside = np.cumsum(same, axis=1)[np.arange(len(rows)), at]
+    counts = np.bincount(labels[labels >= 0], minlength=int(own.max(initial=0)) + 1)
+    mates = np.where(own >= 0, counts[np.maximum(own, 0)] - 1, 0)
+    return (mates > 0) & (inside > CLASS_SHARE * mates)
 
 
 def best_cuts(profile: np.ndarray) -> np.ndarray:
@@ -94,10 +124,11 @@ def best_cuts(profile: np.ndarray) -> np.ndarray:
 
 
 def adaptive_threshold(profile: np.ndarray, pair_median: float,
-                       default: float = DEFAULT_THRESHOLD) -> ThresholdChoice:
+                       default: float = DEFAULT_THRESHOLD, whole_class=None) -> ThresholdChoice:
     """The rule of the module docstring, from sorted neighbour distances (S, k) and the
     median distance between unrelated rows. Works on any rows' neighbour lists (a cached
-    neighbour graph's too)."""
+    neighbour graph's too). `whole_class`: callable(cuts) -> (S,) bool, the rows whose near
+    part is their whole class (`class_sized`); None where there are no labels to read."""
     ceiling = 0.5 * pair_median
     facts = {"sampled_rows": int(len(profile)), "neighbours_read": int(profile.shape[1])
              if profile.ndim == 2 else 0, "pair_median": round(pair_median, 4),
@@ -109,16 +140,23 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
     at = best_cuts(profile)
     index = np.arange(len(profile))
     radius, beyond = profile[index, at], profile[index, at + 1]
-    floor = 0.01 * pair_median  # exact copies sit at 0: their jump is still finite
+    # Exact copies sit at 0: their jump is still finite (and defined where most rows are copies).
+    floor = max(0.01 * pair_median, 1e-12)
     jump = np.maximum(beyond, floor) / np.maximum(radius, floor)
     clustered = (jump >= GAP_RATIO) & (radius < ceiling)
+    classes = clustered & whole_class(at) if whole_class else np.zeros_like(clustered)
+    clustered &= ~classes
     share = float(clustered.mean())
-    facts["clustered_share"] = round(share, 4)
+    facts.update(clustered_share=round(share, 4), class_share=CLASS_SHARE,
+                 class_sized_share=round(float(classes.mean()), 4))
     if share < MIN_CLUSTERED:
+        whole = (f"; for {classes.mean():.0%} the cluster is the row's whole class (more than "
+                 f"{CLASS_SHARE:.0%} of its class-mates: distinct photos of a well-separated "
+                 "class, not copies of one source)" if classes.any() else "")
         return ThresholdChoice(default, fallback + f"only {share:.0%} of {len(profile)} sampled "
                                f"rows have a cluster of near neighbours (a jump of "
                                f"{GAP_RATIO:g}x or more in their sorted neighbour distances; "
-                               f"{MIN_CLUSTERED:.0%} needed)", False, facts)
+                               f"{MIN_CLUSTERED:.0%} needed){whole}", False, facts)
     end = float(np.percentile(radius[clustered], 95))
     start = float(np.percentile(beyond[clustered], 5))
     facts.update(cluster_radius_p95=round(end, 4), distinct_start_p5=round(start, 4))
@@ -147,9 +185,11 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
 
 
 def choose_threshold(prepared, given="auto", seed: int = 0,
-                     default: float = DEFAULT_THRESHOLD) -> ThresholdChoice:
-    """The threshold the audit uses: `given` when it is a number, else the adaptive rule."""
+                     default: float = DEFAULT_THRESHOLD, labels=None) -> ThresholdChoice:
+    """The threshold the audit uses: `given` when it is a number, else the adaptive rule
+    (`labels`: each row's class, -1 unlabelled; they tell a class from one source)."""
     if given != "auto":
         return ThresholdChoice(float(given), "given with --threshold", False)
-    profile, pair_median = neighbour_profile(prepared, seed=seed)
-    return adaptive_threshold(profile, pair_median, default)
+    profile, neighbours, rows, pair_median = neighbour_profile(prepared, seed=seed)
+    return adaptive_threshold(profile, pair_median, default, lambda at: class_sized(
+        at, neighbours, rows, labels))

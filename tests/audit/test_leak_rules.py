@@ -24,6 +24,16 @@ def clustered_vectors(sources=24, frames=10, dim=256, seed=0):
     return x.astype(np.float32), source
 
 
+def class_vectors(classes=20, per_class=25, dim=256, spread=0.75, seed=0):
+    """A clean few-shot store through a strong backbone: `classes` random directions, each
+    class `per_class` distinct photos around it (no duplicates: the closest two photos of one
+    class sit at cosine distance ~0.26, other classes from ~0.78). Returns (x, class of each row)."""
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(classes), per_class)
+    x = rng.normal(size=(classes, dim))[label] + spread * rng.normal(size=(len(label), dim))
+    return x.astype(np.float32), label
+
+
 def _store(path, x, labels, groups=None, names=("a", "b", "c")):
     from pipeline.store.feature_store import write_store
 
@@ -61,6 +71,55 @@ def test_clustered_store_gets_a_threshold_between_its_clusters_and_its_distinct_
     assert np.percentile(within, 99) <= choice.value < between.min()
     assert choice.value > 0.15  # the fixed default would miss most frames here
     assert (within <= 0.15).mean() < 0.6 and (within <= choice.value).mean() >= 0.99
+
+
+def test_frames_within_classes_still_adapt_when_the_rule_reads_the_labels():
+    from pipeline.audit.threshold import choose_threshold
+
+    x, source = clustered_vectors()  # 3 classes of 8 sources x 10 frames
+    prepared, within, between = _pair_distances(x, source)
+    choice = choose_threshold(prepared, labels=source % 3)
+    assert choice.adaptive and np.percentile(within, 99) <= choice.value < between.min()
+    assert choice.facts["class_sized_share"] == 0
+
+
+@pytest.mark.parametrize("classes, per_class", [(20, 25), (5, 10)])
+def test_tight_classes_are_not_clusters_of_near_duplicates(classes, per_class):
+    from pipeline.audit.threshold import choose_threshold
+
+    x, label = class_vectors(classes, per_class)
+    prepared, within, _ = _pair_distances(x, label)
+    choice = choose_threshold(prepared, labels=label)
+    assert not choice.adaptive and choice.value == 0.15 < within.min()
+    assert choice.facts["class_sized_share"] > 0.9 and "whole class" in choice.how
+
+
+@pytest.mark.parametrize("classes, per_class", [(20, 25), (5, 10)])
+def test_a_clean_few_shot_store_audits_with_no_duplicates_and_no_class_sized_groups(
+        tmp_path, classes, per_class):
+    x, label = class_vectors(classes, per_class)
+    store = _store(tmp_path / "s.h5", x, label, names=[f"c{i}" for i in range(classes)])
+    code, out, _ = _main(["audit", "--store", str(store), "--map", "none"])
+    assert code == 0 and out[-1] == str(tmp_path / "s.audit")
+    summary = json.loads((tmp_path / "s.audit" / "summary.json").read_text())
+    assert summary["thresholds"]["duplicate_distance"] == 0.15
+    assert summary["counts"]["duplicate_pairs"] == 0 and summary["cross_split_pairs"] == 0
+    assert summary["suggested_groups"]["groups"] == 0
+    assert not read_csv(tmp_path / "s.audit" / "duplicates.csv")
+
+
+def test_exclude_leaks_and_groups_from_audit_work_on_a_clean_few_shot_store(tmp_path):
+    from pipeline.fit.run import fit_head
+
+    x, label = class_vectors(5, 10)
+    store = _store(tmp_path / "s.h5", x, label, names=[f"c{i}" for i in range(5)])
+    assert _main(["audit", "--store", str(store), "--map", "none"])[0] == 0
+    fast = {"epochs": 2, "hidden_units": (), "progress": False, "learning_curve": False}
+    for flag in ("exclude_leaks", "groups_from_audit"):
+        run = fit_head(store, {**fast, flag: True}, out_dir=tmp_path / flag, echo=lambda *_: None)
+        split = json.loads((run / "metrics.json").read_text())["split"]
+        assert split["n_val"] > 0 and split["n_test"] > 0, (flag, split)
+        assert len(read_csv(run / "predictions_test.csv")) == split["n_test"]
 
 
 def test_clean_store_keeps_the_calibrated_default():
