@@ -185,3 +185,21 @@ def test_views_of_the_old_per_chunk_draw_are_extracted_again_not_reused(setup):
     lines = []
     again = _extract(data, weights, cache, lines, views=2)
     assert not again.cache_hit and _views_run(lines).startswith("12 view(s) of 6 file(s)")
+
+
+def test_views_on_a_cached_plain_store_say_what_happened(setup, capsys):
+    """The summary of `--views` on a cached plain store names the cache hit, the views
+    extracted and their rate, never "extracted 0 files ... 0.0 images/s"."""
+    data, weights, cache = setup
+    common = ["extract", "--data", str(data), "--backbone", "tiny_trunk", "--weights",
+              str(weights), "--input-size", "32", "--cache-dir", str(cache), "--no-progress"]
+    assert run_pipeline.main(common) == 0
+    capsys.readouterr()
+    assert run_pipeline.main([*common, "--views", "2"]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-2]
+    assert "extracted 0 files" not in summary and "0.0 images/s" not in summary, summary
+    assert summary.startswith("cache hit of the plain store; 12 views extracted in "), summary
+    assert "views/s" in summary and "store holds 18 rows from 6 files" in summary, summary
+    assert run_pipeline.main([*common, "--views", "2"]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-2]
+    assert summary.startswith("cache hit: nothing to extract; store holds 18 rows"), summary
