@@ -137,10 +137,9 @@ class ClipRecipe:
         load_mean: (path, input_shape) -> a mean cropped like the frames, for `--mean-file`.
         preprocess_with_mean: (clips, mean) -> model input, replacing the spec's preprocessing
             when a mean file is given.
-        short_side: crop size -> the short side each frame is resized to, keeping its aspect
-            ratio, before a centre crop (I3D: 256 at 224); a frame whose short side already
-            is the crop size is only cropped. None: every frame is resized to `resize_shape`
-            and cropped at `crop_offsets` (C3D).
+        short_side: crop size -> the short side every frame is resized to, keeping its
+            aspect ratio, before a centre crop (I3D: 256 at 224, a 224 frame too). None: every
+            frame is resized to `resize_shape` and cropped at `crop_offsets` (C3D).
         default_stride: clip length -> frames between clip starts when `--stride` is not
             given (8 unless a recipe says otherwise, C3D's half-overlapping 16-frame clips;
             I3D: the clip length, windows side by side).
