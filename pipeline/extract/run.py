@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
+from pipeline.outputs import MARKER
 from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover, reader_class_for
 
@@ -157,6 +158,9 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     listed_by = reader_class_for(kind_of(cfg.backbone), cfg)
     dataset = _discover(cfg, listed_by, require_labels)
     echo(f"found {len(dataset.samples)} file(s) in {dataset.root}")
+    if dataset.skipped:
+        echo(f"skipped {len(dataset.skipped)} folder(s) that featcache wrote (they hold its "
+             f"{MARKER} marker): {', '.join(dataset.skipped)}")
     engine = choose_engine(cfg)
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
@@ -278,10 +282,10 @@ def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, data
 
 
 def _discover(cfg: ExtractConfig, reader, require_labels: bool):
-    """The dataset as `reader` (a reader or its class) sees it, never the tool's own output
-    folders: the cache folder may lie inside the data folder."""
+    """The dataset as `reader` (a reader or its class) sees it, never the folders the tool
+    wrote (its run and audit folders may lie inside the data folder)."""
     return discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
-                    require_labels=require_labels, skip=(cfg.cache_dir or "cache",))
+                    require_labels=require_labels)
 
 
 def _weights_label(weights: str, weights_id: str) -> str:

@@ -38,12 +38,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The discovered input: where it lives, its samples in a fixed order, its class names."""
+    """The discovered input: where it lives, its samples in a fixed order, its class names, and
+    the folders left out as the tool's own output (relative to the root)."""
 
     root: Path
     samples: tuple
     class_names: tuple
     name: str
+    skipped: tuple = ()
 
     def label_index(self, label: str) -> int:
         return self.class_names.index(label) if label else -1
