@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.store import feature_store as fs
 from pipeline.store import integrity, space, vector_identity
 from pipeline.extract import journal
+from pipeline.extract.dataset_store import data_source, store_for
 from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, identity_for
@@ -181,7 +182,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
                             cfg.int8_refusal).settings()
     key = vector_identity.vector_key(settings)
-    path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
+    path = store_for(cfg.cache_dir or "cache", dataset, data_source(cfg.data), spec.name,
+                     cfg.layer, key, echo)
     if spec.own_weights is None:  # a preset's own weights came with it (or failed already)
         refuse_unreachable_imagenet(cfg, path, spec)  # offline: now, not after building it
 
@@ -359,6 +361,7 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
     prov.update({
         vector_identity.KEY_FIELD: vector_identity.vector_key(settings),
         "data_root": str(dataset.root),  # for thumbnails and messages; not in the key
+        "data_source": data_source(opts["data"]),  # tells datasets of one name apart
         "weights": weights_id,
         "weights_label": _weights_label(opts["weights"], weights_id),
         "pretrained": opts["weights"] != "none",
