@@ -15,7 +15,6 @@ import os
 import platform
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,67 +32,11 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
+from pipeline.extract.result import ExtractResult
+from pipeline.extract.vector_checks import degenerate_vectors
 from pipeline.outputs import MARKER
 from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover, reader_class_for
-
-@dataclass
-class ExtractResult:
-    path: Path
-    n_samples: int
-    n_rows: int
-    n_extracted: int
-    n_failures: int
-    seconds: float
-    cache_hit: bool
-    steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
-    n_inputs: int = 0  # model inputs run: images, or clips for a clip backbone
-    kind: str = "image"  # the backbone's kind: what a model input is
-    unit: str = "images"  # what a model input is called: the reader's unit
-    # With --views: the plain store was a cache hit, and the views the backbone ran and in
-    # what time (views reused from sibling stores are not counted).
-    plain_cache_hit: bool = False
-    n_views_extracted: int = 0
-    views_seconds: float = 0.0
-
-    def __fspath__(self) -> str:  # the store: `open_store(result)`, `Path(result)` work
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def summary(self) -> str:
-        """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s, steady 0.6/s); ...`;
-        with --views on a cached plain store `cache hit of the plain store; 12 views extracted
-        in 0.5s (24.0 views/s); ...`."""
-        if self.cache_hit:
-            parts = ["cache hit: nothing to extract"]
-        else:
-            parts = ["cache hit of the plain store" if self.plain_cache_hit else
-                     self._extracted()]
-            if self.n_views_extracted:
-                rate = self.n_views_extracted / self.views_seconds if self.views_seconds > 0 \
-                    else 0.0
-                parts.append(f"{_count(self.n_views_extracted, 'view')} extracted in "
-                             f"{self.views_seconds:.1f}s ({rate:.1f} views/s)")
-        return (f"{'; '.join(parts)}; store holds {_count(self.n_rows, 'row')} from "
-                f"{_count(self.n_samples, 'file')}, {_count(self.n_failures, 'failure')} "
-                "recorded")
-
-    def _extracted(self) -> str:
-        rate = self.n_inputs / self.seconds if self.seconds > 0 else 0.0
-        # `steady` (inputs per second after the first batch) is the figure benchmarks read;
-        # the whole-command rate also pays for model building and compilation.
-        steady = f", steady {self.steady_rate:.1f}/s" if self.steady_rate > 0 else ""
-        head = [f"extracted {_count(self.n_extracted, 'file')}"]
-        if self.unit != "images":  # files hold several inputs: count those too
-            head.append(f"{_count(self.n_inputs, self.unit[:-1])}")
-        return f"{', '.join(head)} in {self.seconds:.1f}s ({rate:.1f} {self.unit}/s{steady})"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
 
 def _versions() -> dict:
     import h5py
@@ -204,10 +147,10 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
 
         if old is not None and not todo and not parts_dir.exists() and \
                 _same_contents(old, dataset, clip_rows):
-            n_rows, n_fail = len(old), len(old.failures())
-            old.close()
             echo(f"cache hit: {path.name} already holds these files with these settings "
                  "(no backbone run)")
+            n_rows, n_fail = _counts_checked(old, cfg.weights, echo)
+            old.close()
             return _with_views(ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
                                              time.perf_counter() - started, True,
                                              kind=spec.kind, unit=reader.unit),
@@ -260,7 +203,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                                                "(the store itself is complete)") from None
             raise
         with fs.FeatureStore(path) as store:
-            n_rows, n_fail = len(store), len(store.failures())
+            n_rows, n_fail = _counts_checked(store, cfg.weights, echo)
     return _with_views(ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
                                      time.perf_counter() - started, False, steady_rate, n_inputs,
                                      spec.kind, reader.unit),
@@ -281,6 +224,15 @@ def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, data
     result.n_views_extracted, result.views_seconds = n_new, seconds
     result.cache_hit = result.cache_hit and n_new == 0
     return result
+
+
+def _counts_checked(store, weights: str, echo) -> tuple:
+    """(rows, failures) of the store, after one warning line when its vectors carry (almost)
+    nothing (vector_checks.py)."""
+    warning = degenerate_vectors(store, weights)
+    if warning:
+        echo(warning)
+    return len(store), len(store.failures())
 
 
 def _discover(cfg: ExtractConfig, reader, require_labels: bool):
