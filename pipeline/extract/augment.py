@@ -9,12 +9,13 @@ image, or every frame of a clip alike):
     flip          mirror left-right with probability 1/2
     jitter=J      brightness, contrast and saturation each scaled by 1-J..1+J
 
-Each view is drawn from its own generator, seeded by sha256 of (view seed, file id, view number):
-the same file, view and recipe give the same pixels on any machine and in any order, so a
-re-run is a cache hit and raising K only adds views.
+Each view is drawn once per file from its own generator, seeded by sha256 of (view seed, file
+id, view number), and that one draw applies to all of the file's frames, however many chunks
+its reader hands them over in: the same file, view and recipe give the same pixels on any
+machine and in any order, so a re-run is a cache hit and raising K only adds views.
 
     recipe = parse_recipe("flip,crop=0.6-1.0")
-    pixels = augment(recipe, chunk, view_rng(0, "daisy/1.jpg", 3))
+    pixels = augment_chunks(recipe, chunks, view_rng(0, "daisy/1.jpg", 3))
 """
 
 from __future__ import annotations
@@ -146,14 +147,22 @@ def _frame(pixels: np.ndarray, choice: dict) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def augment(recipe: Recipe, chunk: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One augmented view of a reader's chunk: (k, H, W, 3) images or (k, T, H, W, 3) clips,
-    uint8, the same shape back."""
-    chunk = np.asarray(chunk)
-    clips = chunk.ndim == 5
+def augment_chunks(recipe: Recipe, chunks: list, rng: np.random.Generator) -> list:
+    """One augmented view of one file: its reader's chunks, (k, H, W, 3) images or
+    (k, T, H, W, 3) clips, uint8, each the same shape back. The view's choices are drawn once
+    and applied to every frame of every chunk alike: a clip split over several chunks is still
+    one augmentation."""
+    chunks = [np.asarray(chunk) for chunk in chunks]
+    if not chunks:
+        return []
+    clips = chunks[0].ndim == 5
+    height, width = chunks[0].shape[-3:-1]
+    choice = _draw(recipe, rng, width, height, chunks[0].shape[1] if clips else 1)
+    return [_apply(choice, chunk, clips) for chunk in chunks]
+
+
+def _apply(choice: dict, chunk: np.ndarray, clips: bool) -> np.ndarray:
     frames = chunk if clips else chunk[:, None]
-    height, width = frames.shape[2:4]
-    choice = _draw(recipe, rng, width, height, frames.shape[1])
     out = np.empty_like(frames)
     t = frames.shape[1]
     for i, clip in enumerate(frames):

@@ -99,8 +99,9 @@ EXTRACT_OPTIONS = (
            "one is started]", metavar="ADDRESS"),
     # Clip options (C3D, I3D, and image backbones run frame by frame with --temporal-pool).
     Option("frames", int, None, "frames per clip [default: the backbone's clip length: c3d 16, "
-           "i3d 64]; with --temporal-pool, frames taken evenly over each GIF, video or frame "
-           "folder [default: 16]", minimum=1, maximum=MAX_CLIP_FRAMES),
+           "i3d 64]; an image backbone: frames taken evenly over each GIF, video or frame folder, "
+           "only with --temporal-pool (refused without it) [default: 16]", minimum=1,
+           maximum=MAX_CLIP_FRAMES),
     Option("temporal_pool", str, None, "run an image backbone on --frames frames of each GIF, "
            "video or frame folder and pool their vectors over time: mean or max (one row per "
            "clip), or none (one row per frame, grouped by its clip)",

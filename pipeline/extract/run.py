@@ -15,7 +15,6 @@ import os
 import platform
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from pipeline.store import feature_store as fs
 from pipeline.store import integrity, space, vector_identity
 from pipeline.extract import journal
+from pipeline.extract.dataset_store import data_source, store_for
 from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, identity_for
@@ -32,50 +32,11 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig
+from pipeline.extract.result import ExtractResult
+from pipeline.extract.vector_checks import degenerate_vectors
+from pipeline.outputs import MARKER
 from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover, reader_class_for
-
-@dataclass
-class ExtractResult:
-    path: Path
-    n_samples: int
-    n_rows: int
-    n_extracted: int
-    n_failures: int
-    seconds: float
-    cache_hit: bool
-    steady_rate: float = 0.0  # images (clips) per second after the first batch; 0: one batch
-    n_inputs: int = 0  # model inputs run: images, or clips for a clip backbone
-    kind: str = "image"  # the backbone's kind: what a model input is
-    unit: str = "images"  # what a model input is called: the reader's unit
-
-    def __fspath__(self) -> str:  # the store: `open_store(result)`, `Path(result)` work
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def summary(self) -> str:
-        """One line: `extracted 6 files, 48 clips in 96.0s (0.5 clips/s, steady 0.6/s); ...`."""
-        if self.cache_hit:
-            head = ["cache hit: nothing to extract"]
-        else:
-            rate = self.n_inputs / self.seconds if self.seconds > 0 else 0.0
-            # `steady` (inputs per second after the first batch) is the figure benchmarks read;
-            # the whole-command rate also pays for model building and compilation.
-            steady = f", steady {self.steady_rate:.1f}/s" if self.steady_rate > 0 else ""
-            head = [f"extracted {_count(self.n_extracted, 'file')}"]
-            if self.unit != "images":  # files hold several inputs: count those too
-                head.append(f"{_count(self.n_inputs, self.unit[:-1])}")
-            head[-1] += f" in {self.seconds:.1f}s ({rate:.1f} {self.unit}/s{steady})"
-        return (f"{', '.join(head)}; store holds {_count(self.n_rows, 'row')} from "
-                f"{_count(self.n_samples, 'file')}, {_count(self.n_failures, 'failure')} "
-                "recorded")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
 
 def _versions() -> dict:
     import h5py
@@ -141,6 +102,9 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     listed_by = reader_class_for(kind_of(cfg.backbone), cfg)
     dataset = _discover(cfg, listed_by, require_labels)
     echo(f"found {len(dataset.samples)} file(s) in {dataset.root}")
+    if dataset.skipped:
+        echo(f"skipped {len(dataset.skipped)} folder(s) that featcache wrote (they hold its "
+             f"{MARKER} marker): {', '.join(dataset.skipped)}")
     engine = choose_engine(cfg)
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
@@ -161,7 +125,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
                             cfg.int8_refusal).settings()
     key = vector_identity.vector_key(settings)
-    path = fs.store_path(cfg.cache_dir or "cache", dataset.name, spec.name, cfg.layer, key)
+    path = store_for(cfg.cache_dir or "cache", dataset, data_source(cfg.data), spec.name,
+                     cfg.layer, key, echo)
     if spec.own_weights is None:  # a preset's own weights came with it (or failed already)
         refuse_unreachable_imagenet(cfg, path, spec)  # offline: now, not after building it
 
@@ -182,10 +147,10 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
 
         if old is not None and not todo and not parts_dir.exists() and \
                 _same_contents(old, dataset, clip_rows):
-            n_rows, n_fail = len(old), len(old.failures())
-            old.close()
             echo(f"cache hit: {path.name} already holds these files with these settings "
                  "(no backbone run)")
+            n_rows, n_fail = _counts_checked(old, cfg.weights, echo)
+            old.close()
             return _with_views(ExtractResult(path, len(dataset.samples), n_rows, 0, n_fail,
                                              time.perf_counter() - started, True,
                                              kind=spec.kind, unit=reader.unit),
@@ -238,7 +203,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                                                "(the store itself is complete)") from None
             raise
         with fs.FeatureStore(path) as store:
-            n_rows, n_fail = len(store), len(store.failures())
+            n_rows, n_fail = _counts_checked(store, cfg.weights, echo)
     return _with_views(ExtractResult(path, len(dataset.samples), n_rows, len(todo), n_fail,
                                      time.perf_counter() - started, False, steady_rate, n_inputs,
                                      spec.kind, reader.unit),
@@ -255,15 +220,26 @@ def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, data
                                          dataset, echo)
     echo(f"views: {n_new} new view(s) extracted in {seconds:.1f}s; plain store {result.path.name}")
     result.path, result.n_rows = path, result.n_rows * (cfg.views + 1)
+    result.plain_cache_hit = result.cache_hit
+    result.n_views_extracted, result.views_seconds = n_new, seconds
     result.cache_hit = result.cache_hit and n_new == 0
     return result
 
 
+def _counts_checked(store, weights: str, echo) -> tuple:
+    """(rows, failures) of the store, after one warning line when its vectors carry (almost)
+    nothing (vector_checks.py)."""
+    warning = degenerate_vectors(store, weights)
+    if warning:
+        echo(warning)
+    return len(store), len(store.failures())
+
+
 def _discover(cfg: ExtractConfig, reader, require_labels: bool):
-    """The dataset as `reader` (a reader or its class) sees it, never the tool's own output
-    folders: the cache folder may lie inside the data folder."""
+    """The dataset as `reader` (a reader or its class) sees it, never the folders the tool
+    wrote (its run and audit folders may lie inside the data folder)."""
     return discover(cfg.data, reader.extensions, leaf_dirs=reader.leaf_dirs,
-                    require_labels=require_labels, skip=(cfg.cache_dir or "cache",))
+                    require_labels=require_labels)
 
 
 def _weights_label(weights: str, weights_id: str) -> str:
@@ -337,6 +313,7 @@ def _provenance(settings: dict, opts: dict, dataset, weights_id: str, engine: st
     prov.update({
         vector_identity.KEY_FIELD: vector_identity.vector_key(settings),
         "data_root": str(dataset.root),  # for thumbnails and messages; not in the key
+        "data_source": data_source(opts["data"]),  # tells datasets of one name apart
         "weights": weights_id,
         "weights_label": _weights_label(opts["weights"], weights_id),
         "pretrained": opts["weights"] != "none",

@@ -20,18 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.extract.augment import augment, parse_recipe, view_rng
+from pipeline.extract.augment import augment_chunks, parse_recipe, view_rng
 from pipeline.extract.prefetch import OrderedPrefetcher
 from pipeline.store import feature_store as fs
 from pipeline.store import vector_identity
 
 _COLUMNS = ("ids", "labels", "split", "group", "stamps")
+# How a view's random choices are drawn, in the view rows' identity: 2 draws once per file and
+# view for all its chunks (views keyed without it were drawn per chunk and are made again).
+DRAW_VERSION = 2
 
 
 def views_identity(settings: dict, recipe_text: str, seed: int) -> dict:
-    """The identity of the view rows: the plain rows' identity plus the recipe and seed."""
+    """The identity of the view rows: the plain rows' identity plus the recipe, the seed and
+    how views are drawn."""
     return {**settings, "views": {"recipe": parse_recipe(recipe_text).canonical(),
-                                  "seed": int(seed)}}
+                                  "seed": int(seed), "draw": DRAW_VERSION}}
 
 
 def views_path(plain_path: Path, count: int, view_key: str) -> Path:
@@ -95,8 +99,8 @@ def _run_views(todo: list, recipe, cfg, model, reader, spec, echo) -> dict:
         sample, views = item
         decoded = list(reader.read(sample.path))
         for v in views:
-            rng = view_rng(cfg.view_seed, sample.id, v)
-            view = np.concatenate([augment(recipe, c, rng) for c in decoded])
+            view = np.concatenate(augment_chunks(recipe, decoded,
+                                                 view_rng(cfg.view_seed, sample.id, v)))
             yield np.asarray(pre(view.astype(np.float32)), np.float32) if pre else view
 
     def run_batch():

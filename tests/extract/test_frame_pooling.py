@@ -262,7 +262,7 @@ def test_every_frame_setting_changes_the_vector_key():
     base = {"backbone": "mobilenet", "weights": "none", "frames": 8, "temporal_pool": "mean"}
     variants = [{}, {"temporal_pool": "max"}, {"temporal_pool": "none"}, {"frames": 4},
                 {"short": "pad"}, {"fps": 5.0}, {"resize": "center_crop"},
-                {"temporal_pool": None}]  # the still-image reader
+                {"temporal_pool": None, "frames": None}]  # the still-image reader
     keys = []
     for change in variants:
         opts = {**base, **change}
@@ -358,3 +358,27 @@ def test_real_mobilenet_on_the_shared_clips_pools_its_frame_vectors(tmp_path):
     for sid, rows in frames.items():
         assert np.isfinite(rows).all() and rows.std(axis=0).max() > 0  # the frames differ
         np.testing.assert_allclose(means[sid][0], rows.mean(axis=0), atol=1e-5, err_msg=sid)
+
+
+def test_frames_without_temporal_pool_are_refused_not_a_cache_hit_on_first_frames(frame_data,
+                                                                                  tmp_path,
+                                                                                  capsys):
+    """`--frames K` on an image backbone reads K frames per clip only with --temporal-pool;
+    alone it would key nothing and reuse the store of first frames. It is refused, naming
+    --temporal-pool, and the store of first frames is left as it was."""
+    from run_pipeline import main
+
+    common = ["extract", "--data", str(frame_data["data"]), "--backbone", "tiny_frames",
+              "--weights", str(frame_data["weights"]), "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress"]
+    assert main(common) == 0
+    first_frames = capsys.readouterr().out.strip().splitlines()[-1]
+    before = (tmp_path / "cache" / first_frames.rsplit("/", 1)[-1]).stat().st_mtime_ns
+    assert main([*common, "--frames", "8"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--temporal-pool" in err[0], err
+    assert "cache hit" not in captured.out
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.h5")) == \
+        [first_frames.rsplit("/", 1)[-1]]
+    assert (tmp_path / "cache" / first_frames.rsplit("/", 1)[-1]).stat().st_mtime_ns == before

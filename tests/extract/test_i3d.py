@@ -197,15 +197,23 @@ def test_frames_keep_their_aspect_ratio_short_side_then_centre_crop(tmp_path):
     assert "short side 37" in reader.settings()["resize"]
 
 
-def test_a_frame_of_the_crop_size_is_used_as_it_is(tmp_path):
+@pytest.mark.parametrize("side", [31, 32, 33])
+def test_a_frame_of_the_crop_size_is_resized_like_its_neighbours(tmp_path, side):
+    """Kinetics' recipe always brings the short side to 256 (37 at a 32 crop) before the centre
+    crop: a frame whose short side already is the crop size is no exception, so one pixel of
+    source size never changes the object scale by 256/224."""
     folder = tmp_path / "clip"
     folder.mkdir()
-    frames = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    frames = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8)
               for i in range(3)]
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(folder / f"{i:02d}.png")
-    (clip,) = next(_reader(32, frames=3).read(folder))
-    np.testing.assert_array_equal(clip, np.stack(frames))
+    reader = _reader(32, frames=3)
+    (clip,) = next(reader.read(folder))
+    for got, frame in zip(clip, frames):
+        expected = np.asarray(Image.fromarray(frame).resize((37, 37), Image.Resampling.BILINEAR))
+        np.testing.assert_array_equal(got, expected[2:34, 2:34])
+    assert "kept" not in reader.settings()["resize"]
 
 
 def test_frames_set_the_clip_length_and_the_default_stride_and_are_keyed():
@@ -368,12 +376,13 @@ def test_the_default_imagenet_weights_are_refused_up_front_naming_the_checkpoint
 
 @pytest.mark.slow
 @needs_shared(CLIPS / "ucf101_cricket_shot.gif")
-def test_the_real_224_gif_reaches_the_model_as_it_is():
-    """A 224x224 GIF at the 224 crop: no resize, no crop, the decoded frames themselves."""
+def test_the_real_224_gif_is_brought_to_256_and_centre_cropped():
+    """A 224x224 GIF at the 224 crop: resized to 256x256 like any other frame, then the centre
+    224x224 (the Kinetics recipe has no exception for a frame of the crop size)."""
     gif = CLIPS / "ucf101_cricket_shot.gif"
     clip = next(_reader(224, frames=16).read(gif))[0]
     with Image.open(gif) as img:
         assert img.size == (224, 224)
         img.seek(3)
-        fourth = np.asarray(img.convert("RGB"))
-    np.testing.assert_array_equal(clip[3], fourth)
+        fourth = np.asarray(img.convert("RGB").resize((256, 256), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(clip[3], fourth[16:240, 16:240])

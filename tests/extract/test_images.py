@@ -7,7 +7,8 @@ from PIL import Image
 from pipeline.errors import DataError, DecodeError
 from pipeline.extract.sources import discover
 from pipeline.extract.sources.images import IMAGE_EXTENSIONS, load_image
-from tests.conftest import write_images
+from pipeline.store.feature_store import open_store
+from tests.conftest import register_tiny_trunk, write_images
 
 
 def _save(path, img, **kw):
@@ -120,3 +121,35 @@ def test_symlinked_files_keep_their_names_in_the_data_folder(tmp_path):
         (linked / f"copy{i}.png").symlink_to(src / "cat" / "cat_0.png")
     ds = discover(tmp_path / "data", IMAGE_EXTENSIONS)
     assert [s.id for s in ds.samples] == ["cat/copy0.png", "cat/copy1.png"]
+
+
+def test_only_folders_with_the_tools_marker_are_skipped_and_each_is_named(tmp_path, capsys):
+    """Class folders that merely hold a run.json, a summary.json + report.html pair, a file
+    named like a store, or that are (or once were) the --cache-dir, are data like any other;
+    only folders carrying the tool's `.featcache-output` marker are left out, and the one line
+    that says so names each of them."""
+    from pipeline.outputs import write_marker
+    from run_pipeline import main
+
+    weights = register_tiny_trunk(tmp_path / "tiny.weights.h5")
+    classes = ("cat", "runs", "reports", "stores", "old_cache", "cache_now")
+    data = write_images(tmp_path / "photos", classes=classes, per_class=2, size=(24, 24))
+    (data / "runs" / "run.json").write_text("{}")
+    (data / "reports" / "summary.json").write_text("{}")
+    (data / "reports" / "report.html").write_text("<html></html>")
+    (data / "stores" / "a-b-c-0123456789.h5").write_bytes(b"")
+    for folder in ("marked", "cat/plots"):
+        write_images(data / folder, classes=("x",), per_class=1, size=(24, 24))
+        write_marker(data / folder, "fit-head")
+    common = ["extract", "--data", str(data), "--backbone", "tiny_trunk", "--weights",
+              str(weights), "--no-progress"]
+    assert main([*common, "--cache-dir", str(data / "old_cache")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--cache-dir", str(data / "cache_now")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    with open_store(out[-1]) as store:
+        assert list(store.class_names) == sorted(classes), store.class_names
+        assert len(store) == 12 and not any("marked" in i or "plots" in i
+                                            for i in store.column("ids"))
+    named = [line for line in out if "skipped" in line]
+    assert len(named) == 1 and "cat/plots" in named[0] and "marked" in named[0], out

@@ -115,3 +115,45 @@ def test_legacy_file_of_another_naming_loads_in_order_and_checks_shapes(tmp_path
                                   np.asarray(base.get_layer("block5_conv3").weights[0]))
     with pytest.raises(WeightsError, match="13 weighted layers.*trunk 16"):
         load_trunk(get_backbone("vgg19"), str(path), SHAPE)
+
+
+def _flax_pickle(model, path):
+    """`model` (tests' tiny trunk: conv1, bn1) as a Flax checkpoint pickle."""
+    import pickle
+
+    kernel, bias = model.get_layer("conv1").get_weights()
+    gamma, beta, mean, var = model.get_layer("bn1").get_weights()
+    tree = {"params": {"conv1": {"kernel": kernel, "bias": bias},
+                       "bn1": {"scale": gamma, "bias": beta}},
+            "batch_stats": {"bn1": {"mean": mean, "var": var}}}
+    path.write_bytes(pickle.dumps(tree, protocol=4))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [*FORMATS, ".ckpt"])
+def test_weights_holding_nan_are_refused_at_load_naming_file_and_layer(tmp_path, capsys, suffix):
+    """A weights file whose first kernel is all NaN would give finite vectors that do not
+    depend on the input; it is refused when loaded, in every format, with one `error:` line
+    naming the file and the layer, and no store is written."""
+    import keras
+
+    from conftest import _tiny_trunk, register_tiny_trunk, write_images
+    from run_pipeline import main
+
+    register_tiny_trunk(tmp_path / "tiny.weights.h5")
+    keras.utils.set_random_seed(0)
+    model = _tiny_trunk(None, SHAPE)
+    kernel, bias = model.get_layer("conv1").get_weights()
+    model.get_layer("conv1").set_weights([np.full_like(kernel, np.nan), bias])
+    path = tmp_path / f"nan{suffix}"
+    if suffix == ".ckpt":
+        _flax_pickle(model, path)
+    else:
+        model.save_weights(path) if suffix == ".weights.h5" else model.save(path)
+    data = write_images(tmp_path / "data", per_class=2, size=(24, 24))
+    code = main(["extract", "--data", str(data), "--backbone", "tiny_trunk", "--weights",
+                 str(path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    assert path.name in err[0] and "conv1" in err[0] and "NaN" in err[0], err
+    assert not list((tmp_path / "cache").glob("*.h5"))

@@ -40,7 +40,8 @@ def _store_of(files, cache):
 def build(root):
     f = {"root": root, "weights": register_tiny_trunk(root / "tiny.weights.h5")}
     # A data folder the tool has written into: its default cache with a store and a run's
-    # plots, an audit folder, and a folder carrying the tool's ownership marker.
+    # plots, an audit folder, and a folder carrying the tool's ownership marker (every folder
+    # of plots the tool writes carries it).
     inside = write_images(root / "inside", per_class=2, size=(24, 24))
     for own in ("cache", "cache/runs/head-1", "audit-1", "marked"):
         (inside / own).mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,8 @@ def build(root):
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(inside / "audit-1/thumb.png")
     (inside / "audit-1/report.html").write_text("<html></html>")
     (inside / "audit-1/summary.json").write_text("{}")
-    (inside / "marked/.featcache-output").write_text("")
+    for own in ("cache/runs/head-1", "audit-1", "marked"):
+        (inside / own / ".featcache-output").write_text("{}")
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(inside / "marked/plot.png")
     f["inside"] = inside
     # A class folder holding a PNG cut short, a symlink loop and a dangling symlink.

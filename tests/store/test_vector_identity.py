@@ -71,3 +71,50 @@ def test_differences_name_the_reader_entry_that_differs():
     assert text == "reader.resize: trained on 'squash' vs given 'center_crop'"
     older = {k: v for k, v in a.items() if k != "vector_key"}  # a store of an older version
     assert "older version" in describe_differences(vector_differences(a, older))
+
+
+def _rows(path):
+    import numpy as np
+
+    from pipeline.store import open_store
+
+    with open_store(path) as store:
+        return list(store.column("ids")), store.read_rows(np.arange(len(store)))
+
+
+def test_two_datasets_of_one_name_keep_both_stores(tmp_path):
+    """Two `pets/` folders elsewhere, and a `pets.csv` manifest, have one name and one vector
+    key: each keeps its own store, none replaces another's, and each is a cache hit again."""
+    import numpy as np
+
+    first = _extract(write_images(tmp_path / "a" / "pets", per_class=2, seed=1), tmp_path)
+    ids_a, rows_a = _rows(first.path)
+    stamp = first.path.stat().st_mtime_ns
+    second = _extract(write_images(tmp_path / "b" / "pets", per_class=3, seed=2), tmp_path)
+    manifest_dir = write_images(tmp_path / "c", classes=("owl", "emu"), per_class=2, seed=3)
+    (manifest_dir / "pets.csv").write_text(
+        "path,label\nowl/owl_0.png,owl\nowl/owl_1.png,owl\nemu/emu_0.png,emu\n")
+    third = _extract(manifest_dir / "pets.csv", tmp_path)
+    assert len({first.path, second.path, third.path}) == 3
+    assert not second.cache_hit and not third.cache_hit
+    assert first.path.stat().st_mtime_ns == stamp  # never rewritten
+    ids, rows = _rows(first.path)
+    assert ids == ids_a and np.array_equal(rows, rows_a)
+    assert len(_rows(second.path)[0]) == 6 and len(_rows(third.path)[0]) == 3
+    for data, made in ((tmp_path / "a" / "pets", first), (tmp_path / "b" / "pets", second),
+                       (manifest_dir / "pets.csv", third)):
+        again = _extract(data, tmp_path)
+        assert again.cache_hit and again.path == made.path
+
+
+def test_a_dataset_that_moved_and_grew_extends_its_own_store(tmp_path):
+    """Another dataset of the same name in the cache does not stop a moved dataset from finding
+    its store again, and the files it gained are the only ones extracted."""
+    first = _extract(write_images(tmp_path / "a" / "pets", per_class=3, seed=1), tmp_path)
+    other = _extract(write_images(tmp_path / "x" / "pets", per_class=2, seed=7), tmp_path)
+    shutil.move(tmp_path / "a" / "pets", tmp_path / "b" / "pets")
+    write_images(tmp_path / "new", classes=("cat",), per_class=1, seed=9)
+    shutil.move(tmp_path / "new" / "cat" / "cat_0.png", tmp_path / "b" / "pets" / "cat" / "c9.png")
+    grown = _extract(tmp_path / "b" / "pets", tmp_path)
+    assert grown.path == first.path and grown.n_extracted == 1 and grown.n_rows == 7
+    assert other.path != first.path and len(_rows(other.path)[0]) == 4

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.extract.backbones import pickled_weights, weight_files
 
@@ -83,8 +85,25 @@ def load_trunk(spec, weights: str, input_shape: tuple):
                            ".keras or a Flax checkpoint .ckpt (or --weights imagenet / none)")
     wanted = [(layer, key) for layer, key in zip(trunk.layers, keys) if layer.weights]
     for layer, source in match_layers(wanted, file_layers, path.name, spec.name, by_order):
-        layer.set_weights(source.load())
+        arrays = source.load()
+        _refuse_non_finite(arrays, layer, source.name, path.name)
+        layer.set_weights(arrays)
     return trunk
+
+
+def _refuse_non_finite(arrays: list, layer, stored_as: str, file_name: str) -> None:
+    """NaN or inf in a weight would not always reach the vectors as NaN: after a BatchNorm or a
+    max they can come out finite and the same for every input. So a file holding them is
+    refused here, naming the layer, before anything is extracted."""
+    for weight, array in zip(layer.weights, arrays):
+        values = np.asarray(array)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise WeightsError(
+                f"weights file {file_name} holds NaN or inf in layer "
+                f"'{_label(layer, stored_as)}' ({bad} of {values.size} values of its "
+                f"{weight.name}); the file is damaged or was saved from a training run that "
+                "diverged. Pass an intact weights file (--weights).")
 
 
 def match_layers(wanted: list, file_layers: list, file_name: str, arch: str,

@@ -38,12 +38,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The discovered input: where it lives, its samples in a fixed order, its class names."""
+    """The discovered input: where it lives, its samples in a fixed order, its class names, and
+    the folders left out as the tool's own output (relative to the root)."""
 
     root: Path
     samples: tuple
     class_names: tuple
     name: str
+    skipped: tuple = ()
 
     def label_index(self, label: str) -> int:
         return self.class_names.index(label) if label else -1
@@ -137,10 +139,9 @@ class ClipRecipe:
         load_mean: (path, input_shape) -> a mean cropped like the frames, for `--mean-file`.
         preprocess_with_mean: (clips, mean) -> model input, replacing the spec's preprocessing
             when a mean file is given.
-        short_side: crop size -> the short side each frame is resized to, keeping its aspect
-            ratio, before a centre crop (I3D: 256 at 224); a frame whose short side already
-            is the crop size is only cropped. None: every frame is resized to `resize_shape`
-            and cropped at `crop_offsets` (C3D).
+        short_side: crop size -> the short side every frame is resized to, keeping its
+            aspect ratio, before a centre crop (I3D: 256 at 224, a 224 frame too). None: every
+            frame is resized to `resize_shape` and cropped at `crop_offsets` (C3D).
         default_stride: clip length -> frames between clip starts when `--stride` is not
             given (8 unless a recipe says otherwise, C3D's half-overlapping 16-frame clips;
             I3D: the clip length, windows side by side).

@@ -179,9 +179,10 @@ class ClipReader:
         height, width = self.resize_to
         resize = f"{height}x{width} {self.resize_name}, crop {self.size} at (top, left) " \
                  f"{self.crop_at}"
-        if self.short_side:
-            resize = (f"short side {self.short_side} {self.resize_name} (a short side of "
-                      f"{self.size} is kept), centre crop {self.size}")
+        if self.short_side:  # every frame, whatever its size (stores made when a short side
+            # of the crop size was kept as it was have another key and are made again)
+            resize = (f"short side {self.short_side} {self.resize_name} (always), centre crop "
+                      f"{self.size}")
         return {"reader": "clip", "frames": self.frames, "short": self.short,
                 "sampling": self.sampling, **window, "fps": self.fps,
                 "resize": resize,
@@ -252,14 +253,14 @@ class ClipReader:
         return np.ascontiguousarray(small[top:top + self.size, left:left + self.size])
 
     def _fit_short_side(self, array: np.ndarray) -> np.ndarray:
-        """Aspect ratio kept: the short side resized to `short_side` (unless it already is the
-        crop size, e.g. a 224x224 GIF for a 224 crop), then the centre crop."""
+        """Aspect ratio kept: the short side resized to `short_side` (every frame, a 224x224
+        GIF at a 224 crop too, so the object scale never jumps with the source size), then the
+        centre crop."""
         height, width = array.shape[:2]
-        if min(height, width) != self.size:
-            scale = self.short_side / min(height, width)
-            shape = (max(self.size, round(height * scale)), max(self.size, round(width * scale)))
-            array = self.resize(array, shape)
-            height, width = shape
+        scale = self.short_side / min(height, width)
+        shape = (max(self.size, round(height * scale)), max(self.size, round(width * scale)))
+        array = self.resize(array, shape)
+        height, width = shape
         top, left = (height - self.size) // 2, (width - self.size) // 2
         return np.ascontiguousarray(array[top:top + self.size, left:left + self.size])
 

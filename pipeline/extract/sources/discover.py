@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from pathlib import Path
 
 from pipeline.errors import DataError
+from pipeline.outputs import MARKER
 from pipeline.extract.sources.base import (SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp,
                                            special_kind)
 
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
 # The still images a frame folder (one clip, with leaf_dirs) may hold, and nothing else.
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# Folders the tool writes are never data, even inside the data folder (a default `cache/` of a
-# run started there): a folder holding the ownership marker, a run folder (run.json), an
-# audit folder (summary.json beside report.html) or a feature store named as `extract` names it.
-OWNERSHIP_MARKER = ".featcache-output"
-_STORE_NAME = re.compile(r".+-.+-.+-[0-9a-f]{10}\.h5")
 # csv's default field limit (131,072 characters) is raised so that an over-long field gets our
 # message with its row, not csv's; no path or label is anywhere near this long.
 _FIELD_LIMIT = 1 << 24
@@ -33,15 +28,15 @@ MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: a longer manifest path cannot name a
 
 
 def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True,
-             leaf_dirs: bool = False, skip: tuple = ()) -> Dataset:
-    """Returns the dataset at `data` (folder or .csv).
+             leaf_dirs: bool = False) -> Dataset:
+    """Returns the dataset at `data` (folder or .csv); `Dataset.skipped` lists the folders left
+    out because the tool wrote them (see `_ToolOutputs`).
 
     Args:
         data: a folder of class folders, a split folder layout, or a CSV manifest.
         extensions: lower-case file suffixes to take (".jpg", ...).
         require_labels: False lets a flat folder or single file through, unlabelled (predict).
         leaf_dirs: also take folders whose files are all frames (one clip per folder).
-        skip: folders never to collect (the cache folder), besides the tool's own outputs.
     """
     path = Path(data).expanduser()
     try:
@@ -61,21 +56,25 @@ def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True
             raise DataError(f"--data {data} is a single file; training data must be a folder of "
                             "class folders or a CSV manifest with path,label columns.")
         return _finish(path.parent, [_sample(path, path.parent, "", "", "")], path.stem)
-    skip = frozenset(os.path.abspath(os.path.expanduser(p)) for p in skip)
-    return _from_folder(path, extensions, require_labels, leaf_dirs, skip)
+    return _from_folder(path, extensions, require_labels, leaf_dirs)
 
 
-def is_tool_output(folder: Path, skip=frozenset()) -> bool:
-    """Whether `folder` is one the tool wrote (see OWNERSHIP_MARKER) or one of `skip`."""
-    if os.path.abspath(folder) in skip:
+class _ToolOutputs:
+    """Tells the folders the tool wrote and remembers each one. Folders the tool writes are
+    never data, even inside the data folder (the run folders of a default `cache/` started
+    there), and every one holds the ownership marker (pipeline/outputs.py). Nothing else is
+    taken for the tool's output: a class folder holding a file named run.json or like a store,
+    or serving as the cache folder, is still data."""
+
+    def __init__(self):
+        self.found: list[Path] = []
+
+    def __call__(self, folder: Path) -> bool:
+        if not (folder / MARKER).is_file():
+            return False
+        if folder not in self.found:
+            self.found.append(folder)
         return True
-    try:
-        names = set(os.listdir(folder))
-    except OSError:
-        return False
-    return (OWNERSHIP_MARKER in names or "run.json" in names or
-            {"summary.json", "report.html"} <= names or
-            any(_STORE_NAME.fullmatch(n) for n in names))
 
 
 def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sample:
@@ -110,7 +109,7 @@ def _folder_stamp(folder: Path) -> str:
             f"{max((st.st_mtime_ns for st in stats), default=0)}")
 
 
-def _entries(folder: Path, skip) -> list[Path]:
+def _entries(folder: Path, skip: _ToolOutputs) -> list[Path]:
     """Every path below `folder`, sorted, as rglob lists them (symlinked folders are not
     entered), leaving out hidden names and the folders the tool wrote."""
     found = []
@@ -122,7 +121,7 @@ def _entries(folder: Path, skip) -> list[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir() and not entry.is_symlink():
-            if is_tool_output(entry, skip):
+            if skip(entry):
                 continue
             found.append(entry)
             found += _entries(entry, skip)
@@ -141,7 +140,7 @@ def _unreadable(entry: Path) -> bool:
 
 
 def _list_inputs(folder: Path, extensions: tuple, leaf_dirs: bool,
-                 skip=frozenset()) -> list[Path]:
+                 skip: _ToolOutputs) -> list[Path]:
     found = []
     frame_folders: dict[Path, bool] = {}  # asked once per folder, not once per file in it
 
@@ -168,17 +167,18 @@ def _is_frame_folder(folder: Path, extensions: tuple) -> bool:
         not any(p.is_dir() for p in folder.iterdir())
 
 
-def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs: bool,
-                 skip=frozenset()) -> Dataset:
+def _from_folder(root: Path, extensions: tuple, require_labels: bool,
+                 leaf_dirs: bool) -> Dataset:
+    skip = _ToolOutputs()
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                     and not is_tool_output(p, skip))
+                     and not skip(p))
     split_dirs = [(SPLIT_DIR_NAMES[p.name.lower()], p) for p in subdirs
                   if p.name.lower() in SPLIT_DIR_NAMES]
     layout = split_dirs if split_dirs else [("", root)]
     samples = []
     for split, folder in layout:
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                            and not is_tool_output(p, skip))
+                            and not skip(p))
         if leaf_dirs:  # a class folder that is itself a clip of frames is no class folder
             class_dirs = [p for p in class_dirs if not _is_frame_folder(p, extensions)] or class_dirs
         for class_dir in class_dirs:
@@ -195,7 +195,8 @@ def _from_folder(root: Path, extensions: tuple, require_labels: bool, leaf_dirs:
         raise DataError(f"no input files found under {root} (looked for {kinds}); expected one "
                         "subfolder per class, optionally inside train/, val/ and test/.")
     # Named after the folder itself: `--data .` gives `photos-...h5`, not `-...h5`.
-    return _finish(root, samples, Path(os.path.abspath(root)).name or "data")
+    skipped = tuple(sorted({p.relative_to(root).as_posix() for p in skip.found}))
+    return _finish(root, samples, Path(os.path.abspath(root)).name or "data", skipped)
 
 
 def _from_manifest(csv_path: Path, require_labels: bool) -> Dataset:
@@ -288,7 +289,7 @@ def _manifest_sample(csv_path: Path, root: Path, line_no: int, row: dict,
     return _sample(file, root, row.get("label", ""), split, row.get("group", ""))
 
 
-def _finish(root: Path, samples: list, name: str) -> Dataset:
+def _finish(root: Path, samples: list, name: str, skipped: tuple = ()) -> Dataset:
     """Sorts samples into a stable order and derives the class names from the training labels."""
     samples.sort(key=lambda s: (_SPLIT_RANK[s.split], s.label, s.id))
     ids = [s.id for s in samples]
@@ -302,4 +303,4 @@ def _finish(root: Path, samples: list, name: str) -> Dataset:
         raise DataError(f"label(s) {', '.join(unseen)} appear in val/test but not in train; "
                         "every class needs training examples.")
     return Dataset(root=Path(os.path.abspath(root)), samples=tuple(samples),
-                   class_names=tuple(known), name=name)
+                   class_names=tuple(known), name=name, skipped=skipped)

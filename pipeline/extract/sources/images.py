@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import DecodeError
+from pipeline.errors import ConfigError, DecodeError
 from pipeline.extract.sources.base import environment_problem, require_regular
 from pipeline.extract.sources.converter_resize import ConverterResize, resolve
 
@@ -200,6 +200,16 @@ class ImageReader:
     auto_processes = True  # `--decode auto` may use processes (each file is small)
     needs_recipe = False  # a backbone it feeds brings no ClipRecipe
 
+    @staticmethod
+    def check_settings(config) -> None:
+        """A still image has one frame: `--frames` alone would read the first frame of each
+        clip and reuse a store of first frames, so it is refused."""
+        if getattr(config, "frames", None) is not None:
+            raise ConfigError("--frames K takes K frames of each clip only together with "
+                              "--temporal-pool mean|max|none (how the frames' vectors become "
+                              "rows); add --temporal-pool, or leave out --frames to read each "
+                              "GIF's first frame as a still image.")
+
     @classmethod
     def from_config(cls, spec, input_shape: tuple, config) -> "ImageReader":
         """The reader for `spec` with the extract settings `config` (an ExtractConfig)."""
@@ -239,7 +249,6 @@ class ImageReader:
     def __init__(self, input_shape: tuple, resize="squash", jpeg_draft: bool = False):
         own = isinstance(resize, ConverterResize)
         if not own and resize not in RESIZE_POLICIES:
-            from pipeline.errors import ConfigError
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; "
                               f"received: {resize!r}")
         self.input_shape = tuple(input_shape)
