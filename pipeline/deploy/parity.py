@@ -32,7 +32,7 @@ def parity_inputs(run, reader, sample_shape: tuple, max_files: int = MAX_FILES):
     """
     from pipeline.store.feature_store import open_store
 
-    from pipeline.deploy.prediction import locate_recorded_file
+    from pipeline.deploy.run_files import locate_recorded_file
 
     batches, used = [], []
     try:  # also when the store moved together with the run folder, as predict finds it
