@@ -83,7 +83,7 @@ def main() -> None:
 
     from pipeline.extract.backbones import get_backbone
     from pipeline.extract.backbones.feature_model import build_feature_model
-    from pipeline.deploy.export import affine_preprocessing, apply_preprocessing
+    from pipeline.deploy.frozen_preprocessing import affine_preprocessing, apply_preprocessing
     from pipeline.extract.run import run_extraction
     from pipeline.store.feature_store import open_store
     from pipeline.fit.heads import HeadConfig, build_head

@@ -58,7 +58,8 @@ def write_digits_folder(root: Path, size: int = 32, test_fraction: float = 0.25,
 
 
 def run_demo(options=None, echo=print) -> Path:
-    """extract -> fit-head -> grid-search -> audit on the digits; returns the last run folder.
+    """extract -> fit-head -> grid-search -> audit on the digits; returns the audit folder
+    (what came last; the store and the run folders are named on the lines before).
 
     Args:
         options: a `DemoConfig`, or a mapping of any subset of its options.
@@ -83,7 +84,6 @@ def run_demo(options=None, echo=print) -> Path:
     result = run_extraction(config, echo=echo)
     echo(result.summary())
     echo(f"store: {result.path}")
-    last = result.path
     runs = Path(cfg.out or cache / "runs")
     try:
         from pipeline.fit.run import fit_head
@@ -97,7 +97,6 @@ def run_demo(options=None, echo=print) -> Path:
                                          "learning_curve": False},
                            out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
-        last = run_dir
     try:
         from pipeline.search.run import run_grid_search
     except ImportError:
@@ -108,7 +107,7 @@ def run_demo(options=None, echo=print) -> Path:
 
         search = SearchConfig.from_mapping({"time_budget": cfg.time_budget,
                                             "progress": cfg.progress, "learning_curve": False})
-        last = run_grid_search(result.path, search, out_dir=runs, echo=echo)
+        echo(f"search run: {run_grid_search(result.path, search, out_dir=runs, echo=echo)}")
     from pipeline.audit.options import AuditConfig
     from pipeline.audit.run import run_audit
 
@@ -119,4 +118,4 @@ def run_demo(options=None, echo=print) -> Path:
                                                              "progress": cfg.progress}),
                       echo=echo)
     echo(f"audit report: {audit / 'report.html'}")
-    return Path(last)
+    return Path(audit)

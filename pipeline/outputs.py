@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,24 @@ def write_json(path: str | Path, data: dict) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as hex."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def class_names_sha256(class_names) -> str:
+    """The sha256 of a list of class names (in order), as run.json records it."""
+    return hashlib.sha256(json.dumps(list(class_names)).encode("utf-8")).hexdigest()
+
+
+def run_digests(folder: str | Path, names, class_names) -> dict:
+    """What run.json records so that predict and export can tell a run file edited or swapped
+    after the run: the sha256 of each named file in `folder`, and of the class names."""
+    return {"file_sha256": {name: file_sha256(Path(folder) / name) for name in names},
+            "class_names_sha256": class_names_sha256(class_names)}
 
 
 def pyplot():

@@ -12,7 +12,7 @@ from pipeline.fit.options import HeadConfig
 from pipeline.search.options import SearchConfig
 
 
-def test_demo_draws_no_learning_curve(tmp_path, monkeypatch):
+def test_demo_draws_no_learning_curve_and_prints_the_audit_last(tmp_path, monkeypatch):
     asked = {}
     store = tmp_path / "digits-resnet50-pooled-0123456789.h5"
 
@@ -43,10 +43,16 @@ def test_demo_draws_no_learning_curve(tmp_path, monkeypatch):
     monkeypatch.setattr(fit_run, "fit_head", fit)
     monkeypatch.setattr(search_run, "run_grid_search", search)
     monkeypatch.setattr(audit_run, "run_audit", audit)
-    last = run_demo({"cache_dir": str(tmp_path / "cache"), "progress": False}, echo=lambda *a: None)
+    lines = []
+    last = run_demo({"cache_dir": str(tmp_path / "cache"), "progress": False},
+                    echo=lambda *a: lines.append(" ".join(map(str, a))))
 
     assert list(asked) == ["extract", "fit-head", "grid-search", "audit"]
     assert asked["fit-head"].learning_curve is False
     assert asked["grid-search"].learning_curve is False
     assert Path(asked["extract"].data).is_dir() and asked["audit"] == store
-    assert last == tmp_path / "runs" / "search"
+    # The audit runs last, so its folder is what the demo prints last; the runs before it
+    # are still named on their own lines.
+    assert last == tmp_path / "audit"
+    assert any(line.endswith(str(tmp_path / "runs" / "search")) for line in lines)
+    assert any(line.endswith(str(tmp_path / "runs" / "head")) for line in lines)

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.deploy.options import PredictConfig
-from pipeline.deploy.run_files import MODIFIED, check_head_fits, load_head_file, read_run_info
+from pipeline.deploy.run_files import (MODIFIED, check_head_fits, load_head_file,
+                                       locate_recorded_file, read_checked_run, run_store_path)
 from pipeline.errors import ConfigError, DataError, OutputError, StoreError, WeightsError
 from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_own_csv, is_own_json
 from pipeline.tables import read_rows
@@ -46,7 +47,8 @@ class LoadedRun:
         return self.info.get("provenance") or {}
 
 
-def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) -> LoadedRun:
+def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
+             info: dict | None = None) -> LoadedRun:
     """Loads a run folder's model.
 
     Args:
@@ -55,16 +57,21 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True) ->
             vectors of another backbone, layer, pooling, size, preprocessing or weights.
         calibrate: keep the temperature fit-head folded into head.keras; False gives the raw
             softmax (`--no-calibrate`).
+        info: the run's run.json as `read_checked_run` returned it (read and checked when
+            not given).
 
     Returns:
         A `LoadedRun` whose `predict_proba(features)` gives (n, K) probabilities.
     """
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = info or read_checked_run(run_dir)
     if info["kind"] == "grid_search":
-        from pipeline.search.io import load_best_model
+        from pipeline.search.io import SIDECAR, load_best_model
 
         best = load_best_model(run_dir, provenance=provenance)
+        if list(best.class_names) != info["class_names"]:
+            raise StoreError(f"{run_dir / SIDECAR} names the classes {best.class_names!r:.80} "
+                             f"and run.json {info['class_names']!r:.80}; {MODIFIED}")
         return LoadedRun(run_dir, "grid_search", info, list(best.class_names),
                          best.predict_proba, best.keras_head)
     import keras
@@ -153,38 +160,6 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     refuse_other_vectors(trained, {**identity, KEY_FIELD: vector_key(identity)}, what)
 
 
-def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
-                         command: str) -> str:
-    """A file the run's store was made with (weights, mean cube), found again.
-
-    A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
-    from the command line); when it is gone because the data, the store and the run folder
-    moved together, the same tail of the path is looked for under the run folder and each of
-    its parents, nearest first and longest tail first. Contents are checked by sha256 later.
-
-    Raises:
-        ConfigError: not found anywhere; the message names the flag and the config key.
-    """
-    flag = "--" + key.replace("_", "-")
-    if given:
-        if not Path(given).is_file():
-            raise ConfigError(f"file not found: {given} (given with {flag}).")
-        return str(Path(given).resolve())
-    path = Path(recorded)
-    if path.is_file():
-        return str(path)
-    tail = path.parts[1:] if path.is_absolute() else path.parts
-    here = Path(run_dir).resolve()
-    for anchor in (here, *here.parents):
-        for k in range(len(tail), 0, -1):
-            candidate = anchor.joinpath(*tail[-k:])
-            if candidate.is_file():
-                return str(candidate)
-    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
-                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
-                      f"(or {key} = \"...\" under [{command}] in the config file).")
-
-
 def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
     """The run's extract options with its files found again, its weights checked, and the
     extractor they rebuild checked to make the run's vectors (`options`: a PredictConfig or
@@ -231,7 +206,7 @@ def predict(run_dir, data, options=None, echo=print) -> Path:
     """
     cfg = PredictConfig.from_mapping(options).replace(run_dir=str(run_dir), data=str(data))
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = read_checked_run(run_dir)
     extract_opts = reuse_extract_options(run_dir, info, cfg, "predict")
     out_folder = _check_output_place(cfg, run_dir)
     with ExitStack() as scratch_stack:
@@ -292,7 +267,8 @@ def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_o
                         "file's reason. Fix or replace the files and run predict again.")
     with open_store(result.path) as store:
         refuse_other_vectors(trained, store.provenance, f"new vectors (store {store.path.name})")
-        run = load_run(run_dir, provenance=store.provenance, calibrate=cfg.calibrate)
+        run = load_run(run_dir, provenance=store.provenance, calibrate=cfg.calibrate,
+                       info=info)
         names = run.class_names
         probs = np.concatenate([run.predict_proba(x) for x, _ in
                                 store.iter_batches(batch_size=4096)]) if len(store) else \
@@ -307,7 +283,7 @@ def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_o
                        "predictions CSV", "predictions.csv")
         reports.write_predictions(out, store.column("ids"), true, probs, names)
         failures = store.failures()
-        seen = rows_of_the_run(run_dir, info, store, _run_store_path(run_dir, info))
+        seen = rows_of_the_run(run_dir, info, store, run_store_path(run_dir, info))
     if unseen:
         echo(f"warning: class folder(s) {', '.join(sorted(unseen))} are not classes of this run "
              f"(it knows {', '.join(names)}); their {sum(unseen.values())} row(s) are scored but "
@@ -328,16 +304,6 @@ def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_o
     if labelled:
         _report_accuracy(out, true, probs, unseen, seen, echo)
     return out
-
-
-def _run_store_path(run_dir: Path, info: dict) -> str | None:
-    """The run's own store, also when it moved together with the run folder (as weights are
-    found again); None when it is not there."""
-    try:
-        return locate_recorded_file(str(info.get("store") or ""), run_dir, None, "store",
-                                    "predict")
-    except ConfigError:
-        return None
 
 
 def _accuracy_path(csv_path: Path) -> Path:

@@ -2,8 +2,11 @@
 
 A run folder can be edited or swapped after fit-head or grid-search wrote it: a `head.keras`
 with a Lambda layer, a config naming `os.system`, an HDF5 file under the `.keras` name, a
-run.json that is not a run's description. Each is refused with one line that names the file and
-says the folder was modified or is not one of ours; nothing in it is executed.
+run.json that is not a run's description, a model file copied from a sibling run, class names
+reordered by hand (which would relabel every probability). run.json records the sha256 of each
+model file and of the class names when the run is written; each mismatch is refused with one
+line that names the file and says the folder was modified or is not one of ours; nothing in it
+is executed. A run written before digests were recorded is read without them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.outputs import class_names_sha256, file_sha256
+from pipeline.store.feature_store import open_store
 
 # What a refused run file means for the user: someone edited or swapped it after the run.
 MODIFIED = ("the run folder was modified after it was written or is not one of ours; use the "
@@ -46,7 +51,51 @@ def read_run_info(run_dir) -> dict:
     for key in ("provenance", "store"):
         if info.get(key) is not None and not isinstance(info[key], (dict, str)[key == "store"]):
             raise ConfigError(f"{path}: {key} is a {type(info[key]).__name__}; {MODIFIED}")
+    _check_digests(Path(run_dir), info)
     return info
+
+
+def _check_digests(run_dir: Path, info: dict) -> None:
+    """The class names and the model files are the ones the run wrote (its recorded sha256)."""
+    path = run_dir / "run.json"
+    recorded = info.get("class_names_sha256")
+    if recorded is not None and recorded != class_names_sha256(info["class_names"]):
+        raise ConfigError(f"{path}: class_names {info['class_names']!r:.120} are not the ones "
+                          f"the run was written with (edited: every probability column would "
+                          f"be relabelled); {MODIFIED}")
+    files = info.get("file_sha256")
+    if files is None:
+        return
+    if not isinstance(files, dict) or not all(
+            isinstance(name, str) and name and Path(name).name == name and
+            isinstance(digest, str) for name, digest in files.items()):
+        raise ConfigError(f"{path}: file_sha256 is not a map of file names to digests; "
+                          f"{MODIFIED}")
+    for name, digest in files.items():
+        if not (run_dir / name).is_file() or file_sha256(run_dir / name) != digest:
+            raise StoreError(f"{run_dir / name} is not the file the run wrote (its sha256 "
+                             "differs from the one run.json recorded: edited, replaced or "
+                             f"copied from another run); {MODIFIED}")
+
+
+def same_store_as_the_run(store, info: dict) -> bool:
+    """The store still holds the run's vectors of the run's files (not rebuilt since)."""
+    recorded = info.get("provenance") or {}
+    return store.key == info.get("store_key") and \
+        store.provenance.get("source_fingerprint") == recorded.get("source_fingerprint")
+
+
+def check_class_names(run_dir, info: dict, store) -> None:
+    """run.json's class names are the classes of the run's store, in its order (checked only
+    while `store` is still the one the run was made on: a store rebuilt since may hold other
+    classes)."""
+    if store is None or not same_store_as_the_run(store, info):
+        return
+    if list(store.class_names) != list(info["class_names"]):
+        raise ConfigError(f"{Path(run_dir) / 'run.json'}: class_names {info['class_names']!r:.80} "
+                          f"are not the classes of the run's store {store.path.name} "
+                          f"({list(store.class_names)!r:.80}), so every probability column "
+                          f"would be relabelled; {MODIFIED}")
 
 
 def load_head_file(keras, path: Path):
@@ -96,3 +145,60 @@ def check_head_fits(model, info: dict, run_dir: Path) -> None:
     if units not in (k, 1 if k == 2 else k):
         raise ConfigError(f"{run_dir / 'run.json'} names {k} classes but head.keras has {units} "
                           f"output unit(s); {MODIFIED}")
+
+
+def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
+                         command: str) -> str:
+    """A file the run's store was made with (weights, mean cube), found again.
+
+    A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
+    from the command line); when it is gone because the data, the store and the run folder
+    moved together, the same tail of the path is looked for under the run folder and each of
+    its parents, nearest first and longest tail first. Contents are checked by sha256 later.
+
+    Raises:
+        ConfigError: not found anywhere; the message names the flag and the config key.
+    """
+    flag = "--" + key.replace("_", "-")
+    if given:
+        if not Path(given).is_file():
+            raise ConfigError(f"file not found: {given} (given with {flag}).")
+        return str(Path(given).resolve())
+    path = Path(recorded)
+    if path.is_file():
+        return str(path)
+    tail = path.parts[1:] if path.is_absolute() else path.parts
+    here = Path(run_dir).resolve()
+    for anchor in (here, *here.parents):
+        for k in range(len(tail), 0, -1):
+            candidate = anchor.joinpath(*tail[-k:])
+            if candidate.is_file():
+                return str(candidate)
+    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
+                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
+                      f"(or {key} = \"...\" under [{command}] in the config file).")
+
+
+def run_store_path(run_dir, info: dict) -> str | None:
+    """The run's own store, also when it moved together with the run folder (as weights are
+    found again); None when it is not there."""
+    try:
+        return locate_recorded_file(str(info.get("store") or ""), run_dir, None, "store",
+                                    "predict")
+    except ConfigError:
+        return None
+
+
+def read_checked_run(run_dir) -> dict:
+    """run.json, after the digests it records and its class names (against the run's store,
+    while that is still the one the run was made on) are checked (see the module doc)."""
+    info = read_run_info(run_dir)
+    store_path = run_store_path(run_dir, info)
+    try:
+        store = open_store(store_path) if store_path else None
+    except StoreError:  # a damaged store checks nothing; the digests still did
+        store = None
+    if store is not None:
+        with store:
+            check_class_names(run_dir, info, store)
+    return info

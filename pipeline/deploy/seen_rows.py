@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from pipeline.deploy.run_files import same_store_as_the_run
 from pipeline.errors import StoreError
 from pipeline.store.feature_store import open_store
 from pipeline.tables import read_rows
@@ -34,13 +35,6 @@ def _held_out_ids(run_dir: Path) -> dict:
     return held
 
 
-def _same_store_as_the_run(store, info: dict) -> bool:
-    """The store still holds the run's vectors of the run's files (not rebuilt since)."""
-    recorded = info.get("provenance") or {}
-    return store.key == info.get("store_key") and \
-        store.provenance.get("source_fingerprint") == recorded.get("source_fingerprint")
-
-
 def rows_of_the_run(run_dir, info: dict, store, trained_path) -> dict | None:
     """{"train": n, "val": n, "test": n, "new": n} over the rows of `store` (predict's own), or
     None when the run's store (`trained_path`, None when not found) is gone or holds other
@@ -53,7 +47,7 @@ def rows_of_the_run(run_dir, info: dict, store, trained_path) -> dict | None:
         trained = open_store(trained_path) if trained_path else None
     except StoreError:
         trained = None
-    if trained is None or not _same_store_as_the_run(trained, info):
+    if trained is None or not same_store_as_the_run(trained, info):
         if trained is not None:
             trained.close()
         return None

@@ -173,7 +173,13 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: 
 
     if not 0.0 < fraction < 1.0:
         raise DataError(f"{knob} must be between 0 and 1; received: {fraction}")
-    what = "a validation set" if knob == "val_fraction" else "a test set"
+    held_name = _HELD_NAMES.get(knob, "held-out")
+    what = ("the calibration share of the training rows" if held_name == "calibration" else
+            f"a {held_name} set")
+    # A calibration share is taken from the training rows whatever the store's splits are.
+    other_way = ("set --calibration-fraction 0 to leave the probabilities uncalibrated"
+                 if held_name == "calibration" else
+                 "give explicit train/val splits (folders or a manifest split column)")
     y = labels[rows]
     counts = np.bincount(y[y >= 0]) if len(y) else np.array([], dtype=int)
     present = counts[counts > 0]
@@ -190,7 +196,7 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: 
             f"too few rows to hold out {fraction:.0%} as {what} with every class on both sides "
             f"({len(rows)} rows, {len(present)} classes, the smallest has {smallest}); at "
             f"--{knob.replace('_', '-')} {fraction:g} each class needs about {need} rows. {fix}, "
-            "or give explicit train/val splits (folders or a manifest split column).")
+            f"or {other_way}.")
     g = np.asarray(groups, dtype=object)[rows]
     if _joined(g):
         held = _group_holdout(y, g, fraction, seed)
@@ -204,20 +210,19 @@ def holdout(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: 
                      if 0 < f < 1 and _close_enough(_group_holdout(y, g, f, seed).mean(), f)]
             fix = (f"use {_flag(knob, works[0], config)}" if works else "add groups")
             raise DataError(f"only {n_groups} distinct groups: too few to hold out {fraction:.0%} "
-                            f"of the rows as whole groups with every class on both sides (the "
-                            f"nearest is {held.mean():.0%}); {fix}, or give explicit train/val "
-                            "splits (folders or a manifest split column).")
+                            f"of the rows as {what} of whole groups with every class on both "
+                            f"sides (the nearest is {held.mean():.0%}); {fix}, or {other_way}.")
         kept, held = np.flatnonzero(~held), np.flatnonzero(held)
     else:
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_held, random_state=seed)
         kept, held = next(splitter.split(np.zeros(len(rows)), y))
     kept, held = np.sort(rows[kept]), np.sort(rows[held])
-    check_classes(labels, kept, held, class_names, _HELD_NAMES.get(knob, "held-out"), knob,
-                  config)
+    check_classes(labels, kept, held, class_names, held_name, knob, config)
     return kept, held
 
 
-_HELD_NAMES = {"val_fraction": "validation", "test_fraction": "test",
+_HELD_NAMES = {"val_fraction": "validation", "validation_fraction": "validation",
+               "test_fraction": "test",
                "calibration_fraction": "calibration"}
 
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from pipeline.config import write_toml
 from pipeline.errors import DataError, OutputError
-from pipeline.outputs import (Scratch, check_writable_folder, publish_new_folder, write_json,
-                              write_marker)
+from pipeline.outputs import (Scratch, check_writable_folder, publish_new_folder, run_digests,
+                              write_json, write_marker)
 from pipeline.store.feature_store import open_store
 from pipeline.evaluation import checks
 from pipeline.fit.heads import resolve_output
@@ -222,7 +222,8 @@ def _rescue_head(model, store, out: Path) -> Path | None:
                 "kind": "keras_head", "store": str(store.path.resolve()),
                 "store_key": store.key, "provenance": store.provenance,
                 "class_names": list(store.class_names), "rescued": True,
-                "feature_shape": list(store.feature_shape)})
+                "feature_shape": list(store.feature_shape),
+                **run_digests(folder, ["head.keras"], store.class_names)})
             return folder / "head.keras"
         except Exception:  # this place is full or read-only too: try the next one
             continue
@@ -334,6 +335,7 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
         "provenance": store.provenance, "class_names": list(names),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "feature_shape": list(store.feature_shape),
+        **run_digests(tmp, ["head.keras"], names),  # checked by predict and export
     })
     write_marker(tmp, "fit-head", store=str(store.path.resolve()))
 

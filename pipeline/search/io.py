@@ -1,7 +1,8 @@
 """Saving and loading the best model of a grid search, without ever unpickling anything.
 
 A run folder holds:
-    run.json           kind "grid_search", the store, its key, provenance and class names
+    run.json           kind "grid_search", the store, its key, provenance and class names, and
+                       the sha256 of the class names, the model files and the sidecar
     best_model.skops   the scikit-learn pipeline (skops.io: a zip of JSON + numpy arrays)
     best_model.keras   the Keras head when the best entry is `keras_head` (its preprocessing
                        steps are then in best_model.skops); loaded in Keras' safe mode
@@ -19,7 +20,6 @@ Usage:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.outputs import write_json
+from pipeline.outputs import file_sha256, run_digests, write_json
 from pipeline.store.vector_identity import describe_differences, vector_differences
 
 SIDECAR = "best_model.json"
@@ -48,14 +48,6 @@ TRUSTED_TYPES = (
     "sklearn.metrics._dist_metrics.ChebyshevDistance64",
 )
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -75,7 +67,8 @@ def save_best_model(run_dir: Path, fitted, meta: dict, **info) -> Path:
         **info: model name, family, params and scores, copied into the sidecar.
 
     Returns:
-        The sidecar's path.
+        The sidecar's path. run.json is written again with the digests of the model files,
+        the sidecar and the class names.
 
     Raises:
         StoreError: the pipeline holds types that loading would refuse.
@@ -108,10 +101,14 @@ def save_best_model(run_dir: Path, fitted, meta: dict, **info) -> Path:
     versions = {"scikit-learn": sklearn.__version__, "skops": _version("skops")}
     if KERAS_FILE in files:
         versions["keras"] = _version("keras")
-    sidecar = {"format": kind, "files": {name: sha256_file(run_dir / name) for name in files},
+    sidecar = {"format": kind, "files": {name: file_sha256(run_dir / name) for name in files},
                "classes": [int(c) for c in final.classes_], **info, **meta,
                "versions": versions, "created_at": _now()}
     write_json(run_dir / SIDECAR, sidecar)
+    # run.json again, now with the digests of the model files and the sidecar (checked by
+    # predict and export before they trust the folder).
+    write_run_json(run_dir, {**meta, **run_digests(run_dir, [*files, SIDECAR],
+                                                   meta["class_names"])})
     return run_dir / SIDECAR
 
 
@@ -190,7 +187,7 @@ def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":
                          f"{SKOPS_FILE}/{KERAS_FILE}); pickle and joblib files are never loaded.")
     for name, digest in files.items():
         path = run_dir / name
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise StoreError(f"{path} does not match the checksum in {SIDECAR} (changed or "
                              "replaced after the search); refusing to load it. Run grid-search "
                              "again.")

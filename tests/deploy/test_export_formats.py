@@ -148,12 +148,53 @@ def test_each_format_loads_in_its_runtime_and_matches_predict(tiny, fmt, name, c
     parity = contract["parity"]
     assert parity["max_abs_difference"] <= BOUND and parity["rows_compared"] >= 4 + 3
     assert "file(s) of the run's store" in parity["inputs"]
+    _assert_store_compared(parity)
     ids, x = _pixels(tiny)
     got = np.asarray(_run_in_own_runtime(fmt, path, x))
     want = np.array([tiny["predicted"]["head"][i] for i in ids])
     assert np.ptp(want[:, 0]) > 1e-3  # the probabilities differ from image to image
     np.testing.assert_allclose(got, want, atol=BOUND)
     assert not list((run / "export").rglob(".featcache-scratch"))  # no scratch left behind
+
+
+def _assert_store_compared(parity):
+    """model.json says which stored rows the artifact's own vectors were compared with."""
+    store = parity["store"]
+    assert len(store["files"]) == 4 and all(f.startswith(("cat/", "dog/"))
+                                            for f in store["files"])
+    assert store["rows_compared"] == 4 and store["max_abs_difference"] <= store["bound"]
+    assert store["bound"] == BOUND  # vectors of this trunk are below 1: the bound is 1e-4
+
+
+def _perturbed_trunks(monkeypatch):
+    """The backbone export builds is no longer the one that made the store (as when its code
+    or a plugin changed): its first kernel is scaled by 1.05."""
+    from pipeline.extract.backbones import feature_model
+
+    real = feature_model.build_feature_model
+
+    def perturbed(*args, **kwargs):
+        model = real(*args, **kwargs)
+        kernel = next(w for w in model.weights if "kernel" in w.path)
+        kernel.assign(kernel.numpy() * 1.05)
+        return model
+
+    monkeypatch.setattr(feature_model, "build_feature_model", perturbed)
+
+
+@pytest.mark.parametrize("run_name, fmt", [("head", "keras"), ("svm", "onnx")])
+def test_an_artifact_whose_trunk_did_not_make_the_store_is_refused(tiny, tmp_path, monkeypatch,
+                                                                   capsys, run_name, fmt):
+    from run_pipeline import main
+
+    _perturbed_trunks(monkeypatch)
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "--run", str(tiny["runs"][run_name]), "--format", fmt, "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert "store" in err and "nothing was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_scikit_learn_winner_is_one_onnx_file_matching_predict_proba(tiny, tmp_path):
@@ -165,6 +206,7 @@ def test_a_scikit_learn_winner_is_one_onnx_file_matching_predict_proba(tiny, tmp
                         echo=lambda *_: None)
     contract = json.loads(path.with_suffix(".json").read_text())
     assert "rbf_svm" in contract["head"] and contract["parity"]["max_abs_difference"] <= BOUND
+    _assert_store_compared(contract["parity"])
     ids, x = _pixels(tiny)
     got = _run_in_own_runtime("onnx", path, x)
     want = np.array([tiny["predicted"]["svm"][i] for i in ids])

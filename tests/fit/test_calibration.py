@@ -131,3 +131,22 @@ def test_predict_loader_applies_the_temperature_unless_told_not_to(run):
                                atol=1e-5)
     assert np.array_equal(raw.argmax(axis=1), calibrated.argmax(axis=1))  # accuracy unchanged
     assert raw.max(axis=1).mean() > calibrated.max(axis=1).mean()  # raw is the overconfident one
+
+
+def test_a_calibration_share_that_cannot_be_held_out_is_named_as_such(tmp_path):
+    """Class b has one training row: no calibration share can hold one out of both classes,
+    and the reason must name that share, not a test set."""
+    from pipeline.fit.run import fit_head
+    from pipeline.store.feature_store import write_store
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 12 + [1] + [0] * 3 + [1] * 3)
+    split = ["train"] * 13 + ["val"] * 6
+    x = rng.normal(size=(len(labels), 4)).astype(np.float32) + labels[:, None]
+    store = write_store(tmp_path / "few.h5", x, labels, class_names=["a", "b"], split=split,
+                        ids=[f"r{i}" for i in range(len(labels))])
+    run = fit_head(store, {"epochs": 1, "hidden_units": (4,), "calibration_fraction": 0.2,
+                           "progress": False}, out_dir=tmp_path / "runs", echo=lambda *_: None)
+    skipped = json.loads((run / "metrics.json").read_text())["calibration"]["skipped"]
+    assert "calibration share" in skipped and "test set" not in skipped
+    assert "train/val splits" not in skipped  # the store's own splits are not what failed

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.search import io as search_io
 from pipeline.errors import StoreError
-from pipeline.search.io import load_best_model, save_best_model, sha256_file
+from pipeline.outputs import file_sha256
+from pipeline.search.io import load_best_model, save_best_model
 
 PROVENANCE = {"backbone": "mobilenet", "layer": "pooled", "pooling": "avg", "input_size": 224,
               "input_shape": [224, 224, 3], "preprocess": "tf", "weights": "sha256:abc",
@@ -171,7 +172,7 @@ def _point_sidecar_at(run_dir, fmt, files):
     path = run_dir / "best_model.json"
     sidecar = json.loads(path.read_text())
     sidecar["format"] = fmt
-    sidecar["files"] = {name: sha256_file(run_dir / name) for name in files}
+    sidecar["files"] = {name: file_sha256(run_dir / name) for name in files}
     path.write_text(json.dumps(sidecar))
 
 

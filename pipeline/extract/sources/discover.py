@@ -84,9 +84,8 @@ def _sample(path: Path, root: Path, label: str, split: str, group: str) -> Sampl
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.as_posix()
-    stamp = _folder_stamp(path) if path.is_dir() and not path.is_symlink() else file_stamp(path)
     return Sample(id=text_id(rel), path=path, label=text_id(label), split=split, group=group,
-                  stamp=stamp)
+                  stamp=source_stamp(path))
 
 
 def text_id(name: str) -> str:
@@ -99,6 +98,12 @@ def text_id(name: str) -> str:
     if name.isascii():
         return name
     return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def source_stamp(path: Path) -> str:
+    """The stamp a store records for a source: a frame folder's from its files, else the
+    file's own "size:mtime_ns" (export compares it to tell a file changed since extraction)."""
+    return _folder_stamp(path) if path.is_dir() and not path.is_symlink() else file_stamp(path)
 
 
 def _folder_stamp(folder: Path) -> str:
