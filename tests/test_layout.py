@@ -6,6 +6,7 @@ only where importing them at the top would load a heavy package or close a circl
 import ast
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -277,7 +278,7 @@ def _heavy_loaded_by() -> dict:
     return {m: set(loaded) for m, loaded in found.items()}
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the probe forks per module")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the probe forks a process per module")
 def test_own_modules_are_imported_in_functions_only_when_heavy_or_on_a_circle():
     heavy = _heavy_loaded_by()
     everywhere, in_functions = _imports_by_place()
