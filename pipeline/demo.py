@@ -14,6 +14,10 @@ import numpy as np
 
 from pipeline.config import Option
 from pipeline.settings import settings_class
+from pipeline.extract.options import ExtractConfig
+from pipeline.audit.options import AuditConfig
+from pipeline.audit import run as audit_run
+from pipeline.search.options import SearchConfig
 
 DEMO_OPTIONS = (
     Option("backbone", str, "resnet50", "backbone to extract with", metavar="NAME"),
@@ -64,8 +68,7 @@ def run_demo(options=None, echo=print) -> Path:
     Args:
         options: a `DemoConfig`, or a mapping of any subset of its options.
     """
-    from pipeline.extract.options import ExtractConfig
-    from pipeline.extract.run import run_extraction
+    from pipeline.extract.run import run_extraction  # lazy: h5py; the CLI starts without it
 
     cfg = DemoConfig.from_mapping(options)
     cache = Path(cfg.cache_dir)
@@ -86,7 +89,7 @@ def run_demo(options=None, echo=print) -> Path:
     echo(f"store: {result.path}")
     runs = Path(cfg.out or cache / "runs")
     try:
-        from pipeline.fit.run import fit_head
+        from pipeline.fit.run import fit_head  # lazy: h5py
     except ImportError:
         fit_head = None
     if fit_head is not None:
@@ -98,24 +101,21 @@ def run_demo(options=None, echo=print) -> Path:
                            out_dir=runs, echo=echo)
         echo(f"head run: {run_dir}")
     try:
-        from pipeline.search.run import run_grid_search
+        from pipeline.search.run import run_grid_search  # lazy: h5py
     except ImportError:
         run_grid_search = None
     if run_grid_search is not None:
         echo("[3/4] grid-search: classifiers compared on the same cache")
-        from pipeline.search.options import SearchConfig
 
         search = SearchConfig.from_mapping({"time_budget": cfg.time_budget,
                                             "progress": cfg.progress, "learning_curve": False})
         echo(f"search run: {run_grid_search(result.path, search, out_dir=runs, echo=echo)}")
-    from pipeline.audit.options import AuditConfig
-    from pipeline.audit.run import run_audit
 
     echo("[4/4] audit: leaks across splits, suspected label errors, outliers of the store")
     # The map by PCA: UMAP's first run compiles for a minute or more, longer than the demo's
     # whole audit (`audit --map umap` draws it on any store).
-    audit = run_audit(result.path, AuditConfig.from_mapping({"map": "pca",
-                                                             "progress": cfg.progress}),
-                      echo=echo)
+    audit = audit_run.run_audit(result.path, AuditConfig.from_mapping({"map": "pca",
+                                                                       "progress": cfg.progress}),
+                                echo=echo)
     echo(f"audit report: {audit / 'report.html'}")
     return Path(audit)

@@ -1,8 +1,14 @@
 """The house rules of `pipeline/`, read from the source itself: no import circles (module-level
 and function-level imports both count), the dependency rules between stages, at most 8 loose
-modules at the top, none over 400 lines."""
+modules at the top, none over 400 lines, and the package's own modules imported inside a function
+only where importing them at the top would load a heavy package or close a circle."""
 
 import ast
+import functools
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +179,122 @@ def test_no_reader_kind_or_engine_name_switches_outside_readers_and_engines():
                 broken.append(f"{rel}:{line} ({func}) compares {', '.join(names)}")
     assert not broken, ("ask the reader or engine object instead (reader.unit, "
                         f"reader.rows_per_file, engine.keras_backend, ...): {sorted(set(broken))}")
+
+
+# Third-party packages that make an import slow, measured on top of numpy on a loaded 2-core
+# machine (TensorFlow or Keras about 5 s, scikit-learn and JAX about 1 s, scipy.stats 0.7 s,
+# pandas 0.3 s, joblib 0.1 s, matplotlib 0.16 s, pyarrow 0.14 s, h5py 0.05 s), or optional
+# (a run without them must still start). numpy, Pillow (0.01 s) and tqdm (0.02 s) are light.
+# h5py counts as heavy so that `--help` and the light sub-modules (options, sources) stay off it.
+HEAVY = frozenset({
+    "tensorflow", "keras", "keras_hub", "jax", "jaxlib", "torch", "openvino", "nncf", "sklearn",
+    "scipy", "pandas", "pyarrow", "matplotlib", "joblib", "h5py", "faiss", "cleanlab", "umap",
+    "datasets", "ray", "dask", "distributed", "onnx", "onnxruntime", "skl2onnx", "tf2onnx",
+    "ai_edge_litert", "skops", "av", "cv2",
+})
+
+
+def _pipeline_files() -> dict:
+    return {_module_name(f): f for f in PIPELINE.rglob("*.py")}
+
+
+def _imported_modules(node, package: str, files: dict) -> list:
+    """The pipeline modules one import statement loads: `from a import b` is `a.b` when that is
+    a module, else `a`."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            up = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join(up + ([base] if base else []))
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                 for alias in node.names]
+    found = []
+    for name in names:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        if name:
+            found.append(name)
+    return found
+
+
+def _imports_by_place() -> tuple:
+    """(module -> every pipeline module it imports, its own packages included;
+    [(module, line, imported module)] for the imports inside a function body)."""
+    files = _pipeline_files()
+    everywhere, in_functions = {}, set()
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text())
+        everywhere[name] = {t for node in ast.walk(tree)
+                            if isinstance(node, (ast.Import, ast.ImportFrom))
+                            for t in _imported_modules(node, package, files) if t != name}
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                in_functions.update((name, node.lineno, target) for node in ast.walk(function)
+                                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                                    for target in _imported_modules(node, package, files))
+    return everywhere, sorted(in_functions)
+
+
+HEAVY_PROBE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+heavy, modules, found = set(json.loads(sys.argv[2])), json.loads(sys.argv[3]), {}
+for module in modules:
+    read, write = os.pipe()
+    if os.fork() == 0:  # a fresh child per module: nothing of the others is loaded
+        os.close(read)
+        try:
+            __import__(module)
+            loaded = sorted(heavy & {m.partition(".")[0] for m in sys.modules})
+        except ModuleNotFoundError as exc:  # an optional package is missing: it is heavy
+            loaded = [exc.name.partition(".")[0]]
+        except BaseException as exc:  # an import circle, or a bug: reported by the test
+            loaded = {"error": f"{type(exc).__name__}: {exc}"}
+        with os.fdopen(write, "w") as out:
+            json.dump(loaded, out)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        found[module] = json.load(answer)
+    os.wait()
+print(json.dumps(found))
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _heavy_loaded_by() -> dict:
+    """module -> the HEAVY packages importing it loads, each module in a process of its own."""
+    modules = sorted(_pipeline_files())
+    proc = subprocess.run([sys.executable, "-c", HEAVY_PROBE, str(PIPELINE.parent),
+                           json.dumps(sorted(HEAVY)), json.dumps(modules)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
+    failed = {m: loaded["error"] for m, loaded in found.items() if isinstance(loaded, dict)}
+    assert not failed, f"modules that cannot be imported on their own: {failed}"
+    return {m: set(loaded) for m, loaded in found.items()}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the probe forks a process per module")
+def test_own_modules_are_imported_in_functions_only_when_heavy_or_on_a_circle():
+    heavy = _heavy_loaded_by()
+    everywhere, in_functions = _imports_by_place()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in everywhere[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    movable = [f"{PIPELINE.name}/{_pipeline_files()[m].relative_to(PIPELINE)}:{line} imports "
+               f"{target}" for m, line, target in in_functions
+               if heavy[target] <= heavy[m] and not reaches(target, m)]
+    assert not movable, ("import these at the top of the module (they load nothing heavy the "
+                         f"module does not already load, and close no circle): {movable}")

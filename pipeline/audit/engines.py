@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.audit.neighbours import scan_neighbours
 
 # The exact scan's cost is N^2: 50k rows took about a minute on two cores, 100k four times
 # that, while HNSW at 100k stays within a few minutes. Above this many rows `auto` uses HNSW.
@@ -83,8 +84,6 @@ class ExactEngine(NeighbourEngine):
     description = "exact block scan (N^2 cost), the reference"
 
     def search(self, prepared, k, pca_width=0, progress=True):
-        from pipeline.audit.neighbours import scan_neighbours
-
         n = int(prepared.shape[0])
         with _bar(n, "neighbours (exact)", progress) as bar:
             def step(done, total):  # block pairs -> an equivalent count of rows
@@ -206,8 +205,6 @@ def _find_the_lost(prepared, lost: np.ndarray, indices, distances, k: int) -> No
     of a pair is unreachable, its search still finds the other; if both are, both are in
     `lost`, so one exact scan among the lost rows (few, next to N) finds the pair.
     """
-    from pipeline.audit.neighbours import scan_neighbours
-
     if len(lost) < 2:
         return
     rows = np.ascontiguousarray(prepared[lost], dtype=np.float32)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.tables import write_rows
+
 GROUP_PREFIX = "dup"  # suggested names: dup00001, ...; a singleton row gets none ("")
 
 
@@ -76,8 +78,6 @@ def group_summary(names: np.ndarray, sizes: np.ndarray, splits: np.ndarray) -> d
 def write_suggested_groups(path, ids, names: np.ndarray, sizes: np.ndarray) -> None:
     """suggested_groups.csv: `id,group,size`, one row per store row in store order; `group` is
     ready to be a manifest's group column ("" = the row has no near-duplicate)."""
-    from pipeline.tables import write_rows
-
     write_rows(path, ("id", "group", "size"),
                [[row_id, name, int(size)] for row_id, name, size in
                 zip(list(ids), names.tolist(), sizes.tolist())])

@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from pipeline.evaluation.splits import cv_folds
+
 
 def _probe(seed: int):
     from sklearn.linear_model import LogisticRegression
@@ -62,8 +64,6 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, train_rows: n
             trains on the views of its own training rows, and no view is ever scored.
     """
     from sklearn.base import clone
-
-    from pipeline.evaluation.splits import cv_folds
 
     n_classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), n_classes))

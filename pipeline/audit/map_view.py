@@ -9,6 +9,8 @@ import json
 
 import numpy as np
 
+from pipeline.audit.report import checked_source, thumbnail
+
 MAP_THUMBS = 150           # dots that carry a thumbnail (the page grows ~5 KB per thumbnail)
 WIDTH, HEIGHT, PAD = 900, 520, 16
 COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#c44e52"}
@@ -44,8 +46,6 @@ def coverage_table(coverage: dict) -> str:
 def map_section(xy, method: str, ids: list, splits: np.ndarray, unique: np.ndarray,
                 coverage: dict, data_root) -> str:
     """The HTML of the coverage table and (when `xy` is given) the map."""
-    from pipeline.audit.report import checked_source, thumbnail
-
     parts = ["<h2>Split coverage</h2><p class='meta'>does each split cover the training "
              "distribution? coverage about 1: yes; well below 1: it misses regions of the "
              "training rows (read from the neighbour graph)</p>", coverage_table(coverage)]

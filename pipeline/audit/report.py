@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.extract.sources import thumbnail as read_thumbnail
+
 THUMB = 120  # px, longest side
 
 
@@ -78,8 +80,6 @@ def _placeholder(text: str):
 
 def thumbnail(data_root: str | None, row_id: str) -> str:
     """A data URI of the row's thumbnail, or of a placeholder when the file cannot be read."""
-    from pipeline.extract.sources import thumbnail as read_thumbnail
-
     path, why_not = checked_source(data_root, row_id)
     if path is None:
         return _jpeg_data_uri(_placeholder(why_not))

@@ -21,14 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation.exclusions import audit_dir_for
+from pipeline.evaluation.exclusions import SUGGESTED_GROUPS, audit_dir_for
 from pipeline.audit.options import AuditConfig
 from pipeline.audit.pairs import cut_warnings, find_pairs, identical_warning
 from pipeline.audit.report import source_path
 from pipeline.errors import DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
-                              replace_own_folder, write_marker)
+                              replace_own_folder, write_json, write_marker)
 from pipeline.tables import write_rows
+from pipeline.evaluation.splits import make_split
+from pipeline.audit import groups as audit_groups, labels as label_audit, report
+from pipeline.audit.store_graph import graph_findings, store_graph
+from pipeline.audit.neighbours import centred_rows
+from pipeline.audit.threshold import choose_threshold
 
 # What an audit folder held before folders carried a marker: such a folder is still ours.
 AUDIT_FILES = frozenset({"duplicates.csv", "label_issues.csv", "outliers.csv", "summary.json",
@@ -39,8 +44,6 @@ SPLIT_ORDER = {"train": 0, "": 0, "val": 1, "test": 2}
 
 def row_splits(store, seed: int) -> tuple[np.ndarray, str]:
     """Each row's split: the store's own, else the one fit-head makes by default."""
-    from pipeline.evaluation.splits import make_split
-
     own = store.column("split")
     if store.splits:
         return np.where(own == "", "train", own).astype(object), "the store's own splits"
@@ -111,8 +114,6 @@ def _views_of_labelled(store, labelled: np.ndarray):
 
 def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, str]:
     """cleanlab's ranked label issues (row indices into the store) and how they were found."""
-    from pipeline.audit import labels as label_audit
-
     labels, groups = store.column("labels"), store.row_index.group
     labelled = np.flatnonzero(labels >= 0)
     if not len(labelled) or len(np.unique(labels[labelled])) < 2:
@@ -172,7 +173,7 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
             audit folder is a file, a folder holding files no audit wrote, read-only, or being
             written by another audit now.
     """
-    from pipeline.store.feature_store import open_store
+    from pipeline.store.feature_store import open_store  # lazy: h5py; the CLI starts without it
 
     cfg = AuditConfig.from_mapping(options)
     started = time.perf_counter()
@@ -209,12 +210,6 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
 def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
                 started: float, echo=print) -> dict:
     """Scans the store and writes the audit folder `final` (through `scratch`); its summary."""
-    from pipeline.audit import groups as audit_groups
-    from pipeline.audit import report
-    from pipeline.audit.store_graph import graph_findings, store_graph
-    from pipeline.evaluation.exclusions import SUGGESTED_GROUPS
-    from pipeline.outputs import write_json
-
     ids, labels = store.column("ids"), store.column("labels")
     groups = store.column("group")
     splits, split_how = row_splits(store, cfg.seed)
@@ -273,8 +268,6 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
 def _preparer(store, cfg: AuditConfig, mean, scratch):
     """callable() -> the centred unit rows, prepared on the first call only (a cached graph
     with a given threshold and no row past the graph's k never needs them)."""
-    from pipeline.audit.neighbours import centred_rows
-
     made = []
 
     def prepare():
@@ -289,8 +282,6 @@ def _preparer(store, cfg: AuditConfig, mean, scratch):
 def _threshold(store, cfg: AuditConfig, prepare):
     """The near-duplicate threshold: --threshold as given, or the adaptive rule, which reads
     a sample of rows' 64 exact nearest neighbours (more than the graph keeps)."""
-    from pipeline.audit.threshold import choose_threshold
-
     if cfg.threshold != "auto":
         return choose_threshold(None, cfg.threshold, cfg.seed)
     return choose_threshold(prepare(), cfg.threshold, cfg.seed, labels=store.column("labels"))

@@ -13,6 +13,11 @@ import numpy as np
 
 from pipeline.audit.engines import neighbour_engine
 from pipeline.audit.graph import NeighbourGraph, cached_graph, content_digest
+from pipeline.audit.neighbours import _unit_rows, centred_rows, digest_rows
+from pipeline.audit.coverage import (UNIQUENESS_NEIGHBOURS, map_coordinates, map_rows,
+                                     split_coverage, uniqueness)
+from pipeline.audit.cleanlab_graph import graph_checks
+from pipeline.audit.map_view import map_section
 
 
 def graph_settings(store, cfg, digests, engine) -> dict:
@@ -32,8 +37,6 @@ def store_graph(store, cfg, scratch: Path, echo=print):
     The vectors are read once for their digests and mean (the digests are part of the key);
     only when no sound cached graph exists are they prepared and searched.
     """
-    from pipeline.audit.neighbours import centred_rows, digest_rows
-
     digests, mean = digest_rows(store.vectors, cfg.l2_normalize)
     engine = neighbour_engine(cfg.neighbours_engine).resolve(len(store))
     settings = graph_settings(store, cfg, digests, engine)
@@ -51,9 +54,6 @@ def store_graph(store, cfg, scratch: Path, echo=print):
 
 def map_points(store, cfg, mean: np.ndarray, rows: np.ndarray):
     """((M, 2) map coordinates, "UMAP" | "PCA") of the given rows, prepared as the graph's."""
-    from pipeline.audit.coverage import map_coordinates
-    from pipeline.audit.neighbours import _unit_rows
-
     x = store.read_rows(rows).reshape(len(rows), -1)
     if cfg.l2_normalize:
         x = _unit_rows(x)
@@ -66,8 +66,6 @@ CLEANLAB_GRAPH_MAX_ROWS = 200_000
 
 def _cleanlab_checks(store, graph) -> dict:
     """cleanlab's graph checks (non-IID, outliers) fed this graph, or why they were skipped."""
-    from pipeline.audit.cleanlab_graph import graph_checks
-
     labels = store.column("labels")
     if len(labels) > CLEANLAB_GRAPH_MAX_ROWS:
         return {"skipped": f"more than {CLEANLAB_GRAPH_MAX_ROWS:,} rows"}
@@ -91,10 +89,6 @@ def graph_findings(store, cfg, graph, splits, mean, data_root, how: str):
     Returns:
         (summary entries, uniqueness.csv rows (most unique first), the report's map section).
     """
-    from pipeline.audit.coverage import (UNIQUENESS_NEIGHBOURS, map_rows, split_coverage,
-                                         uniqueness)
-    from pipeline.audit.map_view import map_section
-
     ids = store.column("ids")
     unique = uniqueness(graph)
     order = np.argsort(-unique, kind="stable")

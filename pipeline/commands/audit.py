@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pipeline.audit.options import AUDIT_OPTIONS, AuditConfig
 from pipeline.config import add_options
+from pipeline.audit.run import run_audit
+from pipeline.errors import ConfigError
 
 HELP = ("audit a feature store: near-duplicates across splits (leaks), suspected label errors, "
         "outliers; writes CSVs, summary.json and report.html")
@@ -14,9 +16,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.audit.run import run_audit
-    from pipeline.errors import ConfigError
-
     cfg = AuditConfig.from_cli(args)
     if not cfg.store:
         raise ConfigError("audit needs --store STORE (the .h5 path extract printed last), or "
@@ -28,8 +27,7 @@ def _best_model(cfg: AuditConfig):
     """The unfitted best pipeline of a grid-search run (`--run`), checked against the store."""
     if not cfg.run_dir:
         return None
-    from pipeline.errors import ConfigError
-    from pipeline.search.io import load_best_model, run_kind
+    from pipeline.search.io import load_best_model, run_kind  # lazy: these load h5py
     from pipeline.store.feature_store import open_store
 
     kind = run_kind(cfg.run_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import add_options
-from pipeline.demo import DEMO_OPTIONS, DemoConfig
+from pipeline.demo import DEMO_OPTIONS, DemoConfig, run_demo
 
 HELP = ("run extract -> fit-head -> grid-search -> audit on scikit-learn's digits (offline; "
         "the time it takes is measured on the benchmarks page, docs/benchmarks.md)")
@@ -13,6 +13,4 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.demo import run_demo
-
     return str(run_demo(DemoConfig.from_cli(args)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pipeline.config import add_options
 from pipeline.deploy.options import EXPORT_OPTIONS, ExportConfig
+from pipeline.errors import ConfigError
 
 HELP = ("write one artifact (preprocessing + frozen backbone + head) serving raw decoded RGB: "
         "Keras, ONNX, OpenVINO IR, LiteRT or SavedModel, parity-checked against predict")
@@ -15,8 +16,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.errors import ConfigError
-    from pipeline.deploy.export import export_model
+    from pipeline.deploy.export import export_model  # lazy: h5py; the CLI starts without it
 
     cfg = ExportConfig.from_cli(args)
     if not cfg.run_dir:

@@ -7,6 +7,10 @@ import sys
 
 from pipeline.config import add_options
 from pipeline.extract.options import EXTRACT_OPTIONS, ExtractConfig
+from pipeline.errors import ConfigError, DataError
+from pipeline.outputs import check_writable_folder
+from pipeline.extract.engines import choose_engine
+from pipeline.plugins import load_plugins
 
 HELP = "run the frozen backbone once over a folder or CSV manifest and cache the vectors in HDF5"
 
@@ -16,9 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.errors import ConfigError, DataError
-    from pipeline.extract.run import run_extraction
-    from pipeline.outputs import check_writable_folder
+    from pipeline.extract.run import run_extraction  # lazy: h5py; the CLI starts without it
 
     config = ExtractConfig.from_cli(args)
     if not config.data:
@@ -48,9 +50,6 @@ def _store_paths_absolute(config: ExtractConfig) -> ExtractConfig:
 
 def _choose_backend_before_keras_loads(config: ExtractConfig) -> ExtractConfig:
     """This process only extracts: run the engine in-process rather than in a worker."""
-    from pipeline.extract.engines import choose_engine
-    from pipeline.plugins import load_plugins
-
     load_plugins(config.plugin)  # a plugin may register the engine
     engine = choose_engine(config)
     if "keras" not in sys.modules:

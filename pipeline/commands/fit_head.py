@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.config import add_options
 from pipeline.fit.options import FIT_HEAD_OPTIONS, HeadConfig
+from pipeline.errors import ConfigError
 
 HELP = "train a dense Keras head on cached vectors; writes a run folder (model, curves, metrics)"
 
@@ -13,8 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.errors import ConfigError
-    from pipeline.fit.run import fit_head
+    from pipeline.fit.run import fit_head  # lazy: h5py; the CLI starts without it
 
     config = HeadConfig.from_cli(args)  # defaults < --config file < flags; validated
     if not config.store:
@@ -28,8 +28,6 @@ def _check_keras_names(config: HeadConfig) -> None:
     """An unknown activation or optimizer is refused before the store is read, not by a
     traceback from inside Keras halfway through building the head."""
     import keras
-
-    from pipeline.errors import ConfigError
 
     checks = (("activation", keras.activations.get, "relu, gelu, tanh"),
               ("optimizer", keras.optimizers.get, "adam, sgd, rmsprop"))

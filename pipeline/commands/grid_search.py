@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.config import add_options
 from pipeline.search.options import GRID_SEARCH_OPTIONS, SearchConfig
+from pipeline.errors import ConfigError
 
 HELP = ("compare classifier families (logistic regression, SVMs, k-NN, forests, boosting, the "
         "Keras head) by cross-validation on a feature store; one leaderboard, best model saved")
@@ -14,8 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.errors import ConfigError
-    from pipeline.search.run import run_grid_search
+    from pipeline.search.run import run_grid_search  # lazy: h5py; the CLI starts without it
 
     cfg = SearchConfig.from_cli(args)  # a config file with [models.*] tables is also the grid
     if not cfg.store:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.extract.sources import reader_class_for, reader_class_named
+
 HELP = "print what a feature store holds: rows, classes, splits, groups, reader, provenance"
 
 
@@ -13,7 +15,7 @@ def add_arguments(parser) -> None:
 
 def describe_store(path) -> str:
     """The lines `info` prints for one store."""
-    from pipeline.store.feature_store import open_store
+    from pipeline.store.feature_store import open_store  # lazy: h5py; the CLI starts without it
 
     with open_store(path) as store:
         prov = store.provenance
@@ -47,7 +49,7 @@ def describe_store(path) -> str:
                             f"({len(store.full_column('view')) - len(store)} rows), recipe "
                             f"{views.get('recipe')}, seed {views.get('seed')}")
         if prov.get("precision") == "int8":  # the guard's figures, threshold and decision
-            from pipeline.extract.quantize import describe_guard
+            from pipeline.extract.quantize import describe_guard  # lazy: h5py
 
             lines.append(f"int8 guard   {describe_guard(prov.get('int8_guard') or {})}")
         failures = store.failures()
@@ -61,7 +63,7 @@ def describe_store(path) -> str:
 def verify_vectors(store) -> str:
     """Reads every vector once: a `StoreError` naming the rows that fail their checksum or hold
     NaN or inf, else what was verified."""
-    from pipeline.store import integrity
+    from pipeline.store import integrity  # lazy: h5py; the CLI starts without it
 
     features = store.file["features"]
     corrupt, non_finite = integrity.damaged_rows(features)
@@ -76,8 +78,6 @@ def verify_vectors(store) -> str:
 
 def describe_reader(prov: dict) -> str:
     """The reader settings that made the vectors, as the reader that made them words them."""
-    from pipeline.extract.sources import reader_class_for, reader_class_named
-
     settings = prov.get("reader") or {}
     reader = reader_class_named(settings.get("reader", "image")) or reader_class_for("image")
     return reader.describe(prov)

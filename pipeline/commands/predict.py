@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.config import add_options
 from pipeline.deploy.options import PREDICT_OPTIONS, PredictConfig
+from pipeline.errors import ConfigError
 
 HELP = "score new images or clips with a run folder's model; writes a CSV of class probabilities"
 
@@ -13,8 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    from pipeline.errors import ConfigError
-    from pipeline.deploy.prediction import predict
+    from pipeline.deploy.prediction import predict  # lazy: h5py; the CLI starts without it
 
     cfg = PredictConfig.from_cli(args)
     if not cfg.run_dir or not cfg.data:

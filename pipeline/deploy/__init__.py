@@ -14,7 +14,7 @@ from pipeline.deploy.options import EXPORT_OPTIONS, PREDICT_OPTIONS
 
 
 def __getattr__(name):
-    # Lazy, so reading the option tables does not load Keras.
+    # Lazy, so reading the option tables loads neither h5py nor Keras.
     if name == "predict":
         from pipeline.deploy.prediction import predict
 

@@ -34,6 +34,14 @@ from pipeline.deploy.parity import (check_parity, check_store_rows, parity_input
 from pipeline.errors import BackboneError, ConfigError, OutputError
 from pipeline.outputs import Scratch, check_own_file, is_own_json, write_json
 from pipeline.deploy.prediction import load_run, reuse_extract_options
+from pipeline.deploy.formats import get_format, remove_artifact
+from pipeline.extract.backbones import get_backbone
+# Through the module, so a builder replaced at run time (as tests do) is the one called.
+import pipeline.extract.backbones.feature_model as feature_model
+from pipeline.plugins import load_plugins
+from pipeline.extract.sources import create_reader
+from pipeline.deploy.sklearn_onnx import convert_pipeline, join_behind
+from pipeline.search.io import load_best_model
 
 # The backbone inside an exported model runs in float32, so only float32 vectors are its own.
 EXPORTED_PRECISION = "float32"
@@ -71,12 +79,6 @@ def export_model(run_dir, options=None, echo=print) -> Path:
             from predict by more than the bound.
         WeightsError, StoreError: the backbone weights or provenance cannot be reproduced.
     """
-    from pipeline.deploy.formats import get_format
-    from pipeline.extract.backbones import get_backbone
-    from pipeline.extract.backbones.feature_model import build_feature_model
-    from pipeline.plugins import load_plugins
-    from pipeline.extract.sources import create_reader
-
     cfg = ExportConfig.from_mapping(options).replace(run_dir=str(run_dir))
     fmt = get_format(cfg.format)
     fmt.check_available()  # before any work: a missing converter is refused up front
@@ -100,8 +102,9 @@ def export_model(run_dir, options=None, echo=print) -> Path:
         raise BackboneError(f"backbone {spec.name}'s preprocessing ({spec.preprocess_name}) is "
                             "not a per-pixel affine map of RGB, so built-in Keras layers cannot "
                             "express it; predict with `run_pipeline.py predict` instead.")
-    features = build_feature_model(spec, eo["weights"], eo["layer"], eo.get("pooling") or "avg",
-                                   eo.get("input_size"), frames=eo.get("frames"))
+    features = feature_model.build_feature_model(spec, eo["weights"], eo["layer"],
+                                                 eo.get("pooling") or "avg", eo.get("input_size"),
+                                                 frames=eo.get("frames"))
     # A reader pooling a file's inputs into one row (a clip reader's mean of its clips, a frame
     # reader's mean or max over time): the exported model pools its inputs' vectors the same way.
     reader = create_reader(spec, sample_shape, eo)
@@ -153,9 +156,6 @@ def _head_name(run) -> str:
 
 def _write_sklearn_onnx(run, trunk, fmt, staged: Path, scratch: Path, sample) -> None:
     """Backbone graph (uint8 -> vectors) joined with the converted scikit-learn pipeline."""
-    from pipeline.deploy.sklearn_onnx import convert_pipeline, join_behind
-    from pipeline.search.io import load_best_model
-
     best = load_best_model(run.run_dir)
     head = convert_pipeline(best, sample)  # refuses what skl2onnx cannot take, by family
     backbone = scratch / "backbone.onnx"
@@ -167,8 +167,6 @@ def _write_sklearn_onnx(run, trunk, fmt, staged: Path, scratch: Path, sample) ->
 def _publish(fmt, staged: Path, out: Path) -> None:
     """Moves the checked artifact and its model.json into place (replacing only an earlier
     export's files, which _check_output verified), model.json last."""
-    from pipeline.deploy.formats import remove_artifact
-
     remove_artifact(fmt, out)
     for part in fmt.files(staged):
         os.replace(part, out.parent / part.name)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.deploy.sklearn_onnx import OPSET
 
 INSTALL_HINT = "pip install -r requirements-export.txt (or pip install .[export])"
 
@@ -107,8 +108,6 @@ class OnnxFormat(ExportFormat):
         constants a layer captures (a Normalization layer's mean and variance, which every
         standardizing head holds) as graph inputs the caller would have to feed."""
         import tensorflow as tf
-
-        from pipeline.deploy.sklearn_onnx import OPSET
 
         if not all(isinstance(w.value, tf.Variable) for w in model.weights):
             # Another Keras backend holds the weights: its graph is not TensorFlow's to freeze.

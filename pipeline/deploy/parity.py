@@ -32,6 +32,8 @@ import numpy as np
 
 from pipeline.deploy.run_files import run_store_path
 from pipeline.errors import BackboneError, StoreError
+from pipeline.extract.sources.discover import source_stamp
+from pipeline.store.feature_store import open_store
 
 # The artifact and the pipeline both compute in float32; they may differ by rounding only.
 FLOAT32_BOUND = 1e-4
@@ -71,9 +73,6 @@ def parity_inputs(run, reader, sample_shape: tuple, one_call_per_file: bool,
     """Up to `max_files` files of the run's store, read by `reader`, with their stored rows
     (only files unchanged since extraction, of a store that still holds the run's vectors),
     and 3 random inputs."""
-    from pipeline.extract.sources.discover import source_stamp
-    from pipeline.store.feature_store import open_store
-
     inputs = ParityInputs(one_call_per_file=one_call_per_file)
     path = run_store_path(run.run_dir, run.info)
     try:

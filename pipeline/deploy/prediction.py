@@ -29,6 +29,19 @@ from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_
 from pipeline.tables import read_rows
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
+from pipeline.fit.heads import predict_proba
+from pipeline.fit.calibration import read_temperature, scale_output_layer
+from pipeline.extract.backbones import get_backbone
+from pipeline.extract.backbones.weights import identity_for
+from pipeline.plugins import load_plugins
+from pipeline.extract.run import run_extraction, vector_settings
+from pipeline.extract.sources import create_reader
+from pipeline.deploy.seen_rows import rows_of_the_run
+from pipeline.deploy.tta import tta_average, tta_extract_options
+from pipeline.fit import reports
+from pipeline.store.feature_store import open_store
+from pipeline.search.io import SIDECAR, load_best_model
+from pipeline.extract.engines import active_backend
 
 
 @dataclass
@@ -66,8 +79,6 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
     run_dir = Path(run_dir)
     info = info or read_checked_run(run_dir)
     if info["kind"] == "grid_search":
-        from pipeline.search.io import SIDECAR, load_best_model
-
         best = load_best_model(run_dir, provenance=provenance)
         if list(best.class_names) != info["class_names"]:
             raise StoreError(f"{run_dir / SIDECAR} names the classes {best.class_names!r:.80} "
@@ -76,14 +87,11 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
                          best.predict_proba, best.keras_head)
     import keras
 
-    from pipeline.fit.heads import predict_proba
-
     path = run_dir / "head.keras"
     if not path.is_file():
         raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
     model = load_head_file(keras, path)
     check_head_fits(model, info, run_dir)
-    from pipeline.fit.calibration import read_temperature, scale_output_layer
 
     if not calibrate and read_temperature(run_dir):
         scale_output_layer(model, 1.0 / read_temperature(run_dir))
@@ -93,13 +101,8 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
 
 def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
     """Refuses a weights file whose bytes differ from those the head was trained behind."""
-    from pipeline.extract.backbones import get_backbone
-    from pipeline.extract.backbones.weights import identity_for
-    from pipeline.plugins import load_plugins
-
     if extract_options["weights"] == "none":
         # Random weights are seeded, so the same backend draws the same network again.
-        from pipeline.extract.engines import active_backend
 
         drawn_on = (provenance.get("random_init") or {}).get("backend")
         if drawn_on and drawn_on == active_backend():
@@ -142,12 +145,6 @@ def refuse_other_vectors(trained: dict, given: dict, what: str) -> None:
 def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     """The extractor rebuilt from the run's recorded options must give the run's vector key:
     checked before anything is extracted or built."""
-    from pipeline.extract.backbones import get_backbone
-    from pipeline.extract.backbones.weights import identity_for
-    from pipeline.plugins import load_plugins
-    from pipeline.extract.run import vector_settings
-    from pipeline.extract.sources import create_reader
-
     load_plugins(extract_opts.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(extract_opts["backbone"])
     reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size"),
@@ -247,12 +244,6 @@ def _is_own_predictions(path: Path) -> bool:
 
 def _predict_into(run_dir: Path, data, cfg: PredictConfig, info: dict, extract_opts: dict,
                   cache_dir, echo) -> Path:
-    from pipeline.deploy.seen_rows import rows_of_the_run
-    from pipeline.deploy.tta import tta_average, tta_extract_options
-    from pipeline.extract.run import run_extraction
-    from pipeline.fit import reports
-    from pipeline.store.feature_store import open_store
-
     trained = info.get("provenance") or {}
     extract_opts.update(data=str(data), cache_dir=str(cache_dir),
                         batch_size=cfg.batch_size, workers=cfg.workers)

@@ -32,6 +32,13 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.extract import journal
+from pipeline.extract.engines import active_backend, get_engine, plugin_paths
+from pipeline.extract.backbones import get_backbone
+from pipeline.extract.forward_pass import build_model, extract_into_journal
+from pipeline.extract.options import ExtractConfig
+from pipeline.plugins import load_plugins
+from pipeline.extract.sources import create_reader
+from pipeline.extract.sources.base import Sample
 
 SHARD_PREFIX = "shard-"
 SHARDS_PER_ACTOR = 4  # small enough for the slowest actor to finish near the others
@@ -155,7 +162,6 @@ def extract_on_cluster(todo: list, config, parts_dir: Path, progress: bool, echo
             fit, an engine that cannot run the backbone) is raised here as it was.
     """
     ray = import_ray()
-    from pipeline.extract.engines import active_backend, plugin_paths
 
     started_here = connect(ray, config.ray_address)
     try:
@@ -214,13 +220,6 @@ class ShardExtractor:
     def __init__(self, config: dict, parts_dir: str, prepared=None):
         import ray
 
-        from pipeline.extract.backbones import get_backbone
-        from pipeline.extract.engines import active_backend, get_engine
-        from pipeline.extract.forward_pass import build_model
-        from pipeline.extract.options import ExtractConfig
-        from pipeline.plugins import load_plugins
-        from pipeline.extract.sources import create_reader
-
         config = ExtractConfig.from_mapping(config)
         load_plugins(config.plugin)  # before the backbone is looked up: it may be a plugin's
         cores = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
@@ -240,9 +239,6 @@ class ShardExtractor:
         self.feature_shape = json.dumps([int(d) for d in shape])
 
     def __call__(self, batch: dict) -> dict:
-        from pipeline.extract.forward_pass import extract_into_journal
-        from pipeline.extract.sources.base import Sample
-
         out = {"shard": [], "feature_shape": [], "n_inputs": []}
         for number, samples in zip(batch["shard"], batch["samples"]):
             folder = self.parts_dir / f"{SHARD_PREFIX}{int(number):06d}"

@@ -27,6 +27,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from pipeline.errors import DecodeError, ResourceError
+from pipeline import quiet_startup
 
 _WORKER: dict = {}
 CLIP_FILES_PER_WORKER = 2  # clip files submitted ahead per worker (each holds all its clips)
@@ -77,8 +78,6 @@ def _raise_if_fatal(reason) -> None:
 
 
 def _quiet_worker() -> None:
-    from pipeline import quiet_startup
-
     quiet_startup.install()  # a reader that imports TensorFlow stays quiet
 
 

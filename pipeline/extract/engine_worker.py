@@ -11,16 +11,16 @@ import dataclasses
 import json
 import sys
 
+from pipeline import quiet_startup
+from pipeline.errors import PipelineError
+from pipeline.extract.options import ExtractConfig
+from pipeline.plugins import load_plugins
+
 
 def main() -> int:
-    from pipeline import quiet_startup
-
     quiet_startup.install()  # this process's first `import tensorflow` is filtered
     request = json.loads(sys.stdin.read())
-    from pipeline.errors import PipelineError
-    from pipeline.extract.options import ExtractConfig
-    from pipeline.plugins import load_plugins
-    from pipeline.extract.run import run_extraction
+    from pipeline.extract.run import run_extraction  # lazy: loads h5py
 
     try:
         config = ExtractConfig.from_mapping(request["config"])

@@ -91,7 +91,7 @@ class Engine:
 
     def build_model(self, spec, reader, config, prepared=None):
         """The frozen feature model this engine runs (the Keras model, for a Keras backend)."""
-        from pipeline.extract.backbones.feature_model import build_feature_model
+        from pipeline.extract.backbones.feature_model import build_feature_model  # lazy: h5py
 
         # A reader whose options change the preprocessing (C3D's --mean-file) preprocesses on
         # the host; otherwise uint8 pixels go to the model, which preprocesses on the device.
@@ -106,12 +106,12 @@ class OpenVINOEngine(Engine):
     once (quantized for int8) on the driver, run by the OpenVINO runtime."""
 
     def prepare(self, spec, reader, config, settings, samples, echo=print):
-        from pipeline.extract.openvino_engine import prepare_ir
+        from pipeline.extract.openvino_engine import prepare_ir  # lazy: h5py
 
         return prepare_ir(spec, reader, config, settings, samples, echo)
 
     def build_model(self, spec, reader, config, prepared=None):
-        from pipeline.extract.openvino_engine import NativeModel
+        from pipeline.extract.openvino_engine import NativeModel  # lazy: h5py
 
         return NativeModel(prepared.xml, config.batch_size, config.precision)
 

@@ -21,6 +21,8 @@ import numpy as np
 from pipeline.extract import journal
 from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.extract.prefetch import OrderedPrefetcher
+from pipeline.extract.engines import ENGINES, get_engine
+from pipeline.extract.decode_pool import ProcessBatchFeeder, ProcessChunkFeeder
 
 # Finished samples are journaled every JOURNAL_ROWS samples or 5 seconds: at most that much work
 # is lost to a kill. Tunable for tests and for very slow backbones.
@@ -102,8 +104,6 @@ class _Runner:
 def build_model(spec, reader, config, prepared=None):
     """The frozen feature model for these settings (a cluster actor builds it once), made by
     the engine of `config.engine`; `prepared` is what that engine prepared on the driver."""
-    from pipeline.extract.engines import get_engine
-
     with _engine_guard(spec, "build"):
         return get_engine(config.engine).build_model(spec, reader, config, prepared)
 
@@ -155,8 +155,6 @@ def _decode_mode(decode: str, reader, runner) -> str:
 
 
 def _feed_from_processes(runner: _Runner, reader, workers: int) -> None:
-    from pipeline.extract.decode_pool import ProcessBatchFeeder
-
     feeder = ProcessBatchFeeder(reader, [s.path for s in runner.todo], runner.batch_size, workers)
     for batch, slots, failures in feeder:
         for index, reason in failures:
@@ -194,8 +192,6 @@ def _feed_chunks(runner: _Runner, reader, workers: int, processes: bool = False)
             runner.emit(index, outputs.pop(index, []))
 
     if processes:
-        from pipeline.extract.decode_pool import ProcessChunkFeeder
-
         feed = ProcessChunkFeeder(runner.todo, reader, workers)
     else:
         feed = OrderedPrefetcher(runner.todo, chunks, workers=workers)
@@ -233,8 +229,6 @@ def _engine_guard(spec, what: str):
     """On a Keras backend other than the reference engine's, a model it cannot build or run is
     a one-line EngineError."""
     import keras
-
-    from pipeline.extract.engines import ENGINES
 
     backend = keras.backend.backend()
     try:

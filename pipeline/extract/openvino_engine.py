@@ -31,6 +31,9 @@ import numpy as np
 
 from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.store import feature_store as fs
+# Through the module, so a builder replaced at run time (as tests do) is the one called.
+import pipeline.extract.backbones.feature_model as feature_model
+from pipeline.extract.quantize import quantize_with_guard
 
 # --precision -> OpenVINO's CPU inference precision. int8 IRs hold quantized ops; their
 # remaining float ops run in f32.
@@ -100,20 +103,16 @@ def _convert(spec, config, settings, reader, samples, echo):
     import openvino as ov
     import tensorflow as tf
 
-    from pipeline.extract.backbones.feature_model import build_feature_model
-
     # Built in float32 whatever the precision: OpenVINO applies bf16/int8 itself.
-    model = build_feature_model(spec, config.weights, config.layer, config.pooling,
-                                config.input_size, "float32", raw_input=True,
-                                frames=config.frames)
+    model = feature_model.build_feature_model(spec, config.weights, config.layer,
+                                              config.pooling, config.input_size, "float32",
+                                              raw_input=True, frames=config.frames)
     signature = tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8, name="pixels")
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
     ov_model = ov.convert_model(traced)
     echo(f"openvino: converted {spec.name} to OpenVINO IR")
     report = {}
     if settings["precision"] == "int8":
-        from pipeline.extract.quantize import quantize_with_guard
-
         ov_model, report = quantize_with_guard(ov_model, spec.name, reader, samples,
                                                settings["calibration"], echo)
     return ov_model, report

@@ -9,6 +9,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import engine_names, get_engine
 from pipeline.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
+from pipeline.extract.augment import parse_recipe
 
 # Upper bounds of the counts a user sets, far above any real use and far below what would
 # exhaust memory or run for days (`--fps 1e9` makes a 4-second video 4e9 frames).
@@ -138,8 +139,6 @@ class _ExtractRules(Settings):
     def validate(self) -> None:
         self._check_batch_memory()
         if self.views:
-            from pipeline.extract.augment import parse_recipe
-
             parse_recipe(self.augment)  # a wrong recipe is refused before anything runs
             if self.cluster:
                 raise ConfigError("--views runs on this machine; leave out --cluster (extract "

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.store import feature_store as fs
 from pipeline.store import integrity, space, vector_identity
-from pipeline.extract import journal
+from pipeline.extract import cluster, journal
 from pipeline.extract.dataset_store import data_source, store_for
 from pipeline.extract.backbones import get_backbone, kind_of
 from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imagenet
@@ -37,6 +37,8 @@ from pipeline.extract.vector_checks import degenerate_vectors
 from pipeline.outputs import MARKER
 from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader, discover, reader_class_for
+from pipeline.extract.views import extract_views
+from pipeline.extract.quantize import CalibrationPlan
 
 def _versions() -> dict:
     import h5py
@@ -119,8 +121,6 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     weights_id = identity_for(spec, cfg.weights)
     settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
     if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
-        from pipeline.extract.quantize import CalibrationPlan
-
         settings["calibration"] = calibration or \
             CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
                             cfg.int8_refusal).settings()
@@ -137,8 +137,6 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         done = journal.index_store(old, _damaged_rows(old, echo)) if old is not None else {}
         parts_dir = journal.parts_dir_for(path)
         if cfg.cluster:  # Ray is there; take in what an interrupted run's actors wrote
-            from pipeline.extract import cluster
-
             cluster.prepare(cfg, parts_dir)
         done.update(journal.index_parts(parts_dir))
         current = {s.id: s.stamp for s in dataset.samples}
@@ -176,9 +174,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             prepared = engine.prepare(spec, reader, cfg, settings, dataset.samples, echo)
             native_report.update(getattr(prepared, "report", None) or {})
             if cfg.cluster:  # the same journal, written by Ray actors
-                from pipeline.extract.cluster import extract_on_cluster
-
-                feature_shape, steady_rate, n_inputs = extract_on_cluster(
+                feature_shape, steady_rate, n_inputs = cluster.extract_on_cluster(
                     todo, cfg, parts_dir, progress, echo, prepared=prepared)
             else:
                 feature_shape, steady_rate, n_inputs = extract_into_journal(
@@ -214,7 +210,6 @@ def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, data
     """With --views: the views store beside the plain one becomes the result (its path last)."""
     if not cfg.views:
         return result
-    from pipeline.extract.views import extract_views
 
     path, n_new, seconds = extract_views(cfg, spec, reader, engine, settings, result.path,
                                          dataset, echo)

@@ -24,6 +24,8 @@ from pipeline.extract.augment import augment_chunks, parse_recipe, view_rng
 from pipeline.extract.prefetch import OrderedPrefetcher
 from pipeline.store import feature_store as fs
 from pipeline.store import vector_identity
+from pipeline.extract.journal import clean_stale_files
+from pipeline.extract.forward_pass import build_model
 
 _COLUMNS = ("ids", "labels", "split", "group", "stamps")
 # How a view's random choices are drawn, in the view rows' identity: 2 draws once per file and
@@ -142,8 +144,6 @@ def extract_views(cfg, spec, reader, engine, settings: dict, plain_path: Path, d
     view_key = vector_identity.vector_key(identity)
     path = views_path(plain_path, cfg.views, view_key)
     with fs.StoreLock(path), fs.FeatureStore(plain_path) as plain:
-        from pipeline.extract.journal import clean_stale_files
-
         clean_stale_files(path)  # a killed run's temporary file (the lock is ours)
         ids, stamps = plain.column("ids"), plain.column("stamps")
         known = _known_views(plain_path, view_key)
@@ -165,7 +165,6 @@ def extract_views(cfg, spec, reader, engine, settings: dict, plain_path: Path, d
         if todo:
             echo(f"{len(missing)} view(s) of {len(todo)} file(s) to extract ({recipe.canonical()}"
                  f"; {len(fresh)} reused)")
-            from pipeline.extract.forward_pass import build_model
 
             model = build_model(spec, reader, cfg,
                                 engine.prepare(spec, reader, cfg, settings, dataset.samples, echo))

@@ -20,7 +20,7 @@ from pipeline.fit.options import FIT_HEAD_OPTIONS, HeadConfig
 
 
 def __getattr__(name):
-    # Lazy, so reading the option table does not load Keras.
+    # Lazy, so reading the option table loads neither h5py nor Keras.
     if name == "fit_head":
         from pipeline.fit.run import fit_head
 

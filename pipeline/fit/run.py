@@ -34,6 +34,10 @@ from pipeline.fit.options import HeadConfig
 from pipeline.evaluation import curves
 from pipeline.evaluation.splits import holdout, make_split
 from pipeline.fit.probe import compare_with_linear_probe
+from pipeline.fit import calibration, reports
+from pipeline.fit.cross_validation import cross_validate
+from pipeline.fit.training import HeadTrainer, probabilities, should_stream
+from pipeline.evaluation.exclusions import adopt_audit_groups, audited_split
 
 
 def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
@@ -57,9 +61,7 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         OutputError: `--out` cannot be a writable folder (checked before training), or the run
             folder could not be written (the message names where the trained head was kept).
     """
-    from pipeline.fit import calibration, head_data
-    from pipeline.fit.cross_validation import cross_validate
-    from pipeline.fit.training import HeadTrainer, probabilities, should_stream
+    from pipeline.fit import head_data  # lazy: loads Keras
 
     config = HeadConfig.from_mapping(options)
     config_file = config.config_file
@@ -73,12 +75,9 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
         if config.groups_from_audit:
-            from pipeline.evaluation.exclusions import adopt_audit_groups
-
             adopt_audit_groups(store, echo)
         split = make_split(store, config.val_fraction, config.seed, config.test_fraction,
                            config=config_file)
-        from pipeline.evaluation.exclusions import audited_split
 
         split = audited_split(store, split, config.exclude_leaks, echo)
         fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
@@ -259,8 +258,6 @@ def _write_run(store, config, model, history, best_epoch, split, results, cv, st
 
 def _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
                      streamed, seconds, output_reason, data_checks, extras) -> None:
-    from pipeline.fit import reports
-
     names = store.class_names
     model.save(tmp / "head.keras")
     write_toml(tmp / "config.toml", "fit_head",
@@ -317,7 +314,6 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
                                None if groups is None else groups[rows],
                                store.column("labels")[rows], cv_table["roles"],
                                cv_table["scored_in"], cv_table["probs"], names)
-    from pipeline.fit import calibration
 
     calibrated, raw_val, curve, _ = extras  # T + reliability diagram; learning curve
     _, val_labels, _, val_probs = results["val"]

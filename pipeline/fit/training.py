@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.fit.heads import balanced_class_weight
+from pipeline.fit.heads import balanced_class_weight, build_head, feature_moments, predict_proba
 from pipeline.fit.options import HeadConfig
 
 
 def should_stream(store, n_rows: int, config: HeadConfig) -> bool:
     """Whether `n_rows` vectors are read in batches from the store rather than held in memory."""
-    from pipeline.fit.head_data import vector_bytes
+    from pipeline.fit.head_data import vector_bytes  # lazy: loads Keras
 
     if config.stream != "auto":
         return config.stream == "always"
@@ -83,8 +83,6 @@ class HeadTrainer:
     """
 
     def __init__(self, store, source, config: HeadConfig, stats_rows, echo):
-        from pipeline.fit.heads import build_head, feature_moments
-
         self.store, self.source, self.config, self.echo = store, source, config, echo
         stats = None
         if config.standardize:
@@ -99,7 +97,7 @@ class HeadTrainer:
 
     def train(self, train_rows, stop_rows, prefix: str = "", progress: bool | None = None):
         """A fresh training of the head; returns (model, history, best epoch)."""
-        from pipeline.fit import head_data
+        from pipeline.fit import head_data  # lazy: loads Keras
 
         config = self.config
         if self.trained:
@@ -134,8 +132,7 @@ def train_head(store, source, train_rows, stop_rows, config: HeadConfig, echo,
 
 def probabilities(model, store, source, rows):
     """(ids, labels, accuracy, probs) of `rows` in ascending order, probs as (n, K) float64."""
-    from pipeline.fit import head_data
-    from pipeline.fit.heads import predict_proba
+    from pipeline.fit import head_data  # lazy: loads Keras
 
     rows = np.sort(rows)
     if source is None:

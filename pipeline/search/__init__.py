@@ -16,7 +16,7 @@ from pipeline.search.options import GRID_SEARCH_OPTIONS
 
 
 def __getattr__(name):
-    # Lazy, so reading the option table does not load scikit-learn or Keras.
+    # Lazy, so reading the option table loads none of h5py, scikit-learn or Keras.
     if name == "run_grid_search":
         from pipeline.search.run import run_grid_search
 

@@ -29,6 +29,8 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.outputs import file_sha256, run_digests, write_json
 from pipeline.store.vector_identity import describe_differences, vector_differences
+from pipeline.fit.heads import predict_proba
+from pipeline.search.keras_form import to_keras_model
 
 SIDECAR = "best_model.json"
 SKOPS_FILE = "best_model.skops"
@@ -255,8 +257,6 @@ class BestModel:
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         if self.head is not None:
-            from pipeline.fit.heads import predict_proba
-
             if self.pipeline is not None:
                 X = self.pipeline.transform(X)
             return predict_proba(self.head, np.asarray(X, dtype=np.float32))
@@ -288,7 +288,5 @@ class BestModel:
         layers exactly (the Keras head, or a linear model, behind standardize / l2_normalize /
         PCA); else None."""
         if self._keras_head is None:
-            from pipeline.search.keras_form import to_keras_model
-
             self._keras_head = to_keras_model(self) or False
         return self._keras_head or None

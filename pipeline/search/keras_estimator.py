@@ -32,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation.splits import holdout
 from pipeline.fit.options import HeadConfig
+from pipeline.fit.heads import balanced_class_weight, build_head
+from pipeline.fit.training import fit_model
 
 
 _DEFAULTS = HeadConfig()  # fit-head's defaults are the estimator's: one list of them
@@ -135,9 +137,7 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
         Raises:
             ValueError: fewer than two classes, or parameters out of range.
         """
-        from pipeline.fit import head_data
-        from pipeline.fit.heads import balanced_class_weight, build_head
-        from pipeline.fit.training import fit_model
+        from pipeline.fit import head_data  # lazy: loads Keras
 
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)

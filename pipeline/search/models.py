@@ -89,7 +89,7 @@ def _hist_gradient_boosting(n, d, seed):
 
 
 def _keras_head(n, d, seed):
-    from pipeline.search.keras_estimator import KerasHeadClassifier
+    from pipeline.search.keras_estimator import KerasHeadClassifier  # lazy: scikit-learn
     return KerasHeadClassifier(seed=seed)
 
 

@@ -6,6 +6,7 @@ from pipeline.config import Option
 from pipeline.plugins import plugin_names
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings, settings_class
+from pipeline.search.models import has_models_table
 
 
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
@@ -69,8 +70,6 @@ class _SearchRules(Settings):
     def grid_file(self):
         """The grid to run: --grid, else the config file when it carries [models.*] tables
         (a config that is also a grid), else None (the default grid)."""
-        from pipeline.search.models import has_models_table
-
         if self.grid:
             return self.grid
         return self.config_file if self.config_file and has_models_table(self.config_file) \

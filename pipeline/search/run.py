@@ -25,6 +25,15 @@ from pipeline.errors import ConfigError, DataError, StoreError
 from pipeline.outputs import Scratch, check_writable_folder, publish_new_folder, write_marker
 from pipeline.search.job import SearchJob, read_job
 from pipeline.search.options import SearchConfig
+from pipeline.store.feature_store import open_store
+from pipeline.search.models import check_candidates, load_grid
+from pipeline.plugins import load_plugins
+from pipeline.config import write_toml
+from pipeline.search import io as search_io, report as search_report
+from pipeline.search.backends import joblib_backend, streams_results
+from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
+from pipeline.search.checks import fold_score_warnings
+from pipeline.evaluation.curves import learning_curve, write_learning_curve
 
 
 @dataclass
@@ -59,7 +68,7 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups):
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
-    from pipeline.search.keras_estimator import fit_routing_groups
+    from pipeline.search.keras_estimator import fit_routing_groups  # lazy: scikit-learn
 
     est = clone(pipeline).set_params(**params)
     with warnings.catch_warnings(record=True) as caught:
@@ -84,7 +93,7 @@ def _refit(pipeline, params, X, y, train, test, scoring, groups):
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
-    from pipeline.search.keras_estimator import fit_routing_groups
+    from pipeline.search.keras_estimator import fit_routing_groups  # lazy: scikit-learn
 
     est = clone(pipeline).set_params(**params)
     with warnings.catch_warnings():
@@ -117,10 +126,6 @@ def run_grid_search(store_path, options=None, out_dir=None, echo=print) -> Path:
         StoreError: the store cannot be read. OutputError: `--out` cannot be a writable
             folder (checked before any work).
     """
-    from pipeline.store.feature_store import open_store
-    from pipeline.search.models import check_candidates, load_grid
-    from pipeline.plugins import load_plugins
-
     cfg = SearchConfig.from_mapping(options)
     store_path = Path(store_path).resolve()
     out_dir = check_writable_folder(out_dir or cfg.out, "--out")  # before any work
@@ -162,13 +167,6 @@ def _search(job: SearchJob, run_dir: Path, echo):
     """The search proper, written into `run_dir` (a scratch folder until published)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
-
-    from pipeline.config import write_toml
-    from pipeline.search import io as search_io
-    from pipeline.search import report as search_report
-    from pipeline.search.backends import joblib_backend
-    from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
-    from pipeline.search.checks import fold_score_warnings
 
     cfg, folds, groups = job.cfg, job.folds, job.groups
     search_io.write_run_json(run_dir, job.meta)
@@ -235,7 +233,6 @@ def _search(job: SearchJob, run_dir: Path, echo):
     for cand, (_, score) in zip(top, refits):
         cand.test_score = score
     best_model = refits[0][0]
-    from pipeline.evaluation.curves import learning_curve
 
     # The curve is an extra: drawn only when its fits are predicted to end within the budget.
     best_fit_s = ranked[0].fit_seconds + float(np.mean(ranked[0].score_times))
@@ -252,8 +249,6 @@ def _search(job: SearchJob, run_dir: Path, echo):
     search_report.write_tables(run_dir, ranked, len(folds), cfg.scoring)
     search_report.plot_leaderboard(run_dir / "leaderboard.png", ranked, cfg.scoring)
     if curve:
-        from pipeline.evaluation.curves import write_learning_curve
-
         write_learning_curve(run_dir, curve, f"best: {ranked[0].entry.name} (fold 1)",
                              metric=cfg.scoring)
     best = ranked[0]
@@ -292,8 +287,6 @@ def _run_tasks(tasks, cfg: SearchConfig, n_fits: int, tqdm, finished=None):
     time budget's predictions learn from measured fits while the search runs.
     """
     from joblib import Parallel
-
-    from pipeline.search.backends import streams_results
 
     tagged = []  # joblib sees only the calls; keep the tags in launch order
 

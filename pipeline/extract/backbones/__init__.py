@@ -17,6 +17,7 @@ from __future__ import annotations
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources import reader_class_for
 from pipeline.errors import BackboneError
+from pipeline.extract.backbones.hub_presets import spec_for_preset
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 _BUILTINS_LOADED = False
@@ -39,7 +40,9 @@ def _load_builtin_backbones() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
-    from pipeline.extract.backbones import keras_apps  # noqa: F401  (registers resnet50, vgg19, ...)
+    # Here, not at the top: each registers itself through this package (a circle), and
+    # keras_apps loads Keras.
+    from pipeline.extract.backbones import keras_apps  # noqa: F401  (resnet50, vgg19, ...)
     from pipeline.extract.backbones import c3d  # noqa: F401  (registers c3d)
     from pipeline.extract.backbones import i3d  # noqa: F401  (registers i3d)
 
@@ -55,6 +58,7 @@ def kind_of(name: str) -> str:
     can be listed and checked before the backend loads: a registered backbone's own kind
     (plugins, c3d and i3d register at import, cheaply), else `image`, the kind of every
     keras.applications model. An unknown name is refused later, by `get_backbone`."""
+    # They register through this package, so importing them at its top would be a circle.
     from pipeline.extract.backbones import c3d, i3d  # noqa: F401  (register; Keras stays lazy)
 
     spec = _REGISTRY.get(name.strip())
@@ -67,12 +71,10 @@ def get_backbone(name: str) -> BackboneSpec:
     key = name.strip()
     if key in _REGISTRY:
         return _REGISTRY[key]
-    from pipeline.extract.backbones.keras_apps import spec_for_keras_application
+    from pipeline.extract.backbones.keras_apps import spec_for_keras_application  # lazy: Keras
 
     spec = spec_for_keras_application(key)
     if spec is None:
-        from pipeline.extract.backbones.hub_presets import spec_for_preset
-
         spec = spec_for_preset(key)
     if spec is None:
         raise BackboneError(

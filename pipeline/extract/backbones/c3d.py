@@ -18,6 +18,7 @@ from pipeline.extract.backbones import register_backbone
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources.base import ClipRecipe
 from pipeline.extract.sources import resize as frame_resize
+from pipeline.errors import ConfigError
 
 FRAMES, CROP = 16, 112
 RESIZE = (128, 171)  # (height, width) every frame is resized to before the centre crop
@@ -105,8 +106,6 @@ def load_mean_cube(path: str, input_shape: tuple) -> np.ndarray:
     Raises:
         ConfigError: the file is unreadable or its shape fits neither layout.
     """
-    from pipeline.errors import ConfigError
-
     try:
         mean = np.load(path, allow_pickle=False).astype(np.float32)
     except (OSError, ValueError) as exc:

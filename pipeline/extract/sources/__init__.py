@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pipeline.extract.sources.base import ClipRecipe, Dataset, Sample
 from pipeline.extract.sources.discover import discover
+from pipeline.extract.sources.clips import ClipReader
+from pipeline.extract.sources.frame_reader import FrameReader
+from pipeline.extract.sources.images import ImageReader
+from pipeline.extract.options import ExtractConfig
 
 
 # BackboneSpec.kind -> the reader class that feeds such backbones. A reader class has `kind`,
@@ -41,10 +45,6 @@ def register_reader_variant(reader_class: type) -> type:
 
 
 def _load_builtin_readers() -> None:
-    from pipeline.extract.sources.clips import ClipReader
-    from pipeline.extract.sources.frame_reader import FrameReader
-    from pipeline.extract.sources.images import ImageReader
-
     for reader_class in (ClipReader, ImageReader):  # a GIF's thumbnail: the clip reader's
         READERS.setdefault(reader_class.kind, reader_class)
     register_reader_variant(FrameReader)
@@ -82,8 +82,6 @@ def create_reader(spec, input_shape: tuple, config):
     """Returns the reader for a backbone spec (by its `kind`) configured from `config`: an
     `ExtractConfig`, or a mapping of some extract options (the rest take the CLI's defaults).
     The spec is read, never imported, here."""
-    from pipeline.extract.options import ExtractConfig
-
     _load_builtin_readers()
     if spec.kind not in READERS:
         raise ValueError(f"no reader for source kind {spec.kind!r}; registered: "

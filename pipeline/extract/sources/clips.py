@@ -30,6 +30,7 @@ from pipeline.extract.sources.base import ClipRecipe, environment_problem, requi
 from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, LazyFrame, first_line,
                                              folder_frames, gif_frames, video_frames)
 from pipeline.extract.sources.images import to_rgb
+from pipeline.extract.options import ExtractConfig
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ogv", ".3gp")
@@ -95,8 +96,6 @@ class ClipReader:
         return img
 
     def __init__(self, input_shape: tuple, options, recipe: ClipRecipe):
-        from pipeline.extract.options import ExtractConfig
-
         config = ExtractConfig.from_mapping(options)
         self.frames, self.size = int(input_shape[0]), int(input_shape[1])
         self.short, self.sampling = config.short, config.sampling

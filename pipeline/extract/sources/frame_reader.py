@@ -37,6 +37,7 @@ from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, first_line, f
                                              gif_frames, video_frames, video_packet_count)
 from pipeline.extract.sources.converter_resize import ConverterResize, resolve
 from pipeline.extract.sources.images import RESIZE_POLICIES, fit_array, to_rgb
+from pipeline.extract.options import ExtractConfig
 
 TEMPORAL_POOLS = ("mean", "max", "none")
 DEFAULT_FRAMES = 16  # --frames when it is not given (clip backbones have their own clip length)
@@ -90,8 +91,6 @@ class FrameReader:
         return path.is_dir() or path.suffix.lower() in CLIP_EXTENSIONS
 
     def __init__(self, input_shape: tuple, options, image_resize=None, backbone: str = ""):
-        from pipeline.extract.options import ExtractConfig
-
         config = ExtractConfig.from_mapping(options)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.size = self.input_shape[:2]
