@@ -150,10 +150,23 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
     facts.update(clustered_share=round(share, 4), class_share=CLASS_SHARE,
                  class_sized_share=round(float(classes.mean()), 4))
     if share < MIN_CLUSTERED:
-        whole = (f"; for {classes.mean():.0%} the cluster is the row's whole class (more than "
-                 f"{CLASS_SHARE:.0%} of its class-mates: distinct photos of a well-separated "
-                 "class, not copies of one source)" if classes.any() else "")
-        return ThresholdChoice(default, fallback + f"only {share:.0%} of {len(profile)} sampled "
+        whole, value = (f"; for {classes.mean():.0%} the cluster is the row's whole class (more "
+                        f"than {CLASS_SHARE:.0%} of its class-mates: distinct photos of a "
+                        "well-separated class, not copies of one source)" if classes.any()
+                        else ""), default
+        if classes.mean() >= MIN_CLUSTERED:
+            # Those rows' nearest neighbours are distinct photos: where the default reaches
+            # them, half their 1st percentile keeps them apart and still finds copies.
+            nearest = float(np.percentile(profile[classes, 0], 1))
+            facts["class_nearest_p1"] = round(nearest, 4)
+            if nearest <= default:
+                value = round(0.5 * nearest, 4)
+                whole += (f"; such classes are tighter than the default, so the threshold is "
+                          f"half the 1st percentile of their rows' nearest-neighbour distance "
+                          f"({nearest:.3f})")
+        lead = fallback if value == default else (f"{value:g}, below the calibrated default "
+                                                  f"{default:g} (flowers5 + MobileNet): ")
+        return ThresholdChoice(value, lead + f"only {share:.0%} of {len(profile)} sampled "
                                f"rows have a cluster of near neighbours (a jump of "
                                f"{GAP_RATIO:g}x or more in their sorted neighbour distances; "
                                f"{MIN_CLUSTERED:.0%} needed){whole}", False, facts)

@@ -108,6 +108,24 @@ def test_a_clean_few_shot_store_audits_with_no_duplicates_and_no_class_sized_gro
     assert not read_csv(tmp_path / "s.audit" / "duplicates.csv")
 
 
+def test_classes_tighter_than_the_default_are_not_listed_as_near_duplicates(tmp_path):
+    # Distinct photos of each class sit ~0.04-0.06 apart, under the fixed 0.15: the classes'
+    # own nearest neighbours set the threshold, and one planted copy is still found.
+    x, label = class_vectors(20, 25, spread=0.25)
+    x[1] = x[0] + 1e-3 * np.random.default_rng(5).normal(size=x.shape[1]).astype(np.float32)
+    prepared, within, _ = _pair_distances(x, label)
+    assert np.percentile(within, 99) < 0.15
+    store = _store(tmp_path / "s.h5", x, label, names=[f"c{i}" for i in range(20)])
+    code, out, _ = _main(["audit", "--store", str(store), "--map", "none"])
+    assert code == 0
+    summary = json.loads((tmp_path / "s.audit" / "summary.json").read_text())
+    assert summary["thresholds"]["duplicate_distance"] < np.sort(within)[1]
+    assert summary["counts"]["duplicate_pairs"] == 1
+    assert summary["suggested_groups"]["groups"] == 1
+    assert {r["id_a"] for r in read_csv(tmp_path / "s.audit" / "duplicates.csv")} <= {
+        "img/0000.jpg", "img/0001.jpg"}
+
+
 def test_exclude_leaks_and_groups_from_audit_work_on_a_clean_few_shot_store(tmp_path):
     from pipeline.fit.run import fit_head
 
