@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audit.passes import bar
+
 BLOCK_ROWS = 2048  # 16 MB similarity block; BLAS runs near its peak at this size
 
 
@@ -146,33 +148,40 @@ def _dim(features) -> int:
     return int(np.prod(features.shape[1:])) if features.shape[0] else 0
 
 
-def digest_rows(features, l2_normalize: bool = False, block_rows: int = 2048):
+def digest_rows(features, l2_normalize: bool = False, block_rows: int = 2048,
+                progress: bool = False):
     """One pass over the rows: a digest of each stored row (equal digests = identical vectors)
     and the mean of the (optionally L2-normalised) rows. Returns (digests, mean)."""
     n, dim = int(features.shape[0]), _dim(features)
     total = np.zeros(dim, dtype=np.float64)
     digests: list = []
-    for a, b in _blocks(n, block_rows):
-        raw = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
-        digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
-        total += (_unit_rows(raw) if l2_normalize else raw).sum(axis=0, dtype=np.float64)
+    with bar(n, "read and digest", progress) as progress_bar:
+        for a, b in _blocks(n, block_rows):
+            raw = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+            digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
+            total += (_unit_rows(raw) if l2_normalize else raw).sum(axis=0, dtype=np.float64)
+            progress_bar.update(b - a)
     return digests, total / max(n, 1)
 
 
 def centred_rows(features, mean: np.ndarray, l2_normalize: bool = False, block_rows: int = 2048,
-                 memory_limit_mb: int = 2048, scratch: Path | None = None):
+                 memory_limit_mb: int = 2048, scratch: Path | None = None,
+                 progress: bool = False):
     """The second pass: each row minus `mean`, scaled to unit length, as float32 (an array,
     or a `RowFile` above `memory_limit_mb`)."""
     n, dim = int(features.shape[0]), _dim(features)
     big = n * dim * 4 > memory_limit_mb * (1 << 20)
     out = RowFile(n, dim, scratch) if big else np.empty((n, dim), dtype=np.float32)
-    for a, b in _blocks(n, block_rows):
-        # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
-        block = _unit_rows(_read(features, a, b, dim, l2_normalize) - mean).astype(np.float32)
-        if big:
-            out.write(block)
-        else:
-            out[a:b] = block
+    with bar(n, "centre and scale", progress) as progress_bar:
+        for a, b in _blocks(n, block_rows):
+            # A row equal to the mean has no direction: it stays zero (distance 1 to all).
+            block = _unit_rows(_read(features, a, b, dim, l2_normalize) - mean).astype(
+                np.float32)
+            if big:
+                out.write(block)
+            else:
+                out[a:b] = block
+            progress_bar.update(b - a)
     return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import read_csv
-from pipeline.audit import engines
+from pipeline.audit import approximate, engines
 from pipeline.audit.run import run_audit
 from pipeline.store.feature_store import write_store
 
@@ -94,10 +94,10 @@ def test_hnsw_neighbour_lists_match_the_exact_scan_with_and_without_pca():
         assert (np.diff(dist, axis=1) >= -1e-9).all()
 
 
-def test_auto_picks_exact_for_small_stores_and_hnsw_for_large_ones():
+def test_auto_picks_exact_for_small_stores_and_ivf_for_large_ones():
     auto = engines.neighbour_engine("auto")
     assert auto.resolve(engines.AUTO_EXACT_ROWS).name == "exact"
-    assert auto.resolve(engines.AUTO_EXACT_ROWS + 1).name == "hnsw"
+    assert auto.resolve(engines.AUTO_EXACT_ROWS + 1).name == "ivf"
 
 
 class CountingSearch:
@@ -292,7 +292,7 @@ def test_pca_width_with_the_exact_engine_is_refused(tmp_path, capsys):
     code = run_pipeline.main(["audit", "--store", str(store), "--neighbours-engine", "exact",
                               "--pca-width", "32", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: --pca-width") and "--neighbours-engine hnsw" in err
+    assert code == 2 and err.startswith("error: --pca-width") and "--neighbours-engine ivf" in err
     assert not (tmp_path / "a").exists()
 
 
@@ -311,7 +311,7 @@ def test_rows_hnsw_cannot_reach_still_find_each_other():
         idx[a] = np.concatenate([ref_idx[a, 1:], [-1]])
         dist[a] = np.concatenate([ref_dist[a, 1:], [2.0]])
     lost = np.array([0, 1, 57, 300])
-    engines._find_the_lost(prepared, lost, idx, dist, 5)
+    approximate.find_the_lost(prepared, lost, idx, dist, 5)
     assert (idx[[0, 1]] == ref_idx[[0, 1]]).all()
     assert np.allclose(dist[[0, 1]], ref_dist[[0, 1]], atol=1e-6)
     assert (idx[2:] == ref_idx[2:]).all() and (idx[57] == ref_idx[57]).all()
