@@ -1,11 +1,11 @@
-"""Seconds, peak memory and planted-pair recall of the audit's neighbour graph as N grows.
+"""Seconds, peak memory and planted-pair recall of the audit's neighbour graph alone, per engine.
 
 Synthetic, cluster-structured 2048-d vectors (100 centres, non-negative like pooled CNN
 features) with planted near-duplicates: row i copies row i - 1 with 2% multiplicative noise
 when i % 100 == 1, and exactly when i % 100 == 51. Each size is written to a real feature
 store and runs in its own process (so peak RSS is that run's alone) through the audit's own
-steps: the digest pass, the centred scratch copy, then the engine's search, with the same
-settings the audit uses (k = 10). It reports each step's seconds, the peak RSS and the share of
+steps: the read pass (digests, mean, the rows kept in a scratch file), the centring, then the
+engine's search, with the same settings the audit uses (k = 10). It reports each step's seconds, the peak RSS and the share of
 planted pairs the graph lists under the threshold 0.15; where the exact engine also ran at that
 size, the share of its pairs and of its neighbour lists that the other engine found too.
 
@@ -64,7 +64,7 @@ def one_run(n: int, dim: int, engine_name: str, pca_width: int, keep: str | None
 
     from pipeline.audit.engines import neighbour_engine
     from pipeline.audit.graph import NeighbourGraph
-    from pipeline.audit.neighbours import centred_rows, digest_rows
+    from pipeline.audit.neighbours import centred, read_pass
     from pipeline.store.feature_store import write_store
 
     chunk = 4096
@@ -77,10 +77,10 @@ def one_run(n: int, dim: int, engine_name: str, pca_width: int, keep: str | None
         with h5py.File(path, "r") as fh:
             features = fh["features"]
             started = time.perf_counter()
-            digests, mean = digest_rows(features)
+            digests, mean, kept = read_pass(features, memory_limit_mb=512, scratch=tmp)
             digest_s = time.perf_counter() - started
             started = time.perf_counter()
-            prepared = centred_rows(features, mean, memory_limit_mb=512, scratch=tmp)
+            prepared = centred(kept, mean)
             prepare_s = time.perf_counter() - started
         del digests
         started = time.perf_counter()

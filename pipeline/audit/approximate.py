@@ -14,7 +14,7 @@ median distance between unrelated rows. So the profile costs what 512 more queri
 a 512 x N scan.
 
     rows = IndexRows(prepared, width=128)
-    index = ivf_index(rows)
+    index = IvfIndex(rows)
     indices, distances, profile = approximate_graph(prepared, rows, index, k=10)
 """
 
@@ -95,23 +95,45 @@ def _lists(n: int) -> int:
     return int(max(1, min(lists, n // TRAIN_PER_LIST)))
 
 
-def ivf_index(rows: IndexRows, progress: bool = False):
-    """A faiss IVF index (float16 list vectors, inner product) over `rows`, trained by k-means
-    on evenly spread rows."""
-    import faiss
+class IvfIndex:
+    """A faiss IVF index (float16 list vectors, inner product) with each row's probed lists.
 
-    n, width = rows.shape
-    lists = _lists(n)
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(width), width, lists,
-                                          faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = KMEANS_ITERATIONS
-    index.cp.seed = 1234
-    take = np.unique(np.linspace(0, n - 1, min(n, TRAIN_PER_LIST * lists)).astype(np.int64))
-    index.train(rows[take])
-    _add(index, rows, "neighbour index (ivf)", progress)
-    index.nprobe = min(IVF_PROBES, lists)
-    return index
+    The rows it holds are also its queries, so each row's IVF_PROBES nearest lists are found
+    once, while adding: the first is the list it goes to, all of them the lists it is searched
+    in (faiss's `search_preassigned`), which saves a second pass over the centroids."""
+
+    def __init__(self, rows: IndexRows, progress: bool = False):
+        import faiss
+
+        n, width = rows.shape
+        lists = _lists(n)
+        self.index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(width), width, lists,
+                                                   faiss.ScalarQuantizer.QT_fp16,
+                                                   faiss.METRIC_INNER_PRODUCT, False)
+        self.index.cp.niter, self.index.cp.seed = KMEANS_ITERATIONS, 1234
+        self.index.cp.min_points_per_centroid = 1  # a tiny store: no warning on stderr
+        take = np.unique(np.linspace(0, n - 1, min(n, TRAIN_PER_LIST * lists)).astype(np.int64))
+        self.index.train(rows[take])
+        probes = min(IVF_PROBES, lists)
+        self.index.nprobe = probes
+        self.probes = np.empty((n, probes), dtype=np.int64)
+        self.probe_sims = np.empty((n, probes), dtype=np.float32)
+        with bar(n, "neighbour index (ivf)", progress) as progress_bar:
+            for a in range(0, n, QUERY_ROWS):
+                b = min(a + QUERY_ROWS, n)
+                block = rows[a:b]
+                self.probe_sims[a:b], self.probes[a:b] = self.index.quantizer.search(block,
+                                                                                     probes)
+                # Named, so they live while faiss reads them through the raw pointers.
+                ids = np.arange(a, b, dtype=np.int64)
+                lists_of = np.ascontiguousarray(self.probes[a:b, 0])
+                self.index.add_core(b - a, faiss.swig_ptr(block), faiss.swig_ptr(ids),
+                                    faiss.swig_ptr(lists_of))
+                progress_bar.update(b - a)
+
+    def part(self, rows: IndexRows, a: int, b: int):
+        """What a shard of rows a..b needs besides the index: their rows and probed lists."""
+        return rows[a:b], self.probes[a:b], self.probe_sims[a:b]
 
 
 def hnsw_index(rows: IndexRows, k: int, progress: bool = False):
@@ -137,14 +159,23 @@ def _add(index, rows, what, progress) -> None:
             progress_bar.update(b - a)
 
 
-def search_shard(index, a: int, b: int, queries: np.ndarray, wanted: int) -> np.ndarray:
-    """One shard of the search: the candidates of rows a..b (their index rows `queries`).
-    `index` is the faiss index, or its serialized bytes on a cluster worker."""
+def search_shard(index, a: int, b: int, part, wanted: int) -> np.ndarray:
+    """One shard of the search: the candidates of rows a..b. `index` is the faiss index, or
+    its serialized bytes on a cluster worker; `part` the rows' query vectors, with their
+    probed lists and similarities to them for an IVF index."""
     if isinstance(index, np.ndarray):
         import faiss
 
         index = faiss.deserialize_index(index)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), wanted)[1]
+    queries, *probed = part if isinstance(part, tuple) else (part,)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if probed:
+        return index.search_preassigned(queries, wanted, probed[0], probed[1])[1]
+    return index.search(queries, wanted)[1]
+
+
+def _faiss_index(index):
+    return index.index if isinstance(index, IvfIndex) else index
 
 
 def candidates(index, rows: IndexRows, wanted: int, progress: bool = False, shards=None):
@@ -152,24 +183,27 @@ def candidates(index, rows: IndexRows, wanted: int, progress: bool = False, shar
     here or, with `shards`, on a cluster (each shard searches its block against the index)."""
     n = len(rows)
     what = "neighbour search"
+    part = (lambda a, b: index.part(rows, a, b)) if isinstance(index, IvfIndex) else \
+        (lambda a, b: rows[a:b])
     if shards is not None and shards.remote:
         import faiss
 
         step = max(QUERY_ROWS, -(-n // shards.parts))
-        parts = shards.map(search_shard, faiss.serialize_index(index), n, step, what,
-                           payload=lambda a, b: rows[a:b], wanted=wanted)
+        parts = shards.map(search_shard, faiss.serialize_index(_faiss_index(index)), n, step,
+                           what, payload=part, wanted=wanted)
         return np.concatenate(parts).astype(np.int32)
     found = np.empty((n, wanted), dtype=np.int32)  # int32: half the memory of a million lists
     with bar(n, what, progress) as progress_bar:
         for a in range(0, n, QUERY_ROWS):
             b = min(a + QUERY_ROWS, n)
-            found[a:b] = search_shard(index, a, b, rows[a:b], wanted)
+            found[a:b] = search_shard(_faiss_index(index), a, b, part(a, b), wanted)
             progress_bar.update(b - a)
     return found
 
 
 def _profile_candidates(index, rows: IndexRows, sample: np.ndarray, wanted: int) -> np.ndarray:
     """The profile's rows searched more widely than the graph's (they are few)."""
+    index = _faiss_index(index)
     if hasattr(index, "nprobe"):
         saved, index.nprobe = index.nprobe, min(PROFILE_PROBES, index.nlist)
     else:

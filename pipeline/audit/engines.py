@@ -183,7 +183,7 @@ class IvfEngine(IndexEngine):
                 "pca_sample_rows": approximate.PCA_SAMPLE_ROWS}
 
     def index(self, rows, k, progress):
-        return approximate.ivf_index(rows, progress)
+        return approximate.IvfIndex(rows, progress)
 
 
 class HnswEngine(IndexEngine):

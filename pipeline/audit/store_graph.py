@@ -16,7 +16,7 @@ from pipeline.audit import cluster
 from pipeline.audit.approximate import IndexRows
 from pipeline.audit.engines import AUTO_EXACT_ROWS, neighbour_engine
 from pipeline.audit.graph import NeighbourGraph, cached_graph, content_digest
-from pipeline.audit.neighbours import _unit_rows, centred_rows, digest_rows
+from pipeline.audit.neighbours import _unit_rows, centred, read_pass
 from pipeline.audit.coverage import (UNIQUENESS_NEIGHBOURS, map_coordinates, map_rows,
                                      split_coverage, uniqueness)
 from pipeline.audit.cleanlab_graph import graph_checks
@@ -25,16 +25,16 @@ from pipeline.audit.passes import PassTimes
 
 
 class AuditRows:
-    """The store's vectors as the audit reads them: each row's digest and the mean (one pass,
-    made at once), and the prepared rows (centred, unit length: a second pass, made the first
-    time something asks for them and kept for the rest of the audit)."""
+    """The store's vectors as the audit reads them, in one pass over the store: each row's
+    digest, the mean, and the rows themselves (in memory, or above --memory-limit-mb in a
+    scratch file), prepared (centred, unit length) the first time something asks for them."""
 
     def __init__(self, store, cfg, scratch: Path, times: PassTimes | None = None):
-        self.store, self.cfg, self.scratch = store, cfg, scratch
-        self.times = times if times is not None else PassTimes()
+        self.cfg, self.times = cfg, times if times is not None else PassTimes()
         with self.times("read and digest"):
-            self.digests, self.mean = digest_rows(store.vectors, cfg.l2_normalize,
-                                                  progress=cfg.progress)
+            self.digests, self.mean, self._kept = read_pass(
+                store.vectors, cfg.l2_normalize, memory_limit_mb=cfg.memory_limit_mb,
+                scratch=scratch, progress=cfg.progress)
         self._prepared, self._index_rows = None, {}
 
     def index_rows(self, width: int):
@@ -52,10 +52,7 @@ class AuditRows:
     def prepared(self):
         if self._prepared is None:
             with self.times("centre and scale"):
-                self._prepared = centred_rows(self.store.vectors, self.mean,
-                                              self.cfg.l2_normalize,
-                                              memory_limit_mb=self.cfg.memory_limit_mb,
-                                              scratch=self.scratch, progress=self.cfg.progress)
+                self._prepared = centred(self._kept, self.mean)
         return self._prepared
 
 

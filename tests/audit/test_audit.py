@@ -134,12 +134,13 @@ def test_block_scan_equals_brute_force():
 
 
 def test_prepared_vectors_spill_to_a_scratch_file_above_the_limit(tmp_path):
-    from pipeline.audit.neighbours import RowFile, prepare_vectors
+    from pipeline.audit.neighbours import CentredRows, RowFile, prepare_vectors
 
     x = np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32)
     small, _, _ = prepare_vectors(x)
     mapped, _, _ = prepare_vectors(x, memory_limit_mb=0, scratch=tmp_path)
-    assert isinstance(mapped, RowFile) and isinstance(small, np.ndarray)
+    assert isinstance(mapped, CentredRows) and isinstance(mapped.rows, RowFile)
+    assert isinstance(small, np.ndarray)
     assert len(list(tmp_path.glob("*.audit.f32"))) == 1
     assert np.allclose(mapped[:], small) and np.allclose(mapped[[7, 3, 7]], small[[7, 3, 7]])
     assert np.allclose(mapped[100:140], small[100:140])
