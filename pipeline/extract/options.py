@@ -114,7 +114,7 @@ EXTRACT_OPTIONS = (
     Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
            maximum=MAX_NUM_CLIPS),
     Option("fps", float, None, "resample frames to this rate from their timestamps",
-           maximum=MAX_FPS),
+           minimum=0.0, open_minimum=True, maximum=MAX_FPS),
     Option("aggregate", str, "mean", "per-video mean of clip features, or one row per clip",
            choices=("mean", "per_clip")),
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
