@@ -54,9 +54,11 @@ def _limits(opt) -> str:
     if opt.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in opt.choices))
     if getattr(opt, "minimum", None) is not None:
-        parts.append(f"at least {as_typed(opt.minimum)}")
+        bound = "above" if getattr(opt, "open_minimum", False) else "at least"
+        parts.append(f"{bound} {as_typed(opt.minimum)}")
     if getattr(opt, "maximum", None) is not None:
-        parts.append(f"at most {as_typed(opt.maximum)}")
+        bound = "below" if getattr(opt, "open_maximum", False) else "at most"
+        parts.append(f"{bound} {as_typed(opt.maximum)}")
     return "; ".join(parts)
 
 

@@ -47,8 +47,9 @@ EXPORT_OPTIONS = (
            "LiteRT or a TensorFlow SavedModel taking uint8 pixels (a scikit-learn grid-search "
            "winner: onnx only)", choices=FORMAT_NAMES),
     Option("out", str, None, "the artifact to write, ending in .keras, .onnx, .xml (with its "
-           ".bin), .tflite, or a folder name for saved_model; its model.json goes beside it. An "
-           "existing artifact is replaced only when an earlier export wrote it [default: "
+           ".bin), .tflite, or a folder name for saved_model; its model.json (STEM.FORMAT.json) "
+           "goes beside it. An existing artifact is replaced only when it holds exactly the "
+           "files an earlier export recorded there [default: "
            "RUN_DIR/export/model.keras, or RUN_DIR/export/FORMAT/model.EXT]", metavar="PATH"),
     Option("check", bool, True, "load the artifact in its own runtime and compare it with "
            "predict on the run's files (max difference 1e-4, recorded in model.json)"),

@@ -112,9 +112,9 @@ class ClipReader:
             raise ConfigError(f"short must be one of {', '.join(SHORT_RULES)} and sampling one "
                               f"of {', '.join(SAMPLINGS)}; received: short={self.short!r}, "
                               f"sampling={self.sampling!r}")
-        if self.stride < 1 or self.num_clips < 1 or (self.fps is not None and self.fps <= 0):
-            raise ConfigError(f"stride and num_clips must be at least 1 and fps above 0; received: "
-                              f"stride={self.stride}, num_clips={self.num_clips}, fps={self.fps}")
+        if self.stride < 1 or self.num_clips < 1:  # --fps above 0 is its Option's own check
+            raise ConfigError(f"stride and num_clips must be at least 1; received: "
+                              f"stride={self.stride}, num_clips={self.num_clips}")
         self.resize_to = recipe.resize_shape(self.size)
         self.crop_at = recipe.crop_offsets(self.size)
         self.short_side = recipe.short_side(self.size) if recipe.short_side else None
