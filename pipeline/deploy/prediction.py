@@ -158,7 +158,8 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
 def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
     """The run's extract options with its files found again, its weights checked, and the
     extractor they rebuild checked to make the run's vectors (`options`: a PredictConfig or
-    an ExportConfig, whose `weights` / `mean_file` say where moved files are now)."""
+    an ExportConfig, whose `weights` / `mean_file` / `backbone` say where moved files and a
+    moved preset directory are now)."""
     extract_opts = extract_options_of(info)
     load_plugins(options.plugin)  # the user's: the backbone may be a plugin's
     check_recorded_plugins(extract_opts.get("plugin"), run_dir, command)
@@ -170,6 +171,14 @@ def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
             extract_opts[key] = locate_recorded_file(recorded or "", run_dir, given, key,
                                                      command)
     trained = info.get("provenance") or {}
+    if options.backbone or _is_preset_path(extract_opts["backbone"], trained):
+        if "preset" not in trained:
+            raise ConfigError(f"{command} --backbone: the run {run_dir} was not made from a "
+                              "KerasHub preset directory, so there is no directory to find "
+                              "again; leave out --backbone")
+        extract_opts["backbone"] = locate_recorded_file(extract_opts["backbone"], run_dir,
+                                                        options.backbone, "backbone", command,
+                                                        folder=True)
     check_weights_unchanged(extract_opts, trained)
     try:
         check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from "
@@ -178,6 +187,13 @@ def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
         raise StoreError(f"{exc} Unless the backbone's code or plugins changed, "
                          f"{MODIFIED}") from None
     return extract_opts
+
+
+def _is_preset_path(backbone: str, trained: dict) -> bool:
+    """Whether the run's backbone is a KerasHub preset named by its directory's path (not a
+    handle or a built-in name), which may have moved since."""
+    return "preset" in trained and "://" not in backbone and \
+        (Path(backbone).is_absolute() or "/" in backbone or os.sep in backbone)
 
 
 def predict(run_dir, data, options=None, echo=print) -> Path:
