@@ -90,7 +90,13 @@ def check_recorded_plugins(names, run_dir, command: str) -> None:
     Raises:
         ConfigError: naming the plugins to pass with --plugin.
     """
-    missing = [name for name in plugin_names(names) if name not in _LOADED]
+    try:
+        recorded = plugin_names(names)
+    except (TypeError, ValueError):  # an edited run.json: refused, never imported
+        raise ConfigError(f"the run {run_dir} records plugins {names!r:.80}, which are not "
+                          "module names; its run.json was edited, so run fit-head or "
+                          "grid-search again") from None
+    missing = [name for name in recorded if name not in _LOADED]
     if missing:
         listed = ",".join(missing)
         raise ConfigError(

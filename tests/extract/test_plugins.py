@@ -132,3 +132,11 @@ def test_a_recorded_plugin_counts_as_loaded_only_when_the_user_loaded_it(tmp_pat
         check_recorded_plugins(["fc_ep_recorded", "fc_never_imported"], tmp_path / "run",
                                "predict")
     assert "fc_never_imported" not in sys.modules
+
+
+@pytest.mark.parametrize("recorded", [[".relative"], ["os; rm -rf /"], 5, [["nested"]]])
+def test_recorded_plugins_that_are_no_module_names_are_one_error(tmp_path, recorded):
+    from pipeline.plugins import check_recorded_plugins
+
+    with pytest.raises(ConfigError, match="not module names"):
+        check_recorded_plugins(recorded, tmp_path / "run", "predict")

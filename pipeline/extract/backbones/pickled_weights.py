@@ -33,8 +33,6 @@ PICKLE_SUFFIXES = (".ckpt", ".pkl", ".pickle")
 _KERAS_ORDER = ("kernel", "scale", "bias", "mean", "var")
 # Per-channel vectors; Flax keeps BatchNorm statistics broadcastable, e.g. (1, 1, 1, 1, C).
 _VECTORS = ("scale", "bias", "mean", "var")
-
-
 # Deeper nesting than any checkpoint has (a Flax tree is about six levels deep).
 MAX_DEPTH = 32
 
