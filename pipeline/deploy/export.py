@@ -41,7 +41,6 @@ from pipeline.deploy.formats import (check_earlier_export, contract_path, get_fo
 from pipeline.extract.backbones import get_backbone
 # Through the module, so a builder replaced at run time (as tests do) is the one called.
 import pipeline.extract.backbones.feature_model as feature_model
-from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader
 from pipeline.deploy.sklearn_onnx import convert_pipeline, join_behind
 from pipeline.search.io import load_best_model
@@ -97,7 +96,6 @@ def export_model(run_dir, options=None, echo=print) -> Path:
             "scikit-learn winner exports with --format onnx, and predict works with every run.")
     _refuse_reduced_precision(run)
     eo = reuse_extract_options(run_dir, run.info, cfg, "export")
-    load_plugins(eo.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(eo["backbone"])
     sample_shape = tuple(spec.input_shape_for(eo.get("input_size"), eo.get("frames")))
     preprocess = clip_preprocessing(spec, eo, sample_shape, run.provenance)

@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -124,11 +125,19 @@ class OnnxFormat(ExportFormat):
         spec = model.inputs[0]
         signature = [tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name="rgb")]
         function = tf.function(lambda x: model(x, training=False), input_signature=signature)
-        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-        onnx_model, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-            output_names=[t.name for t in frozen.outputs], opset=OPSET,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
+        # tf2onnx calls TensorFlow v1 graph functions, which log deprecation notices meant for
+        # tf2onnx's authors: the export's own lines are what the user reads.
+        tf_log = logging.getLogger("tensorflow")
+        level = tf_log.level
+        tf_log.setLevel(logging.ERROR)
+        try:
+            frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+            onnx_model, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+                output_names=[t.name for t in frozen.outputs], opset=OPSET,
+                custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
+        finally:
+            tf_log.setLevel(level)
         path.write_bytes(onnx_model.SerializeToString())
 
     def load(self, path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.config import Option
 from pipeline.deploy.formats import FORMAT_NAMES
 from pipeline.errors import ConfigError
+from pipeline.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
 
 # Where a run's input files are now, when they have moved: predict and export look them up alike.
@@ -13,6 +14,13 @@ MOVED_FILE_OPTIONS = (
            "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
     Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
            "(checked by sha256)", metavar="NPY"),
+    Option("backbone", str, None, "where the run's KerasHub preset directory is now, when it "
+           "has moved (checked by its weights' sha256 and its config.json) [default: the path "
+           "recorded in the run, or the same folder beside the run folder]", metavar="DIR"),
+    Option("plugin", plugin_names, (), "modules to import first, which register the run's "
+           "backbone, reader or engine: the plugins its store was extracted with are imported "
+           "only when named here (or installed as featcache.plugins entry points)",
+           metavar="MODULE[,MODULE]"),
 )
 
 PREDICT_OPTIONS = (

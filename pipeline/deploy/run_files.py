@@ -148,8 +148,9 @@ def check_head_fits(model, info: dict, run_dir: Path) -> None:
 
 
 def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
-                         command: str) -> str:
-    """A file the run's store was made with (weights, mean cube), found again.
+                         command: str, folder: bool = False) -> str:
+    """A file the run's store was made with (weights, mean cube), or with `folder` the
+    directory (a KerasHub preset's, holding config.json), found again.
 
     A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
     from the command line); when it is gone because the data, the store and the run folder
@@ -160,23 +161,31 @@ def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
         ConfigError: not found anywhere; the message names the flag and the config key.
     """
     flag = "--" + key.replace("_", "-")
+    found = _is_preset_dir if folder else Path.is_file
+    what = "preset directory" if folder else "file"
     if given:
-        if not Path(given).is_file():
-            raise ConfigError(f"file not found: {given} (given with {flag}).")
+        if not found(Path(given)):
+            raise ConfigError(f"{what} not found: {given} (given with {flag}"
+                              f"{'; it needs its config.json' if folder else ''}).")
         return str(Path(given).resolve())
     path = Path(recorded)
-    if path.is_file():
+    if found(path):
         return str(path)
     tail = path.parts[1:] if path.is_absolute() else path.parts
     here = Path(run_dir).resolve()
     for anchor in (here, *here.parents):
         for k in range(len(tail), 0, -1):
             candidate = anchor.joinpath(*tail[-k:])
-            if candidate.is_file():
+            if found(candidate):
                 return str(candidate)
-    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
-                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
-                      f"(or {key} = \"...\" under [{command}] in the config file).")
+    raise ConfigError(f"{recorded} (the {what} this run's vectors were made with) is not there "
+                      f"any more, nor beside the run folder; pass its new location with {flag} "
+                      f"{'DIR' if folder else 'FILE'} (or {key} = \"...\" under [{command}] in "
+                      "the config file).")
+
+
+def _is_preset_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
 
 
 def run_store_path(run_dir, info: dict) -> str | None:
