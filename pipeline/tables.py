@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from pipeline.outputs import require_regular_file
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 QUOTE = "'"
 # A cell that is a plain number as our writers format it (`-0.5`, `1e-07`): never a formula.
@@ -109,7 +111,12 @@ def write_dicts(path, fieldnames: Sequence, rows: Iterable[dict]) -> None:
 
 
 def read_rows(path) -> list[dict]:
-    """The rows of a CSV written by `write_rows`, as dicts, every cell (and header) as given."""
+    """The rows of a CSV written by `write_rows`, as dicts, every cell (and header) as given.
+
+    Raises:
+        ConfigError: `path` is a FIFO or a device (never opened: the read could block).
+    """
+    require_regular_file(path, "CSV file")
     with Path(path).open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = _cells_of(next(reader, []))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.outputs import require_regular_file
 from pipeline.tables import read_rows
 
 # More cross-split near-duplicates than this and fit-head / grid-search warn.
@@ -39,6 +40,7 @@ def audit_folder(store) -> Path:
 def read_audit_summary(store) -> dict | None:
     """The store's audit summary, or None when there is none or it audited other vectors."""
     path = audit_folder(store) / "summary.json"
+    require_regular_file(path, "audit file", fix=_audit_again(store))
     if not path.is_file():
         return None
     try:
@@ -55,10 +57,15 @@ def _store_flag(store) -> str:
     return f"--store {store.path}"
 
 
+def _audit_again(store) -> str:
+    return f"run `run_pipeline.py audit {_store_flag(store)}` again to write it anew"
+
+
 def read_suggested_groups(store) -> np.ndarray | None:
     """The current audit's suggested group of every row ("" = a row alone), or None when there
     is no current audit or it has no suggested_groups.csv."""
     path = audit_folder(store) / SUGGESTED_GROUPS
+    require_regular_file(path, "audit file", fix=_audit_again(store))
     if read_audit_summary(store) is None or not path.is_file():
         return None
     by_id = {row["id"]: row["group"] for row in read_rows(path)}
@@ -141,7 +148,9 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     for p, rows in enumerate(parts):
         part_of[rows] = p
     drop = set()
-    for pair in read_rows(audit_folder(store) / "duplicates.csv"):
+    duplicates = audit_folder(store) / "duplicates.csv"
+    require_regular_file(duplicates, "audit file", fix=_audit_again(store))
+    for pair in read_rows(duplicates):
         a, b = row_of.get(pair["id_a"]), row_of.get(pair["id_b"])
         if a is None or b is None or part_of[a] < 0 or part_of[b] < 0 \
                 or part_of[a] == part_of[b] or a in drop or b in drop:

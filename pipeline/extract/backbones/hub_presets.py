@@ -36,6 +36,7 @@ from pipeline.errors import BackboneError, ConfigError, PipelineError, WeightsEr
 from pipeline.extract.backbones import hub_towers
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources.converter_resize import ConverterResize
+from pipeline.outputs import require_regular_file
 
 HANDLE_SCHEMES = ("hf://", "kaggle://", "modelscope://")
 DOWNLOAD_SECONDS = float(os.environ.get("PIPELINE_HUB_DOWNLOAD_SECONDS", "120"))
@@ -67,6 +68,10 @@ def spec_for_preset(name: str) -> BackboneSpec | None:
                 return None
         except ImportError:
             return None
+    folder = Path(name).expanduser()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else ():  # KerasHub opens them
+        require_regular_file(entry, "preset file", BackboneError, "save the preset again with "
+                             "save_to_preset")
     return _spec(name)
 
 
