@@ -16,6 +16,7 @@ exactly the quotes added, so the ids our own readers look up come back as they w
 Usage:
     write_rows(path, header, rows)
     for row in read_rows(path): row["id"]
+    rows = read_rows(path, required=("id", "group"))   # TableError when edited out of shape
 """
 
 from __future__ import annotations
@@ -110,17 +111,52 @@ def write_dicts(path, fieldnames: Sequence, rows: Iterable[dict]) -> None:
     write_rows(path, fieldnames, ([row.get(name, "") for name in fieldnames] for row in rows))
 
 
-def read_rows(path) -> list[dict]:
+class TableError(ValueError):
+    """A CSV that is not in the shape it was written in; the message says what and where."""
+
+
+def read_rows(path, required: Sequence = ()) -> list[dict]:
     """The rows of a CSV written by `write_rows`, as dicts, every cell (and header) as given.
+
+    Args:
+        required: columns the header must hold; given, every row must also have as many cells
+            as the header (a blank line is passed over).
 
     Raises:
         ConfigError: `path` is a FIFO or a device (never opened: the read could block).
+        TableError: the file is not UTF-8, lacks a required column or has a row of another
+            length.
     """
     require_regular_file(path, "CSV file")
     with Path(path).open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
-        header = _cells_of(next(reader, []))
-        return [dict(zip(header, _cells_of(row))) for row in reader]
+        try:
+            header = _cells_of(next(reader, []))
+            missing = [name for name in required if name not in header]
+            if missing:
+                raise TableError(f"its header has no column {missing[0]!r} (it has: "
+                                 f"{', '.join(header)[:120]})")
+            rows = []
+            for row in reader:
+                if required and row and len(row) != len(header):
+                    raise TableError(f"line {reader.line_num} has {len(row)} cell(s) where its "
+                                     f"header has {len(header)}")
+                rows.append(dict(zip(header, _cells_of(row))))
+        except UnicodeDecodeError:
+            raise TableError(f"it is not UTF-8 text ({_first_bad_byte(path)})") from None
+        except csv.Error as exc:
+            raise TableError(f"line {reader.line_num} cannot be read as CSV ({exc})") from None
+    return rows
+
+
+def _first_bad_byte(path) -> str:
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return f"line {line}, byte {exc.start}"
+    return "it changed while read"
 
 
 def _cells_of(row: list) -> list:
