@@ -25,7 +25,8 @@ from pipeline.deploy.options import PredictConfig
 from pipeline.deploy.run_files import (MODIFIED, check_head_fits, load_head_file,
                                        locate_recorded_file, read_checked_run, run_store_path)
 from pipeline.errors import ConfigError, DataError, OutputError, StoreError, WeightsError
-from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_own_csv, is_own_json
+from pipeline.outputs import (Scratch, check_own_file, check_writable_folder, is_own_csv,
+                              is_own_json, require_regular_file)
 from pipeline.tables import read_rows
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
@@ -88,6 +89,7 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
     import keras
 
     path = run_dir / "head.keras"
+    require_regular_file(path, "run file", fix="run fit-head again.")
     if not path.is_file():
         raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
     model = load_head_file(keras, path)

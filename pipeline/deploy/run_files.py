@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.outputs import class_names_sha256, file_sha256
+from pipeline.outputs import class_names_sha256, file_sha256, require_regular_file
 from pipeline.store.feature_store import open_store
 
 # What a refused run file means for the user: someone edited or swapped it after the run.
@@ -29,6 +29,7 @@ def read_run_info(run_dir) -> dict:
     if not Path(run_dir).exists():
         raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
                           "grid-search printed as its last line (with --run).")
+    require_regular_file(path, "run file", fix=MODIFIED)
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
                           "fit-head or grid-search printed as its last line.")
@@ -72,6 +73,7 @@ def _check_digests(run_dir: Path, info: dict) -> None:
         raise ConfigError(f"{path}: file_sha256 is not a map of file names to digests; "
                           f"{MODIFIED}")
     for name, digest in files.items():
+        require_regular_file(run_dir / name, "run file", StoreError, MODIFIED)
         if not (run_dir / name).is_file() or file_sha256(run_dir / name) != digest:
             raise StoreError(f"{run_dir / name} is not the file the run wrote (its sha256 "
                              "differs from the one run.json recorded: edited, replaced or "

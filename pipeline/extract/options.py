@@ -158,6 +158,10 @@ class _ExtractRules(Settings):
             if self.cluster:
                 raise ConfigError("--views runs on this machine; leave out --cluster (extract "
                                   "the plain rows on the cluster first, then add --views)")
+            if self.temporal_pool == "none":
+                raise ConfigError("--views needs one row per file, and --temporal-pool none "
+                                  "stores one row per frame; use --temporal-pool mean or max, "
+                                  "or leave out --views")
         if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
             get_engine(self.engine).check(self)
         if self.aggregate == "per_clip" and self.l2_normalize:

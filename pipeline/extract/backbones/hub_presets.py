@@ -18,7 +18,7 @@ from the preset itself:
 
 Without a network a built-in name or a handle that is not in the local caches ends in one
 WeightsError saying to pass a local preset directory; the download of its config is bounded
-(`DOWNLOAD_SECONDS`) so a hanging name lookup cannot hang the command.
+(`PIPELINE_HUB_DOWNLOAD_SECONDS`) so a hanging name lookup cannot hang the command.
 """
 
 from __future__ import annotations
@@ -28,18 +28,18 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
 
+from pipeline.config import environment_value
 from pipeline.errors import BackboneError, ConfigError, PipelineError, WeightsError
 from pipeline.extract.backbones import hub_towers
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources.converter_resize import ConverterResize
+from pipeline.outputs import require_regular_file
 
 HANDLE_SCHEMES = ("hf://", "kaggle://", "modelscope://")
-DOWNLOAD_SECONDS = float(os.environ.get("PIPELINE_HUB_DOWNLOAD_SECONDS", "120"))
 # Files that hold a preset's weights (KerasHub, Transformers and timm layouts, sharded too).
 WEIGHT_SUFFIXES = (".weights.h5", ".weights.json", ".safetensors", ".safetensors.index.json",
                    ".bin", ".pth", ".pt", ".h5")
@@ -69,12 +69,17 @@ def spec_for_preset(name: str) -> BackboneSpec | None:
                 return None
         except ImportError:
             return None
+    folder = Path(name).expanduser()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else ():  # KerasHub opens them
+        require_regular_file(entry, "preset file", BackboneError, "save the preset again with "
+                             "save_to_preset")
     return _spec(name)
 
 
 def _bounded(what: str, name: str, call):
-    """`call()` in a thread, waited for at most DOWNLOAD_SECONDS; a failure or a hang becomes
-    one WeightsError saying what to pass instead."""
+    """`call()` in a thread, waited for at most PIPELINE_HUB_DOWNLOAD_SECONDS; a failure or a
+    hang becomes one WeightsError saying what to pass instead."""
+    seconds = environment_value("PIPELINE_HUB_DOWNLOAD_SECONDS")
     outcome: dict = {}
 
     def run():
@@ -85,11 +90,11 @@ def _bounded(what: str, name: str, call):
 
     worker = threading.Thread(target=run, daemon=True)  # a hung lookup is left behind
     worker.start()
-    worker.join(DOWNLOAD_SECONDS)
+    worker.join(seconds)
     if "value" in outcome:
         return outcome["value"]
     if worker.is_alive():
-        detail = f"no answer within {DOWNLOAD_SECONDS:.0f} s"
+        detail = f"no answer within {seconds:g} s"
     else:
         exc = outcome["error"]
         if isinstance(exc, PipelineError):

@@ -31,6 +31,7 @@ from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, LazyFrame, fi
                                              folder_frames, gif_frames, video_frames)
 from pipeline.extract.sources.images import to_rgb
 from pipeline.extract.options import ExtractConfig
+from pipeline.outputs import require_regular_file
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ogv", ".3gp")
@@ -124,6 +125,7 @@ class ClipReader:
         if mean_file and recipe.load_mean is None:
             raise ConfigError("--mean-file is not used by this backbone; leave it out")
         if mean_file:
+            require_regular_file(mean_file, "mean file", fix="pass --mean-file with a .npy file")
             if not Path(mean_file).is_file():
                 raise ConfigError(f"mean file not found: {mean_file}. Pass the Sports-1M mean "
                                   "cube (.npy) with --mean-file, or leave it out to subtract "
