@@ -59,8 +59,8 @@ AUDIT_OPTIONS = (
            minimum=1),
     Option("progress", bool, True, "show a progress bar (with an ETA) of each pass over the "
            "vectors on a terminal"),
-    Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
-           "scratch file", minimum=0),
+    Option("memory_limit_mb", int, 2048, "above this the store's vectors are kept in a scratch "
+           "file beside --out and read back in blocks, not held in memory", minimum=0),
 )
 
 
