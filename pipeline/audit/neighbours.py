@@ -173,9 +173,16 @@ def read_pass(features, l2_normalize: bool = False, block_rows: int = 2048,
     return digests, total / max(n, 1), kept
 
 
+CENTRE_ROWS = 1024  # rows centred at a time: float64 working copies of them stay small
+
+
 def _centre(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
-    return _unit_rows(rows - mean).astype(np.float32)
+    """`rows` (float32) centred and scaled to unit length in place, a few rows at a time: the
+    float64 working copies of a whole 1 GB read would be 4 GB more.
+    A row equal to the mean has no direction: it stays zero (distance 1 to everything)."""
+    for a, b in _blocks(len(rows), CENTRE_ROWS):
+        rows[a:b] = _unit_rows(rows[a:b] - mean)
+    return rows
 
 
 class CentredRows:
@@ -191,18 +198,17 @@ class CentredRows:
         return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
-        raw = self.rows[index]
-        return _centre(raw.reshape(-1, self.shape[1]), self.mean).reshape(raw.shape)
+        raw = self.rows[index]  # a fresh array: centred where it lies
+        _centre(raw.reshape(-1, self.shape[1]), self.mean)
+        return raw
 
 
-def centred(kept, mean: np.ndarray, block_rows: int = 2048):
+def centred(kept, mean: np.ndarray):
     """The prepared rows from `read_pass`'s kept rows: an array centred in place, or a
     `CentredRows` view of a `RowFile`."""
     if isinstance(kept, RowFile):
         return CentredRows(kept, mean)
-    for a, b in _blocks(len(kept), block_rows):
-        kept[a:b] = _centre(kept[a:b], mean)
-    return kept
+    return _centre(kept, mean)
 
 
 def _merge_top(best_sim, best_idx, sims, offset, k):
