@@ -130,7 +130,7 @@ def extract_options_of(info: dict) -> dict:
         raise StoreError(f"the run was fitted on imported vectors ({name}): there is no "
                          "backbone to turn new files into vectors. Make the new files' vectors "
                          "as you made those, and score them in Python: "
-                         "featcache.load_model(RUN).predict(vectors) (docs/library.md).")
+                         "featcache.load_model(RUN).predict_proba(vectors) (docs/library.md).")
     if not options:
         raise StoreError("the run's store was not made by extract (its provenance has no "
                          "extract_options, e.g. a store written with write_store), so new files "
