@@ -28,8 +28,9 @@ __all__ = ["Result", "Store", "StoreDataset", "audit", "export", "export_vectors
            "__version__"]
 
 
-def _quiet(*_args) -> None:
-    """The default `echo`: library calls print nothing unless asked (`echo=print`)."""
+def _echo(echo):
+    """Where progress lines go: nowhere by default (None); `echo=print` shows them."""
+    return echo or (lambda *_args: None)
 
 
 @dataclass(frozen=True)
@@ -57,48 +58,52 @@ def _settings(config, options: dict):
     return {**dict(config), **options}
 
 
-def extract(config=None, /, *, echo=_quiet, **options) -> Result:
+def extract(config=None, /, *, echo=None, **options) -> Result:
     """Runs the backbone over `data` once and caches its vectors (`run_pipeline.py extract`)."""
     from pipeline.extract.run import run_extraction  # lazy: Keras
 
-    return Result("extract", Path(run_extraction(_settings(config, options), echo=echo).path))
+    made = run_extraction(_settings(config, options), echo=_echo(echo))
+    return Result("extract", Path(made.path))
 
 
-def fit_head(store, config=None, /, *, echo=_quiet, **options) -> Result:
+def fit_head(store, config=None, /, *, echo=None, **options) -> Result:
     """Trains a dense Keras head on a store's vectors; the run folder (`fit-head`)."""
     from pipeline.fit.run import fit_head as run_fit_head  # lazy: Keras
 
-    return Result("fit-head", Path(run_fit_head(store, _settings(config, options), echo=echo)))
+    made = run_fit_head(store, _settings(config, options), echo=_echo(echo))
+    return Result("fit-head", Path(made))
 
 
-def grid_search(store, config=None, /, *, echo=_quiet, **options) -> Result:
+def grid_search(store, config=None, /, *, echo=None, **options) -> Result:
     """Compares classifier families on a store's vectors; the run folder (`grid-search`)."""
     from pipeline.search.run import run_grid_search  # lazy: scikit-learn
 
-    return Result("grid-search",
-                  Path(run_grid_search(store, _settings(config, options), echo=echo)))
+    made = run_grid_search(store, _settings(config, options), echo=_echo(echo))
+    return Result("grid-search", Path(made))
 
 
-def audit(store, config=None, /, *, echo=_quiet, **options) -> Result:
+def audit(store, config=None, /, *, echo=None, **options) -> Result:
     """Leaks, suspected label errors and outliers of a store; the audit folder (`audit`)."""
     from pipeline.audit.run import run_audit  # lazy: scikit-learn
 
-    return Result("audit", Path(run_audit(store, _settings(config, options), echo=echo)))
+    made = run_audit(store, _settings(config, options), echo=_echo(echo))
+    return Result("audit", Path(made))
 
 
-def predict(run, data, config=None, /, *, echo=_quiet, **options) -> Result:
+def predict(run, data, config=None, /, *, echo=None, **options) -> Result:
     """Scores new files with a run's model; the predictions CSV (`predict`)."""
     from pipeline.deploy.prediction import predict as run_predict  # lazy: Keras
 
-    return Result("predict", Path(run_predict(run, data, _settings(config, options),
-                                              echo=echo)))
+    made = run_predict(run, data, _settings(config, options), echo=_echo(echo))
+    return Result("predict", Path(made))
 
 
-def export(run, config=None, /, *, echo=_quiet, **options) -> Result:
+def export(run, config=None, /, *, echo=None, **options) -> Result:
     """Writes a run's model from pixels to probabilities in one format (`export`)."""
     from pipeline.deploy.export import export_model  # lazy: Keras
 
-    return Result("export", Path(export_model(run, _settings(config, options), echo=echo)))
+    made = export_model(run, _settings(config, options), echo=_echo(echo))
+    return Result("export", Path(made))
 
 
 def import_vectors(config=None, /, **options) -> Result:
@@ -146,14 +151,17 @@ class Store:
 
     @property
     def splits(self) -> list:
+        """The splits present, in train/val/test order."""
         return self.features.splits
 
     @property
     def ids(self):
+        """Each file's id."""
         return self.features.column("ids")
 
     @property
     def groups(self):
+        """Each file's group ("" where none)."""
         return self.features.column("group")
 
     def load(self, split: str | None = None):
@@ -175,6 +183,7 @@ class Store:
         return frame
 
     def close(self) -> None:
+        """Closes the store's file (a `with` block does it on leaving)."""
         self.features.close()
 
     def __enter__(self):
