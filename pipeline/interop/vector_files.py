@@ -1,8 +1,8 @@
 """Vectors made elsewhere, read in blocks so a file far larger than memory imports.
 
 Two shapes of input:
-  - an array file (.npy, read memory-mapped; .npz; an HDF5 dataset) whose rows a CSV table
-    describes, one line per vector in the same order;
+  - an array file (.npy and HDF5 read a block at a time; .npz, compressed, read whole) whose
+    rows a CSV table describes, one line per vector in the same order;
   - a Parquet file holding a vector column beside the id, label, split and group columns.
 
 `open_source(cfg)` returns a `VectorSource`: the row count, one vector's shape, the table's
@@ -99,7 +99,7 @@ def open_source(cfg) -> VectorSource:
 def _array(path: Path, suffix: str, dataset: str | None):
     if suffix == ".npy":
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            return NpyRows(path)
         except ValueError as exc:
             raise DataError(f"--vectors {path.name} is not a numeric .npy array ({exc})") from None
     if suffix == ".npz":
@@ -123,6 +123,35 @@ def _array(path: Path, suffix: str, dataset: str | None):
         raise DataError(f"--vectors {path.name} is HDF5: give --dataset PATH, the dataset holding "
                         f"the vectors (it holds: {', '.join(found[:8]) or 'no dataset'})")
     return file[dataset]
+
+
+class NpyRows:
+    """An .npy file's rows read by plain file reads: unlike a memory map, the rows read do not
+    stay mapped into the process, so reading a file of any size keeps memory at one block."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError("a C-ordered array of numbers is needed; save it with np.save("
+                             "path, np.ascontiguousarray(vectors))")
+        self.path, self.shape, self.dtype = path, tuple(shape), dtype
+        self.ndim = len(self.shape)
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if self.ndim else 0
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.row_items * self.dtype.itemsize)
+            data = np.fromfile(fh, dtype=self.dtype, count=(stop - start) * self.row_items)
+        if data.size != (stop - start) * self.row_items:
+            raise DataError(f"{self.path.name} ends before row {stop - 1}: the file is cut short "
+                            "(save the vectors again)")
+        return data.reshape(stop - start, *self.shape[1:])
 
 
 def _table_columns(table: Path, cfg) -> dict:

@@ -215,3 +215,20 @@ def test_fit_head_grid_search_and_audit_take_an_imported_store(tmp_path, capsys)
     # predict has no backbone to run on new files: one line saying how to score vectors instead
     code, _, err = run_cli(["predict", "--run", str(run), "--data", str(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1 and "imported" in err and "vectors" in err, err
+
+
+def test_npy_read_in_blocks_equals_numpy_and_a_cut_file_is_refused(tmp_path, capsys):
+    from pipeline.interop.vector_files import NpyRows
+
+    X = np.arange(3 * 5 * 2, dtype=np.float64).reshape(3, 5, 2)
+    np.save(tmp_path / "a.npy", X)
+    rows = NpyRows(tmp_path / "a.npy")
+    assert rows.shape == (3, 5, 2) and rows.ndim == 3
+    np.testing.assert_array_equal(rows[1:3], X[1:3])
+    _, _, npy, table = vectors_and_table(tmp_path, n=8)
+    data = npy.read_bytes()
+    npy.write_bytes(data[:-10])
+    code, _, err = run_cli(["import", "--vectors", str(npy), "--table", str(table), "--name",
+                            "n", "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 2 and "cut short" in err and err.count("\n") == 1, err
+    assert stores_in(tmp_path / "cache") == []
