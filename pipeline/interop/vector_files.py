@@ -69,6 +69,10 @@ def open_source(cfg) -> VectorSource:
     path = _regular_file(cfg.vectors, "--vectors")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        if cfg.table:
+            raise DataError(f"--vectors {path.name} is Parquet: it holds its own id, label, split "
+                            "and group columns; leave --table out (name other columns with "
+                            "--id-column, --label-column, ...)")
         return _parquet_source(path, cfg)
     if suffix not in ARRAY_SUFFIXES:
         raise DataError(f"--vectors {path}: {suffix or 'no suffix'} is not a vectors file this "

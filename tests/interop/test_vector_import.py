@@ -232,3 +232,22 @@ def test_npy_read_in_blocks_equals_numpy_and_a_cut_file_is_refused(tmp_path, cap
                             "n", "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 2 and "cut short" in err and err.count("\n") == 1, err
     assert stores_in(tmp_path / "cache") == []
+
+
+def test_info_says_where_imported_vectors_came_from(tmp_path, capsys):
+    _, _, npy, table = vectors_and_table(tmp_path, n=6)
+    code, out, err = run_cli(["import", "--vectors", str(npy), "--table", str(table), "--name",
+                              "pets", "--cache-dir", str(tmp_path / "c")], capsys)
+    code, lines, err = run_cli(["info", out[-1]], capsys)
+    text = "\n".join(lines)
+    assert code == 0 and "imported     pets from vectors.npy" in text, text
+    assert "reader" not in text and "weights" not in text  # no backbone, reader or weights
+
+
+def test_a_table_beside_parquet_is_refused(tmp_path, capsys):
+    X = np.zeros((2, 2), dtype=np.float32)
+    path = parquet_file(tmp_path / "v.parquet", X, ["a", "b"], ["x", "y"])
+    _, _, _, table = vectors_and_table(tmp_path, n=2)
+    code, _, err = run_cli(["import", "--vectors", str(path), "--table", str(table), "--name",
+                            "p", "--cache-dir", str(tmp_path / "c")], capsys)
+    assert code == 2 and "--table" in err and err.count("\n") == 1, err
