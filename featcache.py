@@ -118,8 +118,7 @@ def export_vectors(store, config=None, /, **options) -> Result:
     """A store's vectors and rows as Parquet or .npy with a CSV table (`vectors`)."""
     from pipeline.interop.vector_export import export_vectors as run_export  # lazy: h5py
 
-    return Result("vectors", Path(run_export({**(_settings(config, options) or {}),
-                                              "store": str(store)})))
+    return Result("vectors", Path(run_export(_settings(config, {**options, "store": str(store)}))))
 
 
 def load_model(run):

@@ -81,3 +81,23 @@ def test_a_bad_setting_is_the_cli_refusal(tmp_path):
         featcache.fit_head(tmp_path / "none.h5", epochs=0)
     with pytest.raises(ConfigError, match="unknown"):
         featcache.audit(tmp_path / "none.h5", no_such_option=1)
+
+
+def test_pip_install_installs_the_module_and_a_config_object_is_taken(tmp_path):
+    import tomllib
+
+    import featcache
+    from pipeline.interop.options import VectorsConfig
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "featcache" in project["tool"]["setuptools"]["py-modules"]
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "t.csv").write_text("id,label\n" + "".join(f"r{i},c{i % 2}\n" for i in range(6)))
+    store = featcache.import_vectors(vectors=str(tmp_path / "v.npy"),
+                                     table=str(tmp_path / "t.csv"), name="n",
+                                     cache_dir=str(tmp_path / "c"))
+    out = featcache.export_vectors(store, VectorsConfig.from_mapping({"format": "npy"}),
+                                   out=str(tmp_path / "o.npy"))
+    assert out.command == "vectors" and out.path == tmp_path / "o.npy"
+    np.testing.assert_array_equal(np.load(out.path), X)
