@@ -13,7 +13,9 @@ the values: vector_import.py does, with the row numbers these give.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +26,7 @@ from pipeline.errors import DataError
 from pipeline.tables import read_rows
 
 BLOCK_ROWS = 8192
+BOM = "\ufeff"
 ARRAY_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5")
 # Columns `vectors` writes beside those the flags name: kept so a round trip loses nothing.
 EXTRA_COLUMNS = ("class", "view")
@@ -60,7 +63,8 @@ def roles(cfg) -> dict:
 def _regular_file(path: str, flag: str) -> Path:
     found = Path(path)
     if not found.is_file():
-        raise DataError(f"{flag} {path}: no such file (give the path of a regular file)")
+        raise DataError(f"{flag} {path}: no such file, or not a regular file; give the path "
+                        "of a file")
     return found
 
 
@@ -107,7 +111,11 @@ def _array(path: Path, suffix: str, dataset: str | None):
         except ValueError as exc:
             raise DataError(f"--vectors {path.name} is not a numeric .npy array ({exc})") from None
     if suffix == ".npz":
-        archive = np.load(path, allow_pickle=False)
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DataError(f"--vectors {path.name} is not a readable .npz archive ({exc})") \
+                from None
         names = list(archive.files)
         if dataset is None and len(names) != 1:
             raise DataError(f"--vectors {path.name} holds arrays {', '.join(names)}; name the "
@@ -118,7 +126,11 @@ def _array(path: Path, suffix: str, dataset: str | None):
         return archive[dataset or names[0]]
     import h5py  # lazy: h5py is heavy and only HDF5 input needs it here
 
-    file = h5py.File(path, "r")
+    try:
+        file = h5py.File(path, "r")
+    except OSError:
+        raise DataError(f"--vectors {path.name} is not a readable HDF5 file; give .npy, .npz, "
+                        ".parquet or HDF5 vectors") from None
     found = []
     file.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset)
                     else None)
@@ -159,7 +171,15 @@ class NpyRows:
 
 
 def _table_columns(table: Path, cfg) -> dict:
-    rows = read_rows(table)
+    try:
+        rows = read_rows(table)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--table {table.name} is not UTF-8 text (byte {exc.start}); save it "
+                        "as CSV UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"--table {table.name} is not a readable CSV ({exc})") from None
+    if rows and next(iter(rows[0]), "").startswith(BOM):  # saved as "CSV UTF-8" by a spreadsheet
+        rows = [{key.removeprefix(BOM): value for key, value in row.items()} for row in rows]
     header = list(rows[0]) if rows else _header(table)
     for role in ("id", "label"):
         if roles(cfg)[role] not in header:
@@ -172,7 +192,7 @@ def _table_columns(table: Path, cfg) -> dict:
 
 def _header(table: Path) -> list:
     with table.open(encoding="utf-8") as fh:
-        return [cell.strip() for cell in fh.readline().rstrip("\r\n").split(",")]
+        return [cell.strip().removeprefix(BOM) for cell in fh.readline().rstrip("\r\n").split(",")]
 
 
 def _parquet_source(path: Path, cfg) -> VectorSource:

@@ -251,3 +251,26 @@ def test_a_table_beside_parquet_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["import", "--vectors", str(path), "--table", str(table), "--name",
                             "p", "--cache-dir", str(tmp_path / "c")], capsys)
     assert code == 2 and "--table" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("broken", ["latin1_table", "not_hdf5", "not_npz", "bom_table"])
+def test_unreadable_inputs_are_one_error_line(tmp_path, capsys, broken):
+    X, rows, npy, table = vectors_and_table(tmp_path, n=4)
+    args = ["--vectors", str(npy), "--table", str(table)]
+    if broken == "latin1_table":
+        table.write_bytes(table.read_bytes().replace(b"img000", "imgé".encode("latin-1")))
+    elif broken == "bom_table":  # what a spreadsheet saves as "CSV UTF-8": it imports
+        table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    else:
+        fake = tmp_path / ("v.h5" if broken == "not_hdf5" else "v.npz")
+        fake.write_bytes(b"these are not vectors")
+        args = ["--vectors", str(fake), "--dataset", "x", "--table", str(table)]
+    code, out, err = run_cli(["import", *args, "--name", "n", "--cache-dir",
+                              str(tmp_path / "c")], capsys)
+    if broken == "bom_table":
+        assert code == 0, err
+        with open_store(out[-1]) as store:
+            assert store.column("ids")[0] == "img000.jpg"
+        return
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert ("UTF-8" in err) if broken == "latin1_table" else ("v." in err), err
