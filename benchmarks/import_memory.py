@@ -36,12 +36,11 @@ def _block(start: int, stop: int, dim: int):
 def write_npy(folder: Path, rows: int, dim: int) -> list[str]:
     import numpy as np
 
-    array = np.lib.format.open_memmap(folder / "v.npy", mode="w+", dtype=np.float32,
-                                      shape=(rows, dim))
-    for start in range(0, rows, BLOCK):
-        array[start:min(rows, start + BLOCK)] = _block(start, min(rows, start + BLOCK), dim)
-        array.flush()
-    del array
+    with open(folder / "v.npy", "wb") as fh:  # header, then the rows block by block
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (rows, dim)})
+        for start in range(0, rows, BLOCK):
+            _block(start, min(rows, start + BLOCK), dim).tofile(fh)
     with open(folder / "v.csv", "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["id", "label", "split"])
@@ -66,12 +65,15 @@ def write_parquet(folder: Path, rows: int, dim: int) -> list[str]:
     return ["--vectors", str(folder / "v.parquet")]
 
 
-# Runs one import and reports its own peak resident memory (ru_maxrss, KiB on Linux).
-CHILD = """import resource, sys
+# Runs one import and reports its own peak resident memory: VmHWM, which starts afresh with
+# the process (ru_maxrss would carry over the parent's peak across fork and exec).
+CHILD = """import sys
 sys.path.insert(0, sys.argv[1])
 from run_pipeline import main
 code = main(sys.argv[2:])
-print("peak_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("peak_kib", line.split()[1], file=sys.stderr)
 sys.exit(code)
 """
 
