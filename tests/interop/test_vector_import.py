@@ -274,3 +274,14 @@ def test_unreadable_inputs_are_one_error_line(tmp_path, capsys, broken):
         return
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert ("UTF-8" in err) if broken == "latin1_table" else ("v." in err), err
+
+
+def test_a_damaged_imported_store_says_how_to_make_it_again(tmp_path, capsys):
+    _, _, npy, table = vectors_and_table(tmp_path, n=6)
+    args = ["import", "--vectors", str(npy), "--table", str(table), "--name", "pets",
+            "--cache-dir", str(tmp_path / "c")]
+    store = run_cli(args, capsys)[1][-1]
+    with h5py.File(store, "r+") as fh:
+        del fh["group"]
+    code, _, err = run_cli(["info", store], capsys)
+    assert code == 2 and "remove" in err and "import the vectors again" in err, err
