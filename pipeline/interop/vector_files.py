@@ -201,7 +201,8 @@ def _parquet_source(path: Path, cfg) -> VectorSource:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        # Without pre-buffering, one row group at a time is held, not several read ahead.
+        parquet = pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"--vectors {path.name} is not a readable Parquet file ({exc})") from None
     schema = parquet.schema_arrow
@@ -231,7 +232,8 @@ def _parquet_source(path: Path, cfg) -> VectorSource:
 
     def blocks():
         start = 0
-        for batch in parquet.iter_batches(batch_size=BLOCK_ROWS, columns=[vector]):
+        for batch in parquet.iter_batches(batch_size=BLOCK_ROWS, columns=[vector],
+                                          use_threads=False):
             values = batch.column(0)
             lengths = pc.fill_null(pc.list_value_length(values), -1).to_numpy(
                 zero_copy_only=False)
