@@ -66,6 +66,11 @@ def write_dicts(path, fieldnames: Sequence, rows: Iterable[dict]) -> None:
 def read_rows(path) -> list[dict]:
     """The rows of a CSV written by `write_rows`, as dicts, every cell (and header) as given."""
     with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = [original_cell(c) for c in next(reader, [])]
-        return [dict(zip(header, (original_cell(c) for c in row))) for row in reader]
+        return parse_rows(fh)
+
+
+def parse_rows(lines: Iterable[str]) -> list[dict]:
+    """`read_rows` of lines already open (e.g. after a file's comment line)."""
+    reader = csv.reader(lines)
+    header = [original_cell(c) for c in next(reader, [])]
+    return [dict(zip(header, (original_cell(c) for c in row))) for row in reader]
