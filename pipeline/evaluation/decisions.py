@@ -154,10 +154,11 @@ def _read(store, path: Path) -> tuple[list[tuple[int, dict]], str]:
         raise DataError(f"{path} was saved from another store's audit "
                         f"({named[0] if named else 'none named'}); {store.path.name} is audit "
                         f"{identity}: review the report.html of this store's audit")
-    rows = parse_rows(io.StringIO(rest, newline=""))
-    if rows and not set(COLUMNS) <= set(rows[0]):
+    if rest.partition("\n")[0].strip().split(",")[:len(COLUMNS)] != list(COLUMNS):
         raise DataError(f"{path} line 2 must be the header {','.join(COLUMNS)}")
-    return [(i + 3, row) for i, row in enumerate(rows)], hashlib.sha256(data).hexdigest()
+    rows = parse_rows(io.StringIO(rest, newline=""))
+    return ([(i + 3, row) for i, row in enumerate(rows) if any(row.values())],  # blank lines
+            hashlib.sha256(data).hexdigest())
 
 
 def _join_groups(store, joined: dict, source: str) -> None:

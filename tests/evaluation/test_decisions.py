@@ -184,3 +184,16 @@ def test_the_store_file_is_read_only_to_decisions(tmp_path):
         assert opened.column("labels")[49] == 0 and opened.full_column("labels")[49] == 0
     with h5py.File(store, "r") as fh:
         assert fh["labels"][49] == 1
+
+
+def test_blank_lines_and_windows_line_ends_are_read_as_written(tmp_path):
+    from pipeline.evaluation.decisions import apply_decisions
+    from pipeline.store.feature_store import open_store
+
+    store = _store(tmp_path / "s.h5")
+    path = tmp_path / "d.csv"
+    path.write_bytes((f"# audit {_identity(store)} s.h5\r\nid,action,value\r\n\r\n"
+                      "img/0049.jpg,relabel,red\r\n\r\n").encode("utf-8"))
+    with open_store(store) as opened:
+        decisions = apply_decisions(opened, str(path), lambda *_: None)
+        assert decisions.applied["relabel"] == 1 and opened.column("labels")[49] == 0
