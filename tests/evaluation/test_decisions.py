@@ -197,3 +197,22 @@ def test_blank_lines_and_windows_line_ends_are_read_as_written(tmp_path):
     with open_store(store) as opened:
         decisions = apply_decisions(opened, str(path), lambda *_: None)
         assert decisions.applied["relabel"] == 1 and opened.column("labels")[49] == 0
+
+
+def test_a_relabelled_or_grouped_file_takes_its_augmented_views_along(tmp_path):
+    from pipeline.evaluation.decisions import apply_decisions
+    from pipeline.store.feature_store import StoreWriter, open_store
+
+    writer = StoreWriter(tmp_path / "v.h5", (2,), view_rows=True)
+    cols = {"split": ["", ""], "group": ["", ""], "stamps": ["1:1", "1:1"], "labels": [0, 1]}
+    writer.append(np.ones((2, 2), np.float32), ids=["a.png", "b.png"], view=[0, 0], **cols)
+    writer.append(np.ones((2, 2), np.float32), ids=["b.png", "a.png"], view=[1, 1], **cols)
+    store = writer.commit("k" * 64, ["x", "y"], {"backbone": "external", "layer": "given"})
+    decisions = _decisions(tmp_path / "d.csv", _identity(store),
+                           [("a.png", "relabel", "y"), ("a.png", "group", "g"),
+                            ("b.png", "group", "g")])
+    with open_store(store) as opened:
+        apply_decisions(opened, str(decisions), lambda *_: None)
+        labels, index = opened.full_column("labels"), opened.row_index
+        assert labels.tolist() == [1, 1, 1, 1]  # a.png and its view (row 3) are now y
+        assert len(set(index.group.tolist())) == 1  # both files and both views: one group
