@@ -10,7 +10,8 @@ and a filter hides the sources it leaves empty. The rows are the report's own ca
 so the page grows by a few hundred bytes per listed finding.
 
 The file it saves: `# audit <identity> <store>`, then `id,action,value` lines (drop, relabel,
-group, keep), cells that a spreadsheet would run prefixed with `'` as `pipeline/tables.py` does.
+group, keep), each cell neutralised and quoted by `pipeline/tables.py`'s rule (a `'` before
+every part a spreadsheet would run as a formula).
 Per row, a drop wins over a relabel, and keep is written only for a row nothing else changed.
 """
 
@@ -78,9 +79,10 @@ if(e.key==='n'||e.key==='ArrowDown'){step(1);}else if(e.key==='p'||e.key==='Arro
 else if(cur>=0&&rows[cur]){var f=F(rows[cur]),hit=A[f.k].filter(function(a){return a[2]===e.key;})[0];
 if(e.key==='x')decide(rows[cur],'clear');else if(hit){decide(rows[cur],hit[0]);step(1);}else return;}
 else return;e.preventDefault();});
-function cell(v){v=String(v);var r=v.replace(/^'+/,'');
-if(/^[=+\-@\t\r]/.test(r)&&!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(r))v="'"+v;
-return /[",\r\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+var NUM=/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
+function cell(v,first){var p=String(v).split(/([;\t\r\n])/);for(var i=0;i<p.length;i+=2){
+var r=p.slice(i).join('');if(/^['"]*[=+\-@\t\r]/.test(r)&&(i>0||first||!NUM.test(r)))p[i]="'"+p[i];}
+v=p.join('');return /[,;"\r\n\t=+\-@]/.test(v)&&!NUM.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
 function lines(){var per={},order=[];function g(i){if(!per[i]){per[i]={gs:[]};order.push(i);}return per[i];}
 Object.keys(saved).forEach(function(k){var d=saved[k],ids=d.ids;
 if(d.act==='keep')ids.forEach(function(i){g(i).keep=1;});
@@ -92,7 +94,8 @@ else if(p.relabel)out.push([i,'relabel',p.relabel]);
 p.gs.forEach(function(x){out.push([i,'group',x]);});
 if(!p.drop&&!p.relabel&&!p.gs.length)out.push([i,'keep','']);});return out;}
 $('review-save').onclick=function(){var text='# audit '+M.identity+' '+M.store+'\n'+
-['id,action,value'].concat(lines().map(function(l){return l.map(cell).join(',');})).join('\n')+'\n';
+['id,action,value'].concat(lines().map(function(l){return l.map(function(c,i){
+return cell(c,i===0);}).join(',');})).join('\n')+'\n';
 var a=document.createElement('a');a.href=URL.createObjectURL(new Blob([text],{type:'text/csv'}));
 a.download='decisions.csv';document.body.appendChild(a);a.click();a.remove();};
 progress();})();</script>"""

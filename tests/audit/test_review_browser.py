@@ -178,3 +178,51 @@ def read_csv_lines(lines):
     from pipeline.tables import parse_rows
 
     return parse_rows(io.StringIO("\n".join(lines) + "\n"))
+
+
+HOSTILE_IDS = ["=1+1.png", "+cmd|calc.png", "a;=2+2.png", "-1", "@SUM(A1).png", "quote\",x.png"]
+
+
+def test_ids_a_spreadsheet_would_run_are_saved_neutralised_and_read_back_whole(tmp_path):
+    """Pairs whose ids start formulas (or hide one after a `;`): the page writes them the way
+    pipeline/tables.py does, and --decisions reads back exactly the store's ids."""
+    sync_playwright = _browser_or_skip()
+    import numpy as np
+
+    from pipeline.audit.run import run_audit
+    from pipeline.evaluation.decisions import apply_decisions
+    from pipeline.store.feature_store import open_store, write_store
+    from pipeline.tables import safe_cell
+
+    rng = np.random.default_rng(0)
+    n = 60
+    x = rng.normal(size=(n, 16)).astype(np.float32)
+    ids = [f"img/{i:03d}.png" for i in range(n)]
+    split = ["train"] * 48 + ["test"] * 12
+    for k, hostile in enumerate(HOSTILE_IDS):  # each a copy, in test, of a train row
+        row = 48 + k
+        x[row], ids[row] = x[k], hostile
+    store = write_store(tmp_path / "s.h5", x, np.arange(n) % 3, class_names=["a", "b", "c"],
+                        ids=ids, split=split)
+    folder = run_audit(store, {"shown": 20, "map": "none"}, echo=lambda *_: None)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(accept_downloads=True).new_page()
+        page.goto((folder / "report.html").as_uri())
+        pairs = [f for f in _findings(page) if f["k"] == "pair"]
+        assert {f["ids"][1] for f in pairs} >= set(HOSTILE_IDS), pairs
+        page.select_option("#review-kind", "pair")
+        page.keyboard.press("n")
+        for _ in pairs:  # each key decides and moves on to the next pair
+            page.keyboard.press("k" if _current(page)["ids"][1] != "-1" else "d")
+        with page.expect_download() as info:
+            page.click("#review-save")
+        info.value.save_as(tmp_path / "decisions.csv")
+        browser.close()
+    text = (tmp_path / "decisions.csv").read_text(encoding="utf-8")
+    for hostile in HOSTILE_IDS:  # as the tool's own CSV writer neutralises a first cell
+        assert safe_cell(hostile, first=True) in text.replace('""', '"'), (hostile, text)
+    with open_store(store) as opened:
+        decisions = apply_decisions(opened, str(tmp_path / "decisions.csv"), lambda *_: None)
+        assert opened.column("ids")[decisions.dropped].tolist() == ["-1"]
+        assert decisions.applied["keep"] == 2 * (len(pairs) - 1)
