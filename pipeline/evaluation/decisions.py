@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.tables import parse_rows
+from pipeline.outputs import require_regular_file
+from pipeline.tables import TableError, parse_rows
 
 ACTIONS = ("drop", "relabel", "group", "keep")
 IDENTITY_PREFIX = "# audit "
@@ -133,6 +134,8 @@ def apply_decisions(store, path, echo) -> Decisions | None:
 def _read(store, path: Path) -> tuple[list[tuple[int, dict]], str]:
     """((line number, row) of every decision, the file's sha256), once its first line names
     this store's audit."""
+    require_regular_file(path, "decisions file",
+                         fix="pass the decisions.csv saved from the audit's report.html")
     if not path.is_file():
         raise ConfigError(f"decisions file not found: {path}; pass the decisions.csv saved from "
                           "the audit's report.html")
@@ -154,9 +157,11 @@ def _read(store, path: Path) -> tuple[list[tuple[int, dict]], str]:
         raise DataError(f"{path} was saved from another store's audit "
                         f"({named[0] if named else 'none named'}); {store.path.name} is audit "
                         f"{identity}: review the report.html of this store's audit")
-    if rest.partition("\n")[0].strip().split(",")[:len(COLUMNS)] != list(COLUMNS):
-        raise DataError(f"{path} line 2 must be the header {','.join(COLUMNS)}")
-    rows = parse_rows(io.StringIO(rest, newline=""))
+    try:
+        rows = parse_rows(io.StringIO(rest, newline=""), COLUMNS, first_line=2)
+    except TableError as exc:
+        raise DataError(f"{path}: {exc}; its lines are id,action,value after the header "
+                        f"{','.join(COLUMNS)}") from None
     return ([(i + 3, row) for i, row in enumerate(rows) if any(row.values())],  # blank lines
             hashlib.sha256(data).hexdigest())
 

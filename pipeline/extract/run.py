@@ -31,7 +31,7 @@ from pipeline.config import write_toml
 from pipeline.errors import ConfigError
 from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
 from pipeline.extract.forward_pass import extract_into_journal
-from pipeline.extract.options import ExtractConfig
+from pipeline.extract.options import ExtractConfig, check_batch_memory
 from pipeline.extract.result import ExtractResult
 from pipeline.extract.vector_checks import degenerate_vectors
 from pipeline.outputs import MARKER
@@ -114,6 +114,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     cfg = cfg.replace(engine=engine.name)
     spec = get_backbone(cfg.backbone)
     input_shape = spec.input_shape_for(cfg.input_size, cfg.frames)
+    check_batch_memory(cfg.batch_size, input_shape)  # every axis, before anything is decoded
     reader = create_reader(spec, input_shape, cfg)
     if type(reader) is not listed_by:  # another reader lists other files: list them again
         dataset = _discover(cfg, reader, require_labels)
