@@ -132,6 +132,7 @@ def test_a_group_decision_joins_what_the_store_already_groups(tmp_path):
     (("img/0001.jpg", "relabel", "purple"), "class 'purple'"),
     (("=HYPERLINK(\"http://x\")", "drop", ""), "is not a row of s.h5"),
     (("img/0001.jpg", "group", ""), "a group decision needs a group name"),
+    (("img/0001.jpg", "drop"), "has 2 cell(s) where its header has 3"),
 ])
 def test_a_decision_that_does_not_fit_the_store_is_one_error_line(tmp_path, row, named):
     store = _store(tmp_path / "s.h5")
