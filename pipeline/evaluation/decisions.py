@@ -123,7 +123,7 @@ def apply_decisions(store, path, echo) -> Decisions | None:
                        dtype=np.int64)
     decisions = Decisions(str(path), digest, dropped, {
         "drop": len(dropped), "relabel": len(relabelled), "group": len(joined),
-        "keep": len(kept)})
+        "keep": len(kept - set(changed))})  # a row also dropped or relabelled is not kept
     applied = decisions.applied
     echo(f"--decisions: {applied['drop']} row(s) dropped, {applied['relabel']} relabelled, "
          f"{applied['group']} grouped, {applied['keep']} kept as they are ({path}, sha256 "

@@ -217,3 +217,16 @@ def test_a_relabelled_or_grouped_file_takes_its_augmented_views_along(tmp_path):
         labels, index = opened.full_column("labels"), opened.row_index
         assert labels.tolist() == [1, 1, 1, 1]  # a.png and its view (row 3) are now y
         assert len(set(index.group.tolist())) == 1  # both files and both views: one group
+
+
+def test_a_row_kept_on_one_finding_and_dropped_on_another_counts_as_dropped(tmp_path):
+    from pipeline.evaluation.decisions import apply_decisions
+    from pipeline.store.feature_store import open_store
+
+    store = _store(tmp_path / "s.h5")
+    decisions = _decisions(tmp_path / "d.csv", _identity(store),
+                           [("img/0001.jpg", "keep", ""), ("img/0001.jpg", "drop", ""),
+                            ("img/0002.jpg", "keep", "")])
+    with open_store(store) as opened:
+        applied = apply_decisions(opened, str(decisions), lambda *_: None).applied
+    assert applied == {"drop": 1, "relabel": 0, "group": 0, "keep": 1}
