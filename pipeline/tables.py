@@ -129,23 +129,31 @@ def read_rows(path, required: Sequence = ()) -> list[dict]:
     """
     require_regular_file(path, "CSV file")
     with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
         try:
-            header = _cells_of(next(reader, []))
-            missing = [name for name in required if name not in header]
-            if missing:
-                raise TableError(f"its header has no column {missing[0]!r} (it has: "
-                                 f"{', '.join(header)[:120]})")
-            rows = []
-            for row in reader:
-                if required and row and len(row) != len(header):
-                    raise TableError(f"line {reader.line_num} has {len(row)} cell(s) where its "
-                                     f"header has {len(header)}")
-                rows.append(dict(zip(header, _cells_of(row))))
+            return parse_rows(fh, required)
         except UnicodeDecodeError:
             raise TableError(f"it is not UTF-8 text ({_first_bad_byte(path)})") from None
-        except csv.Error as exc:
-            raise TableError(f"line {reader.line_num} cannot be read as CSV ({exc})") from None
+
+
+def parse_rows(lines: Iterable[str], required: Sequence = (), first_line: int = 1) -> list[dict]:
+    """`read_rows` of lines already open, e.g. those after a file's own first line
+    (`first_line`: the file's line number of the header, for the messages)."""
+    reader = csv.reader(lines)
+    line = lambda: reader.line_num + first_line - 1  # noqa: E731
+    try:
+        header = _cells_of(next(reader, []))
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise TableError(f"its header has no column {missing[0]!r} (it has: "
+                             f"{', '.join(header)[:120]})")
+        rows = []
+        for row in reader:
+            if required and row and len(row) != len(header):
+                raise TableError(f"line {line()} has {len(row)} cell(s) where its header has "
+                                 f"{len(header)}")
+            rows.append(dict(zip(header, _cells_of(row))))
+    except csv.Error as exc:
+        raise TableError(f"line {line()} cannot be read as CSV ({exc})") from None
     return rows
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audit import review
 from pipeline.extract.sources import thumbnail as read_thumbnail
 
 THUMB = 120  # px, longest side
@@ -167,9 +168,10 @@ def caveats(summary: dict) -> str:
     return "".join(f"<div class='caveat {kind}'>{_esc(text)}</div>" for kind, text in boxes)
 
 
-def leaks_by_source(leaks: list, group_of: dict, thumb, shown: int) -> str:
+def leaks_by_source(leaks: list, group_of: dict, thumb, shown: int, attrs=lambda r: "") -> str:
     """Leaking pairs grouped by source (the audit's suggested group of their rows): each
-    source once, with its rows' thumbnails and splits, its pairs listed under it."""
+    source once, with its rows' thumbnails and splits, its pairs listed under it (each pair's
+    row carrying `attrs(pair)`, its review controls)."""
     by_group: dict[str, list] = {}
     for r in leaks:
         by_group.setdefault(group_of.get(r["id_a"]) or r["id_a"], []).append(r)
@@ -187,7 +189,7 @@ def leaks_by_source(leaks: list, group_of: dict, thumb, shown: int) -> str:
                         if x in ("train", "val", "test") else 3)
         figures = "".join(f"<figure>{thumb(i)}<figcaption>{_esc(split)}: {_esc(i)}</figcaption>"
                           "</figure>" for i, split in list(rows.items())[:12])
-        listed = "".join(f"<tr><td>{_esc(r['id_a'])}</td><td>{_esc(r['id_b'])}</td>"
+        listed = "".join(f"<tr{attrs(r)}><td>{_esc(r['id_a'])}</td><td>{_esc(r['id_b'])}</td>"
                          f"<td>{_esc(r['split_a'])} / {_esc(r['split_b'])}</td>"
                          f"<td>{r['distance']:.4f}</td><td>{r['kind']}</td></tr>"
                          for r in pairs[:shown])
@@ -205,7 +207,8 @@ def _more(total: int, shown: int, csv_name: str) -> str:
 
 def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers: list,
                  nearest: np.ndarray, data_root: str | None, shown: int,
-                 group_of: dict | None = None, extra_html: str = "") -> None:
+                 group_of: dict | None = None, extra_html: str = "",
+                 identity: str = "", class_of: dict | None = None) -> None:
     """Writes report.html.
 
     Args:
@@ -220,7 +223,16 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
         group_of: each row id's suggested group (suggested_groups.csv), which groups the
             leaking pairs by source; without it each pair stands alone.
         extra_html: sections added at the end (the split coverage and the map).
+        identity: the audit's identity (`decisions.audit_identity`): with it, every listed
+            finding gets review controls and the page saves decisions.csv (review.py).
+        class_of: each listed row id's class name (the review's class filter).
     """
+    class_of = class_of or {}
+
+    def pair_attrs(r):
+        return review.finding_attrs("pair", (r["id_a"], r["id_b"]), (r["split_a"], r["split_b"]),
+                                    (class_of.get(r["id_a"], ""), class_of.get(r["id_b"], "")))
+
     thumbs: dict[str, str] = {}
 
     def thumb(row_id):
@@ -230,22 +242,27 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
 
     th = summary["thresholds"]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>audit: "
-             f"{_esc(Path(summary['store']).name)}</title><style>{STYLE}</style></head><body>",
+             f"{_esc(Path(summary['store']).name)}</title><style>{STYLE}{review.STYLE}</style>"
+             "</head><body>",
              f"<h1>Dataset audit</h1><p class='meta'>{_esc(summary['store'])}<br>"
              f"{summary['n_rows']} rows; splits: {_esc(summary['splits']['how'])}; "
              f"{_esc(summary['created_at'])}</p>", f"<div class='cards'>{_cards(summary['counts'])}"
              "</div>", caveats(summary)]
+    if identity:
+        parts.append(review.review_bar(identity, Path(summary["store"]).name,
+                                       summary.get("class_balance", {}).keys()))
     leaks = [r for r in dupes if r["cross_split"] or r["cross_group"]]
     parts.append(f"<h2>Leaking pairs ({len(leaks)})</h2><p class='meta'>near-duplicates on "
                  f"both sides of a split or in different groups (distance &le; "
                  f"{th['duplicate_distance']:g}); test scores are optimistic while they stay</p>")
     if leaks and group_of:
-        parts.append(leaks_by_source(leaks, group_of, thumb, shown))
+        parts.append(leaks_by_source(leaks, group_of, thumb, shown, pair_attrs))
     elif leaks:
         parts.append("<table><tr><th>a</th><th>b</th><th>ids</th><th>splits</th><th>distance"
                      "</th><th>kind</th></tr>")
         for r in leaks[:shown]:
-            parts.append(f"<tr><td>{thumb(r['id_a'])}</td><td>{thumb(r['id_b'])}</td>"
+            parts.append(f"<tr{pair_attrs(r)}><td>{thumb(r['id_a'])}</td>"
+                         f"<td>{thumb(r['id_b'])}</td>"
                          f"<td>{_esc(r['id_a'])}<br>{_esc(r['id_b'])}</td><td>{_esc(r['split_a'])}"
                          f" / {_esc(r['split_b'])}</td><td>{r['distance']:.4f}</td>"
                          f"<td>{r['kind']}</td></tr>")
@@ -260,8 +277,9 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
         parts.append("<table><tr><th></th><th>id</th><th>split</th><th>given</th><th>suggested"
                      "</th><th>label quality</th></tr>")
         for row_id, split, given, suggested, score in issues[:shown]:
-            parts.append(f"<tr><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td><td>{_esc(split)}"
-                         f"</td><td>{_esc(given)}</td><td><b>{_esc(suggested)}</b></td>"
+            attrs = review.finding_attrs("label", [row_id], [split], [given], suggested)
+            parts.append(f"<tr{attrs}><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td>"
+                         f"<td>{_esc(split)}</td><td>{_esc(given)}</td><td><b>{_esc(suggested)}</b></td>"
                          f"<td>{score:.3f}</td></tr>")
         parts.append("</table>" + _more(len(issues), shown, "label_issues.csv"))
     parts.append(f"<h2>Outliers ({len(outliers)})</h2><p class='meta'>{_esc(th['outlier_score'])}"
@@ -269,12 +287,14 @@ def write_report(path: Path, summary: dict, dupes: list, issues: list, outliers:
     if outliers:
         parts.append("<table><tr><th></th><th>id</th><th>split</th><th>score</th></tr>")
         for row_id, split, score in outliers[:shown]:
-            parts.append(f"<tr><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td><td>{_esc(split)}"
-                         f"</td><td>{score:.4f}</td></tr>")
+            attrs = review.finding_attrs("outlier", [row_id], [split],
+                                         [class_of.get(row_id, "")])
+            parts.append(f"<tr{attrs}><td>{thumb(row_id)}</td><td>{_esc(row_id)}</td>"
+                         f"<td>{_esc(split)}</td><td>{score:.4f}</td></tr>")
         parts.append("</table>" + _more(len(outliers), shown, "outliers.csv"))
     parts.append(f"<h2>Distance distribution</h2><p class='meta'>{_esc(th['duplicate_how'])}</p>"
                  f"<img src='{histogram_png(nearest, th['duplicate_distance'])}' "
                  "alt='nearest-neighbour distance histogram'>")
     parts.append(extra_html)
-    parts.append("</body></html>")
+    parts.append((review.SCRIPT if identity else "") + "</body></html>")
     Path(path).write_text("\n".join(parts), encoding="utf-8")

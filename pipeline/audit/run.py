@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.evaluation.decisions import audit_identity
 from pipeline.evaluation.exclusions import SUGGESTED_GROUPS, audit_dir_for
 from pipeline.audit.options import AuditConfig
 from pipeline.audit.pairs import cut_warnings, find_pairs, identical_warning
@@ -297,11 +298,14 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
     _write_csv(tmp / "uniqueness.csv", ("id", "split", "uniqueness"), unique_rows)
+    summary["audit_identity"] = audit_identity(store)  # what decisions.csv must name
+    class_of = dict(zip(ids, np.array(list(names) + [""], dtype=object)[labels].tolist()))
     with times("report"):
         report.write_report(tmp / "report.html", summary, dupes, issue_rows,
                             [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
                             graph.nearest, data_root, cfg.shown,
-                            group_of=_group_of(dupes, ids, suggested), extra_html=map_html)
+                            group_of=_group_of(dupes, ids, suggested), extra_html=map_html,
+                            identity=summary["audit_identity"], class_of=class_of)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["seconds_per_pass"] = times.as_dict()
     write_json(tmp / "summary.json", summary)

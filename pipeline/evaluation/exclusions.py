@@ -4,6 +4,7 @@ A near-duplicate on both sides of a split makes the held-out score optimistic: t
 seen the photo. These helpers warn about that, and with `--exclude-leaks` drop the held-out side
 of each such pair, saying how many rows went; `--groups-from-audit` groups the rows by the
 audit's suggested groups (suggested_groups.csv), so a split never separates near-duplicates.
+A review's `--decisions` (decisions.py) drop their rows here too, from every part of the split.
 
 Usage:
     warn_about_leaks(store, echo)
@@ -57,6 +58,12 @@ def read_audit_summary(store) -> dict | None:
 
 def _store_flag(store) -> str:
     return f"--store {store.path}"
+
+
+def _audit_groups_in_use(store) -> bool:
+    """Whether the rows are grouped by the audit's suggested groups (a review's groups may be
+    joined to them), so no audited pair crosses a split."""
+    return store.groups_from.startswith(str(audit_folder(store) / SUGGESTED_GROUPS))
 
 
 def _audit_again(store) -> str:
@@ -119,7 +126,7 @@ def warn_about_leaks(store, echo, exclude_leaks: bool = False) -> int:
     go unseen. With more than LEAK_WARNING_PAIRS cross-split pairs, a warning names the fixes
     not yet taken.
     """
-    if store.groups_from != "the store":
+    if _audit_groups_in_use(store):
         return 0
     summary = read_audit_summary(store)
     if summary is None:
@@ -154,7 +161,7 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     Raises:
         ConfigError: there is no current audit of this store to read the pairs from.
     """
-    if store.groups_from != "the store":
+    if _audit_groups_in_use(store):
         return parts, 0  # the split is by the audit's groups: no pair crosses it
     if read_audit_summary(store) is None:
         raise ConfigError(f"--exclude-leaks needs a current audit of {store.path.name}; run "
@@ -184,38 +191,54 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     return [np.setdiff1d(rows, dropped) for rows in parts], len(drop)
 
 
-def audited_split(store, split, exclude_leaks: bool, echo):
-    """fit-head's hook: warns about the store's audited leaks and, with --exclude-leaks, returns
-    the split without the val/test side of each leaking pair (the count goes into `split.how`,
-    hence into metrics.json)."""
+def audited_split(store, split, exclude_leaks: bool, echo, decisions=None):
+    """fit-head's hook: warns about the store's audited leaks; with --exclude-leaks returns the
+    split without the val/test side of each leaking pair, and with --decisions without the rows
+    the review dropped (the counts go into `split.how`, hence into metrics.json)."""
     from dataclasses import replace
 
     warn_about_leaks(store, echo, exclude_leaks)
-    if not exclude_leaks:
-        return split
-    (train, val, test), dropped = drop_leaking_rows(store, [split.train, split.val, split.test])
-    echo(f"--exclude-leaks: dropped {dropped} val/test row(s) that near-duplicate a row on an "
-         "earlier side of the split, directly or through a chain of near-duplicates")
+    parts, how = [split.train, split.val, split.test], split.how
+    if exclude_leaks:
+        parts, dropped = drop_leaking_rows(store, parts)
+        echo(f"--exclude-leaks: dropped {dropped} val/test row(s) that near-duplicate a row on "
+             "an earlier side of the split, directly or through a chain of near-duplicates")
+        how += f"; {dropped} leaking val/test row(s) dropped (audit)"
+        _check_left(split, parts, echo, "--exclude-leaks", "near-duplicate a training row "
+                    "(frames or copies of the same sources on both sides)",
+                    "split by source instead with --groups-from-audit (in place of "
+                    "--exclude-leaks)")
+    if decisions is not None:
+        parts, dropped = decisions.drop_from(parts)
+        how += f"; {dropped} row(s) dropped by the review's decisions"
+        _check_left(split, parts, echo, "--decisions", "were dropped by the review",
+                    "keep some of them in the review")
+    train, val, test = parts
+    return replace(split, train=train, val=val, test=test, how=how)
+
+
+def _check_left(split, parts, echo, flag: str, why: str, fix: str) -> None:
+    """No validation rows left is an error (nothing would choose the epoch); no test rows, a
+    warning."""
+    _, val, test = parts
     if len(split.val) and not len(val):
-        raise DataError(f"--exclude-leaks left no validation rows: all {len(split.val)} "
-                        "near-duplicate a training row (frames or copies of the same sources "
-                        "on both sides); split by source instead with --groups-from-audit "
-                        "(in place of --exclude-leaks)")
+        raise DataError(f"{flag} left no validation rows: all {len(split.val)} {why}; {fix}")
     if len(split.test) and not len(test):
-        echo(f"warning: --exclude-leaks left no test rows: all {len(split.test)} near-duplicate "
-             "a training or validation row; split by source with --groups-from-audit")
-    return replace(split, train=train, val=val, test=test,
-                   how=f"{split.how}; {dropped} leaking val/test row(s) dropped (audit)")
+        echo(f"warning: {flag} left no test rows: all {len(split.test)} {why}; {fix}")
 
 
 def audited_search_rows(store, search_rows, test_rows, test_how: str, exclude_leaks: bool,
-                        echo):
+                        echo, decisions=None):
     """grid-search's hook: the same warning; with --exclude-leaks the test rows that
-    near-duplicate a search row are dropped. Returns (search rows, test rows, how)."""
+    near-duplicate a search row are dropped, and with --decisions the rows the review dropped.
+    Returns (search rows, test rows, how)."""
     warn_about_leaks(store, echo, exclude_leaks)
-    if not exclude_leaks:
-        return search_rows, test_rows, test_how
-    (search_rows, test_rows), dropped = drop_leaking_rows(store, [search_rows, test_rows])
-    echo(f"--exclude-leaks: dropped {dropped} test row(s) that near-duplicate a search row, "
-         "directly or through a chain of near-duplicates")
-    return search_rows, test_rows, f"{test_how}; {dropped} leaking test row(s) dropped (audit)"
+    if exclude_leaks:
+        (search_rows, test_rows), dropped = drop_leaking_rows(store, [search_rows, test_rows])
+        echo(f"--exclude-leaks: dropped {dropped} test row(s) that near-duplicate a search row, "
+             "directly or through a chain of near-duplicates")
+        test_how += f"; {dropped} leaking test row(s) dropped (audit)"
+    if decisions is not None:
+        (search_rows, test_rows), dropped = decisions.drop_from([search_rows, test_rows])
+        test_how += f"; {dropped} row(s) dropped by the review's decisions"
+    return search_rows, test_rows, test_how

@@ -96,6 +96,9 @@ FIT_HEAD_OPTIONS = (
     Option("groups_from_audit", bool, False, "group the rows by the audit's suggested groups "
            "(suggested_groups.csv: chains of near-duplicates), so splits, folds and the "
            "calibration share never separate them (needs a current audit of the store)"),
+    Option("decisions", str, "", "a review's decisions.csv, saved from the audit's report.html: "
+           "its rows are dropped, relabelled or grouped for this run (the store is not changed)",
+           metavar="FILE"),
     Option("linear_probe", bool, True, "on stores of up to 5,000 training rows, also score a "
            "standardised logistic regression (C=1) on the same rows and say when it beats the "
            "head"),

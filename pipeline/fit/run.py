@@ -37,6 +37,7 @@ from pipeline.fit.probe import compare_with_linear_probe
 from pipeline.fit import calibration, reports
 from pipeline.fit.cross_validation import cross_validate
 from pipeline.fit.training import HeadTrainer, probabilities, should_stream
+from pipeline.evaluation.decisions import apply_decisions
 from pipeline.evaluation.exclusions import adopt_audit_groups, audited_split
 
 
@@ -69,17 +70,17 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
     with open_store(store_path) as store:
         n_classes = len(store.class_names)
         output = resolve_output(n_classes, config.output, config.loss, config_file)  # refuse early
+        if config.groups_from_audit:
+            adopt_audit_groups(store, echo)
+        decisions = apply_decisions(store, config.decisions, echo)  # relabels before the check
         labels = store.column("labels")
         if (labels < 0).any():
             raise DataError(f"store {store.path.name} has {int((labels < 0).sum())} unlabelled "
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
-        if config.groups_from_audit:
-            adopt_audit_groups(store, echo)
         split = make_split(store, config.val_fraction, config.seed, config.test_fraction,
                            config=config_file)
-
-        split = audited_split(store, split, config.exclude_leaks, echo)
+        split = audited_split(store, split, config.exclude_leaks, echo, decisions)
         fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
         # A store made with --views: the views of the training files (never of a validation,
         # calibration or test file) train beside their plain rows.
@@ -135,7 +136,7 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
         run_dir = _write_run(store, config, model, history, best_epoch, split, results,
                              (cv_report, cv_table), streamed, seconds, output.reason,
                              data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)),
-                             echo)
+                             echo, decisions)
     epochs = f"epoch {best_epoch} of {len(history.get('loss', []))} kept"
     val_line = (f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose "
                 "the epoch: optimistic)")
@@ -230,7 +231,8 @@ def _rescue_head(model, store, out: Path) -> Path | None:
 
 
 def _write_run(store, config, model, history, best_epoch, split, results, cv, streamed,
-               seconds, output_reason, data_checks, out_dir, extras, echo) -> Path:
+               seconds, output_reason, data_checks, out_dir, extras, echo,
+               decisions=None) -> Path:
     """Writes the run folder in a scratch folder under `out`, then renames it to a name no
     other folder has: no half runs, and two runs finishing in one second both stay. When
     writing fails (a full disk), the trained head is saved elsewhere and the error says where.
@@ -241,7 +243,7 @@ def _write_run(store, config, model, history, best_epoch, split, results, cv, st
             tmp = scratch / "run"
             tmp.mkdir()
             _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
-                             streamed, seconds, output_reason, data_checks, extras)
+                             streamed, seconds, output_reason, data_checks, extras, decisions)
             return publish_new_folder(tmp, out, _run_dir_name(store.path, "head"))
     except Exception as exc:
         rescued = _rescue_head(model, store, out)
@@ -257,7 +259,8 @@ def _write_run(store, config, model, history, best_epoch, split, results, cv, st
 
 
 def _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
-                     streamed, seconds, output_reason, data_checks, extras) -> None:
+                     streamed, seconds, output_reason, data_checks, extras,
+                     decisions=None) -> None:
     names = store.class_names
     model.save(tmp / "head.keras")
     write_toml(tmp / "config.toml", "fit_head",
@@ -325,12 +328,14 @@ def _write_run_files(tmp, store, config, model, history, best_epoch, split, resu
     honest = "test" if "test" in results else "val"
     metrics["score"] = {"split": honest, "accuracy": metrics[f"{honest}_accuracy"],
                         "n": int(len(results[honest][1]))}
+    decided = {"decisions": decisions.record()} if decisions is not None else {}
+    metrics.update(decided)  # the review's file (its digest) and the rows each action took
     write_json(tmp / "metrics.json", metrics)
     write_json(tmp / "run.json", {
         "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
         "provenance": store.provenance, "class_names": list(names),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature_shape": list(store.feature_shape),
+        "feature_shape": list(store.feature_shape), **decided,
         **run_digests(tmp, ["head.keras"], names),  # checked by predict and export
     })
     write_marker(tmp, "fit-head", store=str(store.path.resolve()))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.evaluation.decisions import apply_decisions
 from pipeline.evaluation.exclusions import adopt_audit_groups, audited_search_rows
 from pipeline.evaluation.splits import blank_split_note, cv_folds, holdout, rows_in_splits
 from pipeline.search.checks import search_data_warnings
@@ -68,12 +69,13 @@ def split_rows(store, cfg: SearchConfig, labels: np.ndarray):
 def read_job(store, cfg: SearchConfig, store_path: Path, entries: list, echo):
     """(the search's rows, folds and columns, the vectors of every row it may fit on), read
     from the open store; the data checks are said out loud."""
-    labels = store.column("labels")
     if cfg.groups_from_audit:
         adopt_audit_groups(store, echo)
+    decisions = apply_decisions(store, cfg.decisions, echo)
+    labels = store.column("labels")  # with the review's relabelled rows
     search_rows, test_rows, test_how = split_rows(store, cfg, labels)
     search_rows, test_rows, test_how = audited_search_rows(
-        store, search_rows, test_rows, test_how, cfg.exclude_leaks, echo)
+        store, search_rows, test_rows, test_how, cfg.exclude_leaks, echo, decisions)
     index = store.row_index  # after the audit's groups, if any, were adopted
     folds = cv_folds(search_rows, labels, index.group, cfg.cv, cfg.seed)
     if len(np.unique(labels[search_rows])) < 2:
@@ -90,7 +92,8 @@ def read_job(store, cfg: SearchConfig, store_path: Path, entries: list, echo):
     job = SearchJob(
         cfg=cfg, store_path=store_path, entries=entries, index=index,
         meta={"store": str(store_path), "store_key": store.key,
-              "provenance": store.provenance, "class_names": list(store.class_names)},
+              "provenance": store.provenance, "class_names": list(store.class_names),
+              **({"decisions": decisions.record()} if decisions is not None else {})},
         labels=store.full_column("labels")[:n_loaded],
         # integer codes: cheap to hand to every worker, and they join what the names join
         groups=np.unique(index.group[:n_loaded].astype(str), return_inverse=True)[1],

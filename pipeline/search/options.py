@@ -52,6 +52,9 @@ GRID_SEARCH_OPTIONS = (
     Option("groups_from_audit", bool, False, "group the rows by the audit's suggested groups "
            "(suggested_groups.csv: chains of near-duplicates), so the test split and the folds "
            "never separate them (needs a current audit of the store)"),
+    Option("decisions", str, "", "a review's decisions.csv, saved from the audit's report.html: "
+           "its rows are dropped, relabelled or grouped for this run (the store is not changed)",
+           metavar="FILE"),
     Option("learning_curve", bool, True, "refit the best model on 10, 25, 50 and 100 percent "
            "of the first fold's training rows for learning_curve.csv/png"),
 )

@@ -41,6 +41,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.outputs import hold_exclusive_lock, release_lock_file, require_regular_file
 from pipeline.store import integrity, space
+from pipeline.store.integrity import read_feature_rows
 from pipeline.store.diagnose import not_a_store_message
 from pipeline.store.row_index import RowIndex, plain_count
 
@@ -197,23 +198,6 @@ def _as_column(name: str, values) -> np.ndarray:
     return np.asarray(values, dtype=None if name in ("labels", "clip_index", "view") else object)
 
 
-def read_feature_rows(features: h5py.Dataset, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """`features[rows]` in the order given, repeats allowed: h5py itself only reads strictly
-    increasing indices, and a contiguous range is read as one slice (far faster)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.size == 0:
-        return np.zeros((0, *features.shape[1:]), dtype=dtype)
-    order = np.argsort(rows, kind="stable")
-    uniq, inverse = np.unique(rows[order], return_inverse=True)
-    if uniq[-1] - uniq[0] + 1 == len(uniq):
-        data = features[uniq[0]:uniq[-1] + 1][inverse]
-    else:
-        data = features[uniq][inverse]
-    out = np.empty_like(data, dtype=dtype)
-    out[order] = data
-    return out
-
-
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -303,6 +287,12 @@ class FeatureStore:
                              f"{self.path.name}")
         self._columns["group"] = groups
         self.groups_from, self._row_index = source, None
+
+    def use_labels(self, labels) -> None:
+        """Reads `labels` (a class index per row) as the labels from now on, e.g. a review's
+        relabelled rows; a view takes its file's. The file is not changed."""
+        self._full["labels"] = np.asarray(labels, dtype=np.int64)[self.row_index.plain]
+        self._columns.pop("labels", None)
 
     @property
     def splits(self) -> list[str]:

@@ -206,3 +206,20 @@ class CheckedFeatures:
             return checked(self._store.path, self._features, rows,
                            lambda: self._features[index], self._store.provenance)
         return self._store.read_rows(np.asarray(index), self.dtype)
+
+
+def read_feature_rows(features: h5py.Dataset, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """`features[rows]` in the order given, repeats allowed: h5py itself only reads strictly
+    increasing indices, and a contiguous range is read as one slice (far faster)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, *features.shape[1:]), dtype=dtype)
+    order = np.argsort(rows, kind="stable")
+    uniq, inverse = np.unique(rows[order], return_inverse=True)
+    if uniq[-1] - uniq[0] + 1 == len(uniq):
+        data = features[uniq[0]:uniq[-1] + 1][inverse]
+    else:
+        data = features[uniq][inverse]
+    out = np.empty_like(data, dtype=dtype)
+    out[order] = data
+    return out
