@@ -163,7 +163,10 @@ def test_shipped_head_config_is_valid(stores):
     path = Path(__file__).resolve().parents[2] / "configs" / "head_mlp.toml"
     config = HeadConfig.from_mapping({"config": str(path)})
     assert config.hidden_units == (256,) and config.class_weight == "balanced"
-    assert config.as_dict() == {**HeadConfig().as_dict(), "store": None}  # file = defaults
+    # the file gives the head options, so it trains the fixed head (no choice), with every
+    # other key at its default
+    assert not config.chooses_head
+    assert config.fixed().as_dict() == {**HeadConfig().fixed().as_dict(), "store": None}
 
 
 def test_streamed_batches_cover_every_row_once_and_mix_classes(stores):
