@@ -54,6 +54,21 @@ def image_folder(tmp_path):
     return write_images(tmp_path / "data")
 
 
+@pytest.fixture(scope="session")
+def flowers5_store(tmp_path_factory):
+    """Every flowers5 photo through the shared ImageNet MobileNet (pooled, 224 px), extracted
+    once per test session: the slow flowers5 tests of fit-head and grid-search share it."""
+    if not (FLOWERS.is_dir() and MOBILENET_WEIGHTS.is_file()):
+        pytest.skip(f"../shared not available: {FLOWERS} or {MOBILENET_WEIGHTS}")
+    from pipeline.extract.options import EXTRACT_OPTIONS
+    from pipeline.extract.run import run_extraction
+
+    opts = {o.name: o.default for o in EXTRACT_OPTIONS}
+    opts.update(data=str(FLOWERS), backbone="mobilenet", weights=str(MOBILENET_WEIGHTS),
+                cache_dir=str(tmp_path_factory.mktemp("flowers5")), progress=False)
+    return run_extraction(opts, echo=lambda *_: None).path
+
+
 def read_csv(path) -> list[dict]:
     """The rows of a CSV the pipeline wrote, as dicts keyed by its header (cells neutralised
     against spreadsheet formulas read back as they were given)."""

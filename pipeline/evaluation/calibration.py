@@ -90,7 +90,8 @@ def fit_temperature_or_reason(probs: np.ndarray, labels: np.ndarray) -> tuple:
 
 
 def write_reliability_diagram(path: Path, before: np.ndarray, after: np.ndarray,
-                              labels: np.ndarray, temperature: float) -> None:
+                              labels: np.ndarray, temperature: float,
+                              split: str = "validation") -> None:
     """Accuracy per confidence bin against the diagonal, before and after scaling."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
@@ -106,7 +107,7 @@ def write_reliability_diagram(path: Path, before: np.ndarray, after: np.ndarray,
         ax.plot(centres, acc, "o-", color=colour, label=f"{name} (ECE {ece:.3f})")
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"reliability on validation ({len(labels)} rows)")
+           title=f"reliability on {split} ({len(labels)} rows)")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)

@@ -227,7 +227,8 @@ _HELD_NAMES = {"val_fraction": "validation", "validation_fraction": "validation"
 
 
 def make_split(store, val_fraction: float = 0.2, seed: int = 0,
-               test_fraction: float = 0.0, config: str | None = None) -> Split:
+               test_fraction: float = 0.0, config: str | None = None,
+               skip_unaffordable: bool = False, hold_out_val: bool = True) -> Split:
     """Train/val/test row indices for a store (see the module docstring for the rules).
 
     Args:
@@ -237,6 +238,11 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
         test_fraction: when > 0 and the store has no test split, this share of the rows is held
             out first (stratified, group-aware) as an untouched test split.
         config: the config file in use, if any (named in errors next to the flag).
+        skip_unaffordable: a test or validation share that the rows cannot give (a class too
+            small to sit on both sides) is left empty, with a `note:` line in `warnings`,
+            instead of refused.
+        hold_out_val: False leaves a store without a val split without validation rows
+            (its own val split stays).
 
     Raises:
         DataError: a class would have no training rows (named, with the fix).
@@ -248,11 +254,24 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
     usable, left_out = rows_in_splits(store)
     test = store.indices("test")
     test_how = blank_split_note(left_out)
+    notes = []
+
+    def share(rows, fraction, knob, what):
+        """holdout(), or (rows, no rows) and a note when the share cannot be afforded."""
+        try:
+            return holdout(rows, labels, index.group, fraction, seed, knob=knob,
+                           config=config, class_names=names)
+        except DataError as exc:
+            if not skip_unaffordable:
+                raise
+            notes.append(f"note: no {what} share: {str(exc).split(';')[0]}")
+            return np.asarray(rows), np.zeros(0, dtype=np.int64)
+
     if not len(test) and test_fraction:
-        rest, test = holdout(usable, labels, index.group, test_fraction, seed,
-                             knob="test_fraction", config=config, class_names=names)
-        test_how += (f"; {grouped}stratified "
-                     f"{len(test) / len(usable):.0%} test split held out first, seed {seed}")
+        rest, test = share(usable, test_fraction, "test_fraction", "test")
+        if len(test):
+            test_how += (f"; {grouped}stratified "
+                         f"{len(test) / len(usable):.0%} test split held out first, seed {seed}")
         if "val" in store.splits:  # the store's val rows stay val, never test
             val_rows = store.indices("val")
             test = np.setdiff1d(test, val_rows)
@@ -265,12 +284,13 @@ def make_split(store, val_fraction: float = 0.2, seed: int = 0,
     else:
         pool = store.indices("train") if "train" in store.splits else usable
         pool = np.setdiff1d(pool, test)
-        train, val = holdout(pool, labels, index.group, val_fraction, seed, config=config,
-                             class_names=names)
-        how = (f"{grouped}stratified "
-               f"{len(val) / len(pool):.0%} validation split, seed {seed}{test_how}")
+        train, val = share(pool, val_fraction, "val_fraction", "validation") \
+            if hold_out_val else (pool, pool[:0])
+        how = (f"{grouped}stratified {len(val) / len(pool):.0%} validation split, seed {seed}"
+               if len(val) else "no validation split") + test_how
         val_knob = "val_fraction"
-    found = check_classes(labels, train, val, names, "validation", val_knob, config)
+    found = notes + (check_classes(labels, train, val, names, "validation", val_knob, config)
+                     if len(val) else [])
     if len(test):
         found += check_classes(labels, train, test, names, "test",
                                None if "test" in store.splits else "test_fraction", config)

@@ -76,13 +76,15 @@ def read_temperature(run_dir) -> float | None:
     return float(json.loads(path.read_text(encoding="utf-8"))["temperature"])
 
 
-def write_calibration(folder: Path, report: dict, val_labels: np.ndarray, val_raw: np.ndarray,
-                      val_after: np.ndarray) -> dict:
-    """calibration.json (T, read by predict/export) and reliability_diagram.png on the
-    validation rows, raw and calibrated; returns the JSON-ready report for metrics.json. A
-    skipped calibration writes neither: predict and export then use the raw head."""
+def write_calibration(folder: Path, report: dict, labels: np.ndarray, raw: np.ndarray,
+                      after: np.ndarray, split: str = "val") -> dict:
+    """calibration.json (T, read by predict/export) and reliability_diagram.png on a held-out
+    split's rows (`split`), raw and calibrated; returns the JSON-ready report for
+    metrics.json. A skipped calibration writes neither: predict and export then use the raw
+    head."""
     if "temperature" in report:
-        write_reliability_diagram(folder / "reliability_diagram.png", val_raw, val_after,
-                                  val_labels, report["temperature"])
+        write_reliability_diagram(folder / "reliability_diagram.png", raw, after, labels,
+                                  report["temperature"],
+                                  {"val": "validation"}.get(split, split))
         write_json(folder / "calibration.json", report)
     return report

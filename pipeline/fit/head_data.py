@@ -133,9 +133,12 @@ class ArrayBatches(keras.utils.PyDataset):
     batch reaches the traced step with the same unknown batch size (no retracing per size)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                 seed: int = 0):
+                 seed: int = 0, weights: np.ndarray | None = None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.x, self.y = np.asarray(x), np.asarray(y)
+        # Per-row weights (class weights on early-stopping rows, so that the loss they watch
+        # is the one training minimises); None: every row counts once.
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.epoch = 0
         self._order = self._plan()
@@ -150,6 +153,8 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         take = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.weights is not None:
+            return self.x[take], self.y[take], self.weights[take]
         return self.x[take], self.y[take]
 
     def on_epoch_end(self) -> None:

@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.fit.linear import unit_scale
 from pipeline.fit.options import HeadConfig
 
 OUTPUTS = ("auto", "sigmoid", "softmax")
@@ -102,7 +103,8 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | Mapping 
     Args:
         input_shape: one vector's shape, e.g. (2048,) or a pool5 map (7, 7, 2048).
         n_classes: number of classes; decides the output layer and loss (`resolve_output`).
-        config: a `HeadConfig`, or a mapping of any of its keys (the rest are defaults).
+        config: a `HeadConfig`, or a mapping of any of its keys (head options left unset
+            take their `FIXED_HEAD` values: a head with one hidden layer of 256).
         feature_stats: (mean, variance) per feature channel of the training vectors. With
             `config.standardize`, a Normalization layer holding them starts the head, so raw
             vectors of any scale (a ResNet's 0..30, a MobileNet's 0..6) train alike and the
@@ -114,7 +116,7 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | Mapping 
     """
     import keras
 
-    config = HeadConfig.from_mapping(config)
+    config = HeadConfig.from_mapping(config).fixed()  # unset head options: FIXED_HEAD
     out = resolve_output(n_classes, config.output, config.loss)
     if config.spatial not in SPATIAL:
         raise ConfigError(f"spatial must be one of {', '.join(SPATIAL)}; received: {config.spatial!r}")
@@ -129,6 +131,11 @@ def build_head(input_shape: tuple, n_classes: int, config: HeadConfig | Mapping 
         mean, variance = (np.asarray(v, dtype=np.float32) for v in feature_stats)
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.maximum(variance, 1e-12),
                                        name="standardize")(x)
+    if config.l2_normalize:
+        # Unit length, then sqrt(channels): entries about 1 in size, as standardised ones are,
+        # so one range of L2 penalties (and of logistic regression's C) suits both scalings.
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+        x = keras.layers.Rescaling(unit_scale(input_shape[-1]), name="unit_scale")(x)
     # Pointwise feature augmentation (active in training only; identity at inference), after
     # the scaling so its strength is in units of each feature's spread.
     if config.feature_noise:

@@ -31,26 +31,39 @@ FIT_HEAD_OPTIONS = (
     Option("store", str, None, "feature store (.h5) made by extract", metavar="STORE"),
     Option("out", str, "cache/runs", "the folder that receives run folders: each run adds a new, uniquely named "
            "run folder inside it and never replaces anything there (created if missing)", metavar="DIR"),
-    # The head (every key here is also a [fit_head] key of configs/head_mlp.toml).
-    Option("hidden_units", int_list, (256,), "hidden layer sizes, comma separated; \"\" for a "
-           "linear head", metavar="N[,N...]", minimum=1, maximum=1_000_000),
-    Option("standardize", bool, True, "scale inputs by the training vectors' mean and variance "
-           "(a Normalization layer inside the head)"),
-    Option("dropout", float, 0.5, "dropout after each hidden layer", minimum=0.0,
-           maximum=1.0, open_maximum=True),
-    Option("l2", float, 3e-2, "L2 penalty on the hidden and output kernels (the head's "
-           "counterpart of logistic regression's C; measured in benchmarks/defaults.py)",
-           minimum=0.0),
-    Option("feature_noise", float, 0.0, "training only: Gaussian noise of this standard "
+    # The head. Left unset, these are chosen by cross-validation on the training rows (the
+    # head's form, its L2 penalty and its input scaling); any one of them given (flag or TOML
+    # key) trains exactly the head they describe, the unset ones taking FIXED_HEAD's values.
+    Option("hidden_units", int_list, None, "hidden layer sizes, comma separated; \"\" for a "
+           "linear head [default: chosen by cross-validation, see docs/fit-head.md; 256 when "
+           "other head options are given]", metavar="N[,N...]", minimum=1, maximum=1_000_000),
+    Option("standardize", bool, None, "scale inputs by the training vectors' mean and variance "
+           "(a Normalization layer inside the head) [default: chosen; on when other head "
+           "options are given]"),
+    Option("l2_normalize", bool, None, "scale each input vector to unit length (a "
+           "UnitNormalization layer inside the head, after --standardize) [default: chosen; "
+           "off when other head options are given]"),
+    Option("dropout", float, None, "dropout after each hidden layer [default: 0.5]",
+           minimum=0.0, maximum=1.0, open_maximum=True),
+    Option("l2", float, None, "L2 penalty on the hidden and output kernels (for a linear head "
+           "1 / (2 C n): logistic regression's C on n training rows) [default: chosen; 0.03 "
+           "when other head options are given]", minimum=0.0),
+    Option("feature_noise", float, None, "training only: Gaussian noise of this standard "
            "deviation added to each (standardised) input vector, a pointwise feature "
-           "augmentation; 0 = off", minimum=0.0),
-    Option("feature_dropout", float, 0.0, "training only: dropout on the input vector's "
-           "entries; 0 = off", minimum=0.0, maximum=1.0, open_maximum=True),
+           "augmentation [default: 0 = off]", minimum=0.0),
+    Option("feature_dropout", float, None, "training only: dropout on the input vector's "
+           "entries [default: 0 = off]", minimum=0.0, maximum=1.0, open_maximum=True),
     Option("train_views", int, None, "augmented views per training file to train on, from a "
            "store made with extract --views [default: all it holds; 0: the plain rows only]; "
            "validation, calibration and test rows are always plain", minimum=0),
-    Option("batch_norm", bool, False, "BatchNormalization after each hidden layer"),
-    Option("activation", str, "relu", "hidden activation", metavar="NAME"),
+    Option("batch_norm", bool, None, "BatchNormalization after each hidden layer [default: "
+           "off]"),
+    Option("activation", str, None, "hidden activation [default: relu]", metavar="NAME"),
+    Option("solver", str, "auto", "how a linear head (no hidden layer) is fitted: lbfgs solves "
+           "its penalised loss exactly (it is logistic regression) on every non-test row "
+           "outside the calibration share; adam takes gradient steps with early stopping on "
+           "the validation rows; auto: lbfgs for a chosen head, adam for a head given by "
+           "options", choices=("auto", "lbfgs", "adam")),
     Option("spatial", str, "flatten", "how a pool5 map becomes a vector inside the head",
            choices=("flatten", "avg", "max")),
     Option("output", str, "auto", "output layer: auto picks 1 sigmoid unit for 2 classes, "
@@ -99,15 +112,18 @@ FIT_HEAD_OPTIONS = (
     Option("decisions", str, "", "a review's decisions.csv, saved from the audit's report.html: "
            "its rows are dropped, relabelled or grouped for this run (the store is not changed)",
            metavar="FILE"),
-    Option("linear_probe", bool, True, "on stores of up to 5,000 training rows, also score a "
-           "standardised logistic regression (C=1) on the same rows and say when it beats the "
-           "head"),
     Option("learning_curve", bool, True, "retrain on 10, 25 and 50 percent of the training "
            "rows for learning_curve.csv/png"),
 )
 
 # Activations that normalise across units: right for an output layer, wrong for a hidden one.
 OUTPUT_ONLY_ACTIVATIONS = ("softmax", "log_softmax", "sparsemax")
+
+# The head a user describes with options: what an unset one means once any one is set (the
+# head fit-head trained by default before it chose one, measured in benchmarks/defaults.py).
+FIXED_HEAD = {"hidden_units": (256,), "standardize": True, "l2_normalize": False, "l2": 3e-2,
+              "dropout": 0.5, "batch_norm": False, "activation": "relu", "feature_noise": 0.0,
+              "feature_dropout": 0.0}
 
 
 def _flag(name: str, value, config_file) -> str:
@@ -117,6 +133,26 @@ def _flag(name: str, value, config_file) -> str:
 
 
 class _FitHeadRules(Settings):
+    @property
+    def chooses_head(self) -> bool:
+        """True when no head option is set: fit-head then chooses the head by cross-validation."""
+        return all(getattr(self, name) is None for name in FIXED_HEAD)
+
+    def fixed(self, **chosen):
+        """These settings with `chosen` (a chosen head's options) set and every head option
+        still unset at its FIXED_HEAD value: the head that `build_head` builds."""
+        values = {**{name: getattr(self, name) for name in FIXED_HEAD}, **chosen}
+        return self.replace(**{name: FIXED_HEAD[name] if value is None else value
+                               for name, value in values.items()})
+
+    @property
+    def solved_exactly(self) -> bool:
+        """Whether a head of these (fixed) settings is fitted by L-BFGS, not by Adam."""
+        if self.solver == "adam" or self.hidden_units or self.feature_noise or \
+                self.feature_dropout or not self.l2:
+            return False
+        return self.solver == "lbfgs"
+
     def validate(self) -> None:
         # One option's type and range are checked by its Option (pipeline/config.py).
         if self.cv == 1:
@@ -124,6 +160,13 @@ class _FitHeadRules(Settings):
         if self.val_fraction == 0.0:
             raise ConfigError("val_fraction must be above 0: early stopping needs validation "
                               f"rows; use {_flag('val_fraction', 0.2, self.config_file)}")
+        if self.solver == "lbfgs" and not self.chooses_head and (
+                self.hidden_units is None or self.hidden_units or self.feature_noise
+                or self.feature_dropout or self.l2 == 0):
+            raise ConfigError(
+                "solver lbfgs fits a linear head with an L2 penalty exactly; give it one "
+                f"(hidden_units = [] and l2 above 0, without feature noise or dropout), or use "
+                f"{_flag('solver', 'adam', self.config_file)}")
         if str(self.activation).lower() in OUTPUT_ONLY_ACTIVATIONS:
             raise ConfigError(
                 f"{self.activation} normalises across a layer's units, so it belongs to the "

@@ -1,13 +1,16 @@
 """Stage two: train a dense Keras head on a feature store and write a run folder.
 
-The run folder holds the head (`head.keras`), `run.json` (store, key, provenance, classes), the
-resolved config, curves, metrics, confusion matrix, the misclassified samples and the per-sample
-probabilities of every evaluated split (`predictions_<split>.csv`), which `predict` and the
-exported model must reproduce.
-
 The rows: an untouched test share (the honest score), validation rows that choose the epoch
 and the learning-rate decay, a calibration share of the training rows that fits the
 temperature, and the training rows proper.
+
+The head: the one its options describe; with no head option given, the one that
+cross-validation on the training rows alone chooses (`choice.py`: linear or one hidden layer,
+its L2 penalty, its input scaling). A linear head is solved exactly (`linear.py`) on every
+non-test row outside the calibration share, the validation rows included since it has no
+epoch to choose; a hidden-layer head trains by Adam with early stopping on the validation
+rows. On data too small for a test, validation or calibration share, a chosen head goes
+without it (one `note:` line each) instead of refusing. The run folder is `run_folder.py`'s.
 
 Usage:
     from pipeline.fit.run import fit_head
@@ -16,29 +19,27 @@ Usage:
 
 from __future__ import annotations
 
-import tempfile
 import time
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import write_toml
-from pipeline.errors import DataError, OutputError
-from pipeline.outputs import (Scratch, check_writable_folder, publish_new_folder, run_digests,
-                              write_json, write_marker)
-from pipeline.store.feature_store import open_store
-from pipeline.evaluation import checks
-from pipeline.fit.heads import resolve_output
-from pipeline.fit.options import HeadConfig
-from pipeline.evaluation import curves
-from pipeline.evaluation.splits import holdout, make_split
-from pipeline.fit.probe import compare_with_linear_probe
-from pipeline.fit import calibration, reports
-from pipeline.fit.cross_validation import cross_validate
-from pipeline.fit.training import HeadTrainer, probabilities, should_stream
+from pipeline.errors import ConfigError, DataError
+from pipeline.evaluation import checks, curves
+from pipeline.evaluation.calibration import MIN_CALIBRATION_ROWS
 from pipeline.evaluation.decisions import apply_decisions
 from pipeline.evaluation.exclusions import adopt_audit_groups, audited_split
+from pipeline.evaluation.splits import cv_folds, holdout, make_split
+from pipeline.fit import calibration, choice as head_choice, linear
+from pipeline.fit.cross_validation import cross_validate
+from pipeline.fit.heads import resolve_output
+from pipeline.fit.options import HeadConfig
+from pipeline.fit.run_folder import FittedHead, shown_split, write_run
+from pipeline.fit.training import (HeadTrainer, probabilities, should_stream, solved_head,
+                                   solved_probabilities, train_head)
+from pipeline.outputs import check_writable_folder
+from pipeline.store.feature_store import open_store
 
 
 def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
@@ -57,7 +58,8 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
 
     Raises:
         ConfigError: a wrong option, e.g. a 2-unit softmax with binary cross-entropy.
-        DataError: too few or unlabelled samples for the requested splits.
+        DataError: too few or unlabelled samples for the requested splits (a chosen head
+            refuses only a class with fewer than 2 rows).
         StoreError: the store is missing or unreadable.
         OutputError: `--out` cannot be a writable folder (checked before training), or the run
             folder could not be written (the message names where the trained head was kept).
@@ -65,11 +67,13 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
     from pipeline.fit import head_data  # lazy: loads Keras
 
     config = HeadConfig.from_mapping(options)
-    config_file = config.config_file
     out_dir = check_writable_folder(out_dir or config.out, "--out")  # before any training
+    # A chosen or exactly solved head needs no validation rows: shares the data cannot afford
+    # are skipped, with a note, where a head given by options is refused as before.
+    tolerant = config.chooses_head or config.fixed().solved_exactly
     with open_store(store_path) as store:
         n_classes = len(store.class_names)
-        output = resolve_output(n_classes, config.output, config.loss, config_file)  # refuse early
+        output = resolve_output(n_classes, config.output, config.loss, config.config_file)
         if config.groups_from_audit:
             adopt_audit_groups(store, echo)
         decisions = apply_decisions(store, config.decisions, echo)  # relabels before the check
@@ -78,82 +82,259 @@ def fit_head(store_path, options=None, out_dir=None, echo=print) -> Path:
             raise DataError(f"store {store.path.name} has {int((labels < 0).sum())} unlabelled "
                             "row(s); fit-head needs a label on every row (extract a labelled "
                             "folder or manifest).")
-        split = make_split(store, config.val_fraction, config.seed, config.test_fraction,
-                           config=config_file)
+        split = _split(store, config, tolerant, echo)
         split = audited_split(store, split, config.exclude_leaks, echo, decisions)
-        fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config)
+        fit_rows, cal_rows, cal_skipped = _calibration_rows(store, split.train, config,
+                                                            tolerant)
         # A store made with --views: the views of the training files (never of a validation,
-        # calibration or test file) train beside their plain rows.
+        # calibration or test file) train beside their plain rows; a solved head trains on
+        # the validation files too.
         index = store.row_index
-        train_rows = index.with_views(fit_rows, config.train_views)
-        view_pool = np.concatenate([split.train, split.val]) if config.cv else fit_rows
+        view_pool = np.concatenate([split.train, split.val]) if config.cv or tolerant \
+            else fit_rows
         needed = np.concatenate([split.train, split.val, split.test,
                                  index.views_of(view_pool, config.train_views)])
         streamed = should_stream(store, len(needed), config)
+        if streamed and tolerant:
+            if not config.chooses_head:
+                raise ConfigError("solver lbfgs holds the training vectors in memory, and they "
+                                  "exceed --memory-limit-mb; raise it, or use --solver adam")
+            echo("note: the vectors exceed --memory-limit-mb, so the head is not chosen: the "
+                 "fixed head (one hidden layer of 256) trains, streamed from the store")
+            config = config.fixed()
         echo(f"{store.path.name}: {len(store)} vectors {store.feature_shape}, "
              f"{n_classes} classes; train {len(fit_rows)}, calibration {len(cal_rows)}, val "
              f"{len(split.val)}, test {len(split.test)} ({split.how}); {output.reason}; "
-             f"{_views_line(len(train_rows) - len(fit_rows))}; "
-             f"{'streamed from the store' if streamed else 'in memory'}")
+             f"{_views_line(len(index.with_views(fit_rows, config.train_views)) - len(fit_rows))}"
+             f"; {'streamed from the store' if streamed else 'in memory'}")
         source = None if streamed else head_data.InMemoryVectors(store, needed)
         data_checks = _check_data(store, source, split, echo)
         data_checks["warnings"] += _echo_all(list(split.warnings), echo)
+        if cal_skipped and tolerant and config.calibration_fraction:
+            data_checks["warnings"] += _echo_all([f"note: {cal_skipped}"], echo)
         started = time.perf_counter()
-        cv_report, cv_table = (cross_validate(store, source, split, config, echo)
+        head_config, head, choice = _head(store, source, split, fit_rows, config, echo)
+        fit = _train(store, source, split, fit_rows, cal_rows, head_config, head, echo)
+        if "l2" in head:  # solved: the penalty that C on these rows is
+            head_config = head_config.replace(l2=head["l2"])
+        cv_report, cv_table = (cross_validate(store, source, split, head_config, echo,
+                                              solved_C=head.get("C"))
                                if config.cv else (None, None))
         if cv_report:
             data_checks["warnings"] += _echo_all(
                 checks.tiny_data_warnings(fold_scores=[f["val_accuracy"]
                                                        for f in cv_report["folds"]]), echo)
-        trainer = HeadTrainer(store, source, config, train_rows, echo)
-        model, history, best_epoch = trainer.train(train_rows, split.val)
         seconds = time.perf_counter() - started
-        evaluated = [(name, rows) for name, rows in (("val", split.val), ("test", split.test))
-                     if len(rows)]
+        model = fit["model"]
+        evaluated = fit["evaluated"]
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
         # T fitted on the calibration rows (which chose nothing else) and folded into the
         # output layer: head.keras, the recorded probabilities, predict and export agree.
-        calibrated = calibration.calibrate(
-            model, probabilities(model, store, source, cal_rows) if len(cal_rows) else None,
-            results, cal_skipped)
-        if calibrated.get("skipped") and config.calibration_fraction:
+        calibrated = calibration.calibrate(model, fit["calibration"](), results, cal_skipped)
+        if calibrated.get("skipped") and config.calibration_fraction and not tolerant:
             data_checks["warnings"] += _echo_all([f"warning: {calibrated['skipped']}"], echo)
-        raw_val = results["val"][3]
+        shown = shown_split(results)
+        raw_shown = results[shown][3] if shown else None
         results = {name: probabilities(model, store, source, rows) for name, rows in evaluated}
         final_weights = model.get_weights()
-        curve = curves.learning_curve(
-            lambda rows: probabilities(trainer.train(index.with_views(rows, config.train_views),
-                                                     split.val, progress=False)[0],
-                                       store, source, split.val)[2],
-            fit_rows, labels, results["val"][2], config.seed) \
-            if config.learning_curve else None
+        try:
+            curve = fit["curve"]() if config.learning_curve else None
+        except DataError:  # too few rows or groups for the curve's fold: no curve
+            curve = None
         model.set_weights(final_weights)  # the curve's heads retrained the same compiled model
-        honest = "test" if "test" in results else "val"
-        data_checks["linear_probe"] = compare_with_linear_probe(
-            store, source, train_rows, results[honest], honest, echo) \
-            if config.linear_probe else None
-        data_checks["train_view_rows"] = int(len(train_rows) - len(fit_rows))
-        run_dir = _write_run(store, config, model, history, best_epoch, split, results,
-                             (cv_report, cv_table), streamed, seconds, output.reason,
-                             data_checks, out_dir, (calibrated, raw_val, curve, len(cal_rows)),
-                             echo, decisions)
-    epochs = f"epoch {best_epoch} of {len(history.get('loss', []))} kept"
-    val_line = (f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that chose "
-                "the epoch: optimistic)")
-    cv_line = (f"cv accuracy {cv_report['val_accuracy_mean']:.4f} +/- "
-               f"{cv_report['val_accuracy_std']:.4f} (held-out fold rows that chose nothing)"
-               if cv_report else "")
-    test_line = (f"test_accuracy {results['test'][2]:.4f} (the {len(split.test)} untouched "
-                 "test rows: the honest score)" if "test" in results else "")
-    echo(", ".join(part for part in (test_line, val_line, cv_line) if part) + f"; {epochs}")
+        data_checks["train_view_rows"] = int(len(fit["train_rows"]) - len(fit["plain_rows"]))
+        run_dir = write_run(store, FittedHead(
+            head_config=_recorded(head_config, split, store, cal_skipped),
+            model=model, history=fit["history"], best_epoch=fit["best_epoch"], split=split,
+            results=results, n_calibration=len(cal_rows), cv=(cv_report, cv_table),
+            streamed=streamed, seconds=seconds, output_reason=output.reason,
+            data_checks=data_checks, calibrated=calibrated, raw_shown=raw_shown, curve=curve,
+            head=head, decisions=decisions), out_dir, echo)
+    echo(_summary(results, split, cv_report, fit, head))
     return run_dir
 
 
-def _calibration_rows(store, train_rows, config: HeadConfig):
-    """(rows that train, rows that fit T, why calibration is skipped or None)."""
+def _head(store, source, split, fit_rows, config: HeadConfig, echo):
+    """(the settings of the head to train, how it came about, the choice or None)."""
+    if not config.chooses_head:
+        fixed = config.fixed()
+        head = {"chosen": False, "given": "by options",
+                "solver": "lbfgs" if fixed.solved_exactly else "adam"}
+        if fixed.solved_exactly:  # on every non-test row (see _train)
+            n = len(store.row_index.with_views(np.concatenate([split.train, split.val]),
+                                               config.train_views))
+            head["C"] = 1.0 / (2.0 * fixed.l2 * n)  # linear.keras_l2 solved for C
+        return fixed, head, None
+    index = store.row_index
+    labels = store.full_column("labels")
+
+    def hidden_probs(train, held, l2, fold):
+        fit, stop = holdout(train, labels, index.group, config.val_fraction,
+                            config.seed + fold, config=config.config_file)
+        hidden = config.fixed(**head_choice.HIDDEN_OPTIONS, l2=l2)
+        model = train_head(store, source, index.with_views(fit, config.train_views), stop,
+                           hidden, echo, prefix=f"hidden head, fold {fold + 1}: ")[0]
+        return probabilities(model, store, source, held)[3]
+
+    found = head_choice.choose_head(
+        source.get, labels, fit_rows, index.group, len(store.class_names), config,
+        with_views=lambda rows: index.with_views(rows, config.train_views),
+        hidden_probs=hidden_probs if _tries_hidden(store, split.train, split.val) else None,
+        class_names=store.class_names)
+    for line in found.table():
+        echo(line)
+    winner = found.winner
+    head = {"chosen": True, "choice": found.report(),
+            "solver": "lbfgs" if found.linear else "adam",
+            **({"C": winner["C"]} if found.linear else {})}
+    return config.fixed(**found.options, solver=head["solver"]), head, found
+
+
+def _train(store, source, split, fit_rows, cal_rows, config: HeadConfig, head: dict,
+           echo) -> dict:
+    """Trains the head; returns its model, history, the held-out splits to score, the rows it
+    trained on, and functions giving the calibration rows' probabilities and the learning
+    curve.
+
+    A solved head's temperature comes from the calibration rows' probabilities under the
+    head solved without them; the head is then solved again on every non-test row, the
+    calibration rows among them, and keeps that temperature."""
+    index = store.row_index
+    labels = store.full_column("labels")
+    n_classes = len(store.class_names)
+    if config.solved_exactly:
+        plain = np.sort(np.concatenate([fit_rows, split.val, cal_rows]))
+        rows = index.with_views(plain, config.train_views)
+        model, solved = solved_head(source.get(rows), labels[rows], n_classes, config,
+                                    head["C"], store.feature_shape)
+        head.update(solved, calibration_rows_train=bool(len(cal_rows)))
+        choice = head.get("choice")
+        k = choice["folds"] if choice else head_choice.fold_count(
+            labels[fit_rows], index.group[fit_rows], len(fit_rows))
+        first = cv_folds(fit_rows, labels, index.group, max(k, 2), config.seed)[0]
+
+        def score(train, held):
+            """Probabilities on `held` of the head solved on the plain rows `train`."""
+            trained = index.with_views(train, config.train_views)
+            return solved_probabilities(source.get(trained), labels[trained], source.get(held),
+                                        n_classes, config, head["C"])
+
+        def calibration_rows():
+            if not len(cal_rows):
+                return None
+            held = np.sort(cal_rows)
+            probs = score(np.concatenate([fit_rows, split.val]), held)
+            return (store.column("ids")[held], labels[held],
+                    float(np.mean(probs.argmax(1) == labels[held])), probs)
+
+        def curve():  # shares of the first fold's training rows, scored on its held-out rows
+            held = np.sort(first[1])
+            return curves.learning_curve(
+                lambda r: float(np.mean(score(r, held).argmax(1) == labels[held])),
+                np.sort(first[0]), labels, None, config.seed)
+
+        return {"model": model, "history": {"loss": [solved["train_log_loss"]],
+                                            "accuracy": [solved["train_accuracy"]]},
+                "best_epoch": None, "plain_rows": plain, "train_rows": rows, "curve": curve,
+                "calibration": calibration_rows,
+                "evaluated": [("test", split.test)] if len(split.test) else []}
+    rows = index.with_views(fit_rows, config.train_views)
+    trainer = HeadTrainer(store, source, config, rows, echo)
+    model, history, best_epoch = trainer.train(rows, split.val)
+
+    def curve():
+        full = probabilities(model, store, source, split.val)[2]
+        return curves.learning_curve(
+            lambda r: probabilities(trainer.train(index.with_views(r, config.train_views),
+                                                  split.val, progress=False)[0],
+                                    store, source, split.val)[2],
+            fit_rows, labels, full, config.seed)
+
+    return {"model": model, "history": history, "best_epoch": best_epoch, "curve": curve,
+            "plain_rows": fit_rows, "train_rows": rows,
+            "calibration": lambda: probabilities(model, store, source, cal_rows)
+            if len(cal_rows) else None,
+            "evaluated": [(n, r) for n, r in (("val", split.val), ("test", split.test))
+                          if len(r)]}
+
+
+def _tries_hidden(store, *pools) -> bool:
+    """Whether a chosen head may have a hidden layer: every class has HIDDEN_MIN_PER_CLASS
+    rows outside the test split (fewer train a linear head as well and stop it on nothing)."""
+    labels = store.column("labels")
+    counts = np.bincount(labels[np.concatenate(pools)], minlength=len(store.class_names))
+    return bool(counts[counts > 0].min() >= head_choice.HIDDEN_MIN_PER_CLASS)
+
+
+def _split(store, config: HeadConfig, tolerant: bool, echo):
+    """The split: a chosen head without a hidden layer to try needs no validation rows (a
+    linear head has no epoch to choose), so they train instead."""
+    def made(hold_out_val: bool):
+        return make_split(store, config.val_fraction, config.seed, config.test_fraction,
+                          config=config.config_file, skip_unaffordable=tolerant,
+                          hold_out_val=hold_out_val)
+
+    if not config.chooses_head:
+        return made(True)
+    split = made(False)
+    if len(split.val) or _tries_hidden(store, split.train):
+        return made(True)
+    return replace(split, warnings=split.warnings + (
+        f"note: no validation share: with fewer than {head_choice.HIDDEN_MIN_PER_CLASS} rows "
+        "in a class no hidden-layer head is tried, and a linear head has no epoch to "
+        "choose",))
+
+
+def _recorded(head_config: HeadConfig, split, store, cal_skipped) -> HeadConfig:
+    """The options config.toml records: the head trained, and no share that was skipped, so
+    that `--config config.toml` trains the same head on the same rows."""
+    changes = {}
+    if not len(split.test) and "test" not in store.splits:
+        changes["test_fraction"] = 0.0
+    if cal_skipped:
+        changes["calibration_fraction"] = 0.0
+    return head_config.replace(**changes)
+
+
+def _summary(results: dict, split, cv_report, fit: dict, head: dict) -> str:
+    """The last progress line: every score with the rows it comes from."""
+    parts = []
+    if "test" in results:
+        parts.append(f"test_accuracy {results['test'][2]:.4f} (the {len(split.test)} untouched "
+                     "test rows: the honest score)")
+    if "val" in results:
+        parts.append(f"val_accuracy {results['val'][2]:.4f} (the {len(split.val)} rows that "
+                     "chose the epoch: optimistic)")
+    if cv_report:
+        parts.append(f"cv accuracy {cv_report['val_accuracy_mean']:.4f} +/- "
+                     f"{cv_report['val_accuracy_std']:.4f} (held-out fold rows that chose "
+                     "nothing)")
+    choice = head.get("choice")
+    if not results and choice:
+        parts.append(f"cross-validation accuracy {choice['winner']['accuracy']:.4f} (out of "
+                     f"fold, on {choice['n_rows']} training rows: no row was left to test on)")
+    if fit["best_epoch"]:
+        how = f"epoch {fit['best_epoch']} of {len(fit['history'].get('loss', []))} kept"
+    else:
+        how = f"linear head solved exactly (C={head['C']:.3g}) on every non-test row"
+        how += f" ({head['n_rows']}, the validation and calibration rows among them)" \
+            if len(split.val) or head.get("calibration_rows_train") else f" ({head['n_rows']})"
+    return ", ".join(parts) + f"; {how}"
+
+
+def _calibration_rows(store, train_rows, config: HeadConfig, tolerant: bool):
+    """(rows that train, rows that fit T, why calibration is skipped or None). A tolerant run
+    holds no share out that could not fit T (fewer than MIN_CALIBRATION_ROWS rows): those
+    rows train instead."""
     empty = np.array([], dtype=np.int64)
     if not config.calibration_fraction:
         return train_rows, empty, "calibration is off (calibration_fraction = 0)"
+    share = int(round(config.calibration_fraction * len(train_rows)))
+    if tolerant and share < MIN_CALIBRATION_ROWS:
+        return train_rows, empty, (
+            f"no calibration share: {config.calibration_fraction:.0%} of {len(train_rows)} "
+            f"training rows is {share}, fewer than the {MIN_CALIBRATION_ROWS} a temperature "
+            "needs; they train instead, and the probabilities are not calibrated")
     try:
         fit_rows, cal_rows = holdout(train_rows, store.column("labels"), store.row_index.group,
                                      config.calibration_fraction, config.seed + 1,
@@ -189,7 +370,8 @@ def _check_data(store, source, split, echo) -> dict:
     if leaked:
         found["warnings"] += _echo_all([checks.leak_warning(leaked, "the store's own splits")],
                                        echo)
-    found["warnings"] += _echo_all(checks.tiny_data_warnings(n_val=len(split.val)), echo)
+    if len(split.val):  # none: a note said why
+        found["warnings"] += _echo_all(checks.tiny_data_warnings(n_val=len(split.val)), echo)
     if len(split.val) >= checks.FEW_VALIDATION_ROWS:  # fewer rows: warned about just above
         found["warnings"] += _echo_all(checks.volatile_groups_warning(index.group, split.val),
                                        echo)
@@ -204,139 +386,3 @@ def _check_data(store, source, split, echo) -> dict:
         if n:
             found["warnings"] += _echo_all([checks.copies_warning(n, "training", name)], echo)
     return found
-
-
-def _run_dir_name(store_path: Path, kind: str) -> str:
-    return f"{store_path.stem}-{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _rescue_head(model, store, out: Path) -> Path | None:
-    """Saves the trained head (and a run.json predict can use) where it can still be written:
-    the system's temporary folder, else beside `out`. None when neither takes it."""
-    for parent in (Path(tempfile.gettempdir()), out.parent):
-        try:
-            folder = Path(tempfile.mkdtemp(prefix=f"featcache-rescued-{store.path.stem}-",
-                                           dir=parent))
-            model.save(folder / "head.keras")
-            write_json(folder / "run.json", {
-                "kind": "keras_head", "store": str(store.path.resolve()),
-                "store_key": store.key, "provenance": store.provenance,
-                "class_names": list(store.class_names), "rescued": True,
-                "feature_shape": list(store.feature_shape),
-                **run_digests(folder, ["head.keras"], store.class_names)})
-            return folder / "head.keras"
-        except Exception:  # this place is full or read-only too: try the next one
-            continue
-    return None
-
-
-def _write_run(store, config, model, history, best_epoch, split, results, cv, streamed,
-               seconds, output_reason, data_checks, out_dir, extras, echo,
-               decisions=None) -> Path:
-    """Writes the run folder in a scratch folder under `out`, then renames it to a name no
-    other folder has: no half runs, and two runs finishing in one second both stay. When
-    writing fails (a full disk), the trained head is saved elsewhere and the error says where.
-    """
-    out = Path(out_dir)
-    try:
-        with Scratch(out, "fit-head") as scratch:
-            tmp = scratch / "run"
-            tmp.mkdir()
-            _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
-                             streamed, seconds, output_reason, data_checks, extras, decisions)
-            return publish_new_folder(tmp, out, _run_dir_name(store.path, "head"))
-    except Exception as exc:
-        rescued = _rescue_head(model, store, out)
-        kept = (f"the trained head was saved to {rescued}, with the run's run.json beside it"
-                if rescued else "the trained head could not be saved anywhere")
-        if isinstance(exc, (OSError, OutputError)):
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise OutputError(f"could not write the run folder in {out} ({reason}); {kept}. "
-                              "Free space there, or pass --out with another folder, and run "
-                              "fit-head again.") from None
-        echo(f"error while writing the run folder: {kept}")
-        raise
-
-
-def _write_run_files(tmp, store, config, model, history, best_epoch, split, results, cv,
-                     streamed, seconds, output_reason, data_checks, extras,
-                     decisions=None) -> None:
-    names = store.class_names
-    model.save(tmp / "head.keras")
-    write_toml(tmp / "config.toml", "fit_head",
-               {**config.as_dict(), "store": str(store.path)})
-    write_json(tmp / "provenance.json", store.provenance)
-    reports.write_history(tmp, history, best_epoch,
-                          f"{store.path.stem}: head {list(config.hidden_units)} "
-                          f"({output_reason})")
-    metrics = {}
-    # The group column of the per-row CSVs, where the groups join rows (never empty there).
-    groups = store.row_index.group if store.row_index.has_groups else None
-    group_of = {name: groups[np.sort(rows)] for name, rows in (("val", split.val),
-                                                               ("test", split.test))
-                } if groups is not None else None
-    for name, (ids, y, _, probs) in results.items():
-        scores = reports.classification_metrics(y, probs, names)
-        metrics.update({f"{name}_accuracy": scores["accuracy"],
-                        f"{name}_balanced_accuracy": scores["balanced_accuracy"],
-                        f"{name}_log_loss": scores["log_loss"]})
-        metrics.setdefault("per_split", {})[name] = scores
-        reports.write_predictions(tmp / f"predictions_{name}.csv", ids, y, probs, names,
-                                  groups=None if group_of is None else group_of[name])
-    shown = "test" if "test" in results else "val"
-    reports.write_confusion_matrix(tmp, metrics["per_split"][shown]["confusion_matrix"],
-                                   names, shown)
-    n_wrong = reports.write_misclassified(
-        tmp / "misclassified.csv", [(n, *results[n][:2], results[n][3]) for n in results],
-        names, groups=group_of)
-    metrics.update({
-        "confusion_matrix_split": shown,
-        "n_misclassified": n_wrong,
-        "split": {"how": split.how, "n_train": len(split.train) - extras[3], "n_val": len(split.val),
-                  "n_test": len(split.test), "test_split": "store" if "test" in store.splits
-                  else (f"held out {config.test_fraction:.0%} of the store, seed "
-                        f"{config.seed}" if len(split.test) else "none"),
-                  "n_calibration": extras[3],
-                  "groups_in_more_than_one_split":
-                      data_checks["groups_in_more_than_one_split"],
-                  "rows_without_group": data_checks["rows_without_group"],
-                  "groups_from": store.groups_from},
-        "data_checks": data_checks,
-        "output": output_reason,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history["loss"]),
-        "class_weight": config.class_weight,
-        "training": "streamed from the store" if streamed else "in memory",
-        "train_seconds": round(seconds, 2),
-    })
-    cv_report, cv_table = cv
-    if cv_report:
-        metrics["cross_validation"] = cv_report
-        rows = cv_table["rows"]
-        reports.write_cv_folds(tmp / "cv_folds.csv", store.column("ids")[rows],
-                               None if groups is None else groups[rows],
-                               store.column("labels")[rows], cv_table["roles"],
-                               cv_table["scored_in"], cv_table["probs"], names)
-
-    calibrated, raw_val, curve, _ = extras  # T + reliability diagram; learning curve
-    _, val_labels, _, val_probs = results["val"]
-    metrics["calibration"] = calibration.write_calibration(tmp, calibrated, val_labels,
-                                                           raw_val, val_probs)
-    if curve:
-        curves.write_learning_curve(tmp, curve, f"{store.path.stem}: head")
-        metrics["learning_curve"] = curve
-    honest = "test" if "test" in results else "val"
-    metrics["score"] = {"split": honest, "accuracy": metrics[f"{honest}_accuracy"],
-                        "n": int(len(results[honest][1]))}
-    decided = {"decisions": decisions.record()} if decisions is not None else {}
-    metrics.update(decided)  # the review's file (its digest) and the rows each action took
-    write_json(tmp / "metrics.json", metrics)
-    write_json(tmp / "run.json", {
-        "kind": "keras_head", "store": str(store.path.resolve()), "store_key": store.key,
-        "provenance": store.provenance, "class_names": list(names),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature_shape": list(store.feature_shape), **decided,
-        **run_digests(tmp, ["head.keras"], names),  # checked by predict and export
-    })
-    write_marker(tmp, "fit-head", store=str(store.path.resolve()))
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.fit import linear
 from pipeline.fit.heads import balanced_class_weight, build_head, feature_moments, predict_proba
 from pipeline.fit.options import HeadConfig
 
@@ -83,6 +84,7 @@ class HeadTrainer:
     """
 
     def __init__(self, store, source, config: HeadConfig, stats_rows, echo):
+        config = config.fixed()  # unset head options: FIXED_HEAD
         self.store, self.source, self.config, self.echo = store, source, config, echo
         stats = None
         if config.standardize:
@@ -128,6 +130,45 @@ def train_head(store, source, train_rows, stop_rows, config: HeadConfig, echo,
     """One head built and trained from scratch (a cross-validation fold: its own statistics)."""
     return HeadTrainer(store, source, config, train_rows, echo).train(train_rows, stop_rows,
                                                                       prefix)
+
+
+def _solved(x, y, n_classes: int, config: HeadConfig, C: float, class_weight=None):
+    stats = linear.scaling_stats(x, config.standardize)
+    weights = linear.row_weights(y, n_classes, config.class_weight if class_weight is None
+                                 else class_weight)
+    z = linear.scale(x, stats, config.l2_normalize, config.spatial)
+    return stats, z, linear.solve(z, y, n_classes, C, weights)
+
+
+def solved_head(x: np.ndarray, y: np.ndarray, n_classes: int, config: HeadConfig, C: float,
+                feature_shape: tuple, class_weight=None):
+    """A linear head (`config`, fixed) whose output layer holds the exact logistic regression
+    at inverse penalty C on the rows (x, y), its kernel's L2 set to the matching
+    `linear.keras_l2`, so that the saved head describes itself. `class_weight` (one weight
+    per class) replaces `config.class_weight`.
+
+    Returns:
+        (model, {"C", "l2", "n_rows", "train_accuracy", "train_log_loss"}).
+    """
+    stats, z, (kernel, bias) = _solved(x, y, n_classes, config, C, class_weight)
+    l2 = linear.keras_l2(C, len(y))
+    model = build_head(feature_shape, n_classes, config.replace(l2=l2), stats)
+    linear.load_into_head(model, kernel, bias)
+    # Its optimizer never stepped: build its state, so that loading head.keras finds the
+    # variables a trained head's file holds and says nothing about missing ones.
+    model.optimizer.build(model.trainable_variables)
+    probs = linear.predict(z, kernel, bias)
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-15, None)
+    return model, {"C": float(C), "l2": l2, "n_rows": int(len(y)),
+                   "train_accuracy": float(np.mean(probs.argmax(1) == y)),
+                   "train_log_loss": float(-np.mean(np.log(picked)))}
+
+
+def solved_probabilities(x, y, x_held, n_classes: int, config: HeadConfig, C: float):
+    """Probabilities on `x_held` of the linear head `solved_head` would fit on (x, y)."""
+    stats, _, solution = _solved(x, y, n_classes, config, C)
+    return linear.predict(linear.scale(x_held, stats, config.l2_normalize, config.spatial),
+                          *solution)
 
 
 def probabilities(model, store, source, rows):

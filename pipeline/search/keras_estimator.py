@@ -4,8 +4,11 @@ It lets the head compete in the same grid search as the scikit-learn families: `
 `set_params`, `Pipeline` and cross-validation treat it like any other classifier. It follows
 scikit-learn's estimator contract (`__init__` only stores parameters, validation happens in
 `fit`, learned attributes end in `_`) and is checked with `sklearn.utils.estimator_checks`
-in tests/search/test_search.py. It trains through fit-head's own trainer
-(`pipeline.fit.training.fit_model`) with fit-head's defaults and early stopping.
+in tests/search/test_search.py. With no head parameter set (the default) it chooses its head
+as fit-head does (`pipeline.fit.choice`: linear or one hidden layer, the L2 penalty and the
+input scaling, by cross-validation on the rows it is given) and solves a linear winner
+exactly; given head parameters, it trains that head through fit-head's own trainer
+(`pipeline.fit.training.fit_model`) with fit-head's early stopping.
 
 Why not SciKeras: scikeras 0.13.0 fits, clones and runs inside GridSearchCV with Keras 3.15.1,
 but fails scikit-learn 1.9.1's estimator checks (tags API of sklearn >= 1.6, mixin order,
@@ -15,6 +18,7 @@ layer and loss follow the same rules as fit-head (one sigmoid unit for 2 classes
 for more).
 
 Usage:
+    clf = KerasHeadClassifier().fit(X_train, y_train)                 # the head chosen
     clf = KerasHeadClassifier(hidden_units=(256,), epochs=20).fit(X_train, y_train)
     proba = clf.predict_proba(X_val)
 """
@@ -31,9 +35,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation.splits import holdout
+from pipeline.fit import linear
+from pipeline.fit.choice import HIDDEN_MIN_PER_CLASS, HIDDEN_OPTIONS, choose_head
+from pipeline.fit.heads import balanced_class_weight, build_head, feature_moments
 from pipeline.fit.options import HeadConfig
-from pipeline.fit.heads import balanced_class_weight, build_head
-from pipeline.fit.training import fit_model
+from pipeline.fit.training import fit_model, solved_head
 
 
 _DEFAULTS = HeadConfig()  # fit-head's defaults are the estimator's: one list of them
@@ -45,11 +51,13 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
     Every default is fit-head's (pipeline/fit/options.py); the parameters mean the same.
 
     Args:
-        hidden_units: sizes of the hidden Dense layers (an int or a sequence; empty = linear).
-        dropout: dropout rate after each hidden layer.
-        l2: L2 penalty on the hidden and output kernels.
-        batch_norm: batch normalisation after each hidden Dense layer.
-        activation: activation of the hidden layers.
+        hidden_units, dropout, l2, batch_norm, activation: the head. All None (the default):
+            chosen by cross-validation on the rows `fit` is given, with its own input
+            scaling. Any one given: that head (the others at fit-head's FIXED_HEAD values)
+            on inputs the pipeline's steps scale. hidden_units: sizes of the hidden Dense
+            layers (an int or a sequence; empty = linear); dropout after each hidden layer;
+            l2 on the hidden and output kernels; batch normalisation after each hidden
+            layer; the hidden layers' activation.
         learning_rate: initial Adam learning rate (halved on plateaus).
         batch_size: rows per training step.
         epochs: maximum training epochs.
@@ -59,7 +67,8 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
             rows a search validates on.
         min_delta: smallest val_loss drop that counts as better.
         validation_fraction: share of the training rows held out for early stopping.
-        class_weight: "none", "balanced" or a dict class -> weight.
+        class_weight: "none", "balanced" or a dict class -> weight; the early-stopping
+            rows are weighted alike.
         seed: seed of weights, dropout, shuffling and the early-stopping split.
         verbose: unused by training (kept for the scikit-learn habit); 0 is quiet.
     """
@@ -94,17 +103,21 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _head_config(self) -> HeadConfig:
         units = self.hidden_units
-        units = () if units is None else ((units,) if isinstance(units, (int, np.integer))
-                                          else tuple(units))
+        if units is not None:
+            units = (units,) if isinstance(units, (int, np.integer)) else \
+                tuple(int(u) for u in units)
+        head = {"hidden_units": units, "dropout": self.dropout, "l2": self.l2,
+                "batch_norm": self.batch_norm, "activation": self.activation}
+        given = {k: v for k, v in head.items() if v is not None}
         try:
-            # The pipeline's own preprocessing steps scale the inputs, so no Normalization.
+            # Head parameters given: the pipeline's own preprocessing steps scale the inputs,
+            # so no Normalization. None given: the head and its scaling are chosen.
             return HeadConfig.from_mapping({
-                "hidden_units": tuple(int(u) for u in units), "dropout": float(self.dropout),
-                "l2": float(self.l2), "batch_norm": bool(self.batch_norm),
-                "activation": self.activation, "learning_rate": float(self.learning_rate),
+                **given, **({"standardize": False} if given else {}),
+                "learning_rate": float(self.learning_rate),
                 "batch_size": int(self.batch_size), "epochs": int(self.epochs),
                 "patience": max(1, int(self.patience)), "min_delta": float(self.min_delta),
-                "seed": int(self.seed), "standardize": False, "progress": False})
+                "seed": int(self.seed), "progress": False})
         except ConfigError as exc:  # scikit-learn's contract: bad parameters are ValueErrors
             raise ValueError(str(exc)) from None
 
@@ -123,13 +136,15 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
             return np.array([], dtype=np.int64)
 
     def fit(self, X, y, groups=None):
-        """Builds the head for the classes in `y` and trains it.
+        """Builds the head for the classes in `y` and trains it. With no head parameter set
+        (the default) the head is chosen as fit-head chooses it (`pipeline.fit.choice`),
+        by cross-validation on these rows, and a linear winner is solved exactly.
 
         Args:
             X: features, shape (n_samples, n_features).
             y: class labels (any hashable values; at least two distinct).
-            groups: optional group of each row (video, subject): the early-stopping rows are
-                then whole groups, none of which the head trains on.
+            groups: optional group of each row (video, subject): the early-stopping rows and
+                the choice's folds are then whole groups.
 
         Returns:
             self.
@@ -137,8 +152,6 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
         Raises:
             ValueError: fewer than two classes, or parameters out of range.
         """
-        from pipeline.fit import head_data  # lazy: loads Keras
-
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
@@ -152,39 +165,84 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
         if groups is not None and len(groups) != len(X):
             raise ValueError(f"groups has {len(groups)} entries for {len(X)} rows")
         config = self._head_config()
-        self.model_ = build_head((X.shape[1],), len(self.classes_), config)
-        sigmoid = self.model_.output.shape[-1] == 1
+        self.choice_ = None
+        if not config.chooses_head:
+            return self._train(X, encoded, groups, config.fixed())
+        n = len(self.classes_)
+        rows = np.arange(len(X))
+        g = rows.astype(str) if groups is None else np.asarray(groups, dtype=object)
+        counts = np.bincount(encoded, minlength=n)
+        try:
+            choice = choose_head(
+                lambda r: X[r], encoded, rows, g, n, config,
+                hidden_probs=self._hidden_probs(X, encoded, g, config)
+                if counts.min() >= HIDDEN_MIN_PER_CLASS and self.patience > 0 else None,
+                class_weight=self._class_weights())
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        self.choice_ = choice.report()
+        if not choice.linear:
+            return self._train(X, encoded, groups, config.fixed(**choice.options))
+        head = config.fixed(**choice.options, solver="lbfgs")
+        self.model_, _ = solved_head(X, encoded, n, head, choice.winner["C"], (X.shape[1],),
+                                     class_weight=self._class_weights())
+        self.stop_rows_ = np.array([], dtype=np.int64)
+        self.best_epoch_, self.n_epochs_ = None, 0
+        return self
+
+    def _class_weights(self):
+        """One weight per class index, or "balanced" / "none" (weighed on the rows fitted)."""
+        if isinstance(self.class_weight, dict):  # keyed by class value, as in scikit-learn
+            return np.array([float(self.class_weight.get(c, 1.0))
+                             for c in self.classes_.tolist()])
+        return self.class_weight or "none"
+
+    def _hidden_probs(self, X, encoded, groups, config):
+        """fit-head's hidden-layer candidate for the choice, trained on arrays."""
+        def probs(train, held, l2, fold):
+            keep, stop = holdout(train, encoded, groups, float(self.validation_fraction),
+                                 int(self.seed) + fold, knob="validation_fraction")
+            model = self._fitted(X, encoded, keep, stop, config.fixed(**HIDDEN_OPTIONS, l2=l2))
+            return _probabilities(model, X[held])
+        return probs
+
+    def _train(self, X, encoded, groups, config: HeadConfig):
+        """Trains the head `config` describes by Adam, early-stopping on held-out rows."""
         self.stop_rows_ = self._stop_rows(encoded, groups)
         fit_rows = np.setdiff1d(np.arange(len(X)), self.stop_rows_)
-        weights = None
-        if isinstance(self.class_weight, dict):  # keyed by class value, as in scikit-learn
-            weights = {i: float(self.class_weight.get(c, 1.0))
-                       for i, c in enumerate(self.classes_.tolist())}
-        elif self.class_weight == "balanced":
-            weights = balanced_class_weight(encoded[fit_rows], len(self.classes_))
+        self.model_ = self._fitted(X, encoded, fit_rows, self.stop_rows_, config)
+        return self
+
+    def _fitted(self, X, encoded, fit_rows, stop_rows, config: HeadConfig):
+        from pipeline.fit import head_data  # lazy: loads Keras
+
+        stats = feature_moments([X[fit_rows]]) if config.standardize else None
+        model = build_head((X.shape[1],), len(self.classes_), config, stats)
+        sigmoid = model.output.shape[-1] == 1
+        weights = self._class_weights()
+        if isinstance(weights, str):
+            weights = balanced_class_weight(encoded[fit_rows], len(self.classes_)) \
+                if weights == "balanced" else None
+        else:
+            weights = dict(enumerate(weights.tolist()))
         train = head_data.ArrayBatches(X[fit_rows], head_data.targets(encoded[fit_rows], sigmoid),
                                        config.batch_size, True, config.seed)
-        stop = head_data.ArrayBatches(X[self.stop_rows_],
-                                      head_data.targets(encoded[self.stop_rows_], sigmoid),
-                                      1024, False) if len(self.stop_rows_) else None
-        history, self.best_epoch_ = fit_model(self.model_, train, stop, config, weights)
+        # The stopping rows carry the class weights too: early stopping then watches the loss
+        # that training minimises, not one the class weights were meant to change.
+        stop = head_data.ArrayBatches(
+            X[stop_rows], head_data.targets(encoded[stop_rows], sigmoid), 1024, False,
+            weights=None if weights is None else
+            np.array([weights.get(c, 0.0) for c in encoded[stop_rows]])) \
+            if len(stop_rows) else None
+        history, self.best_epoch_ = fit_model(model, train, stop, config, weights)
         self.n_epochs_ = len(history.get("loss", []))
-        return self
+        return model
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in `classes_` order."""
-        import keras
-
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        # Calling the model directly skips tracing a predict function per model, which
-        # dominates on the small inputs of cross-validation folds.
-        parts = [keras.ops.convert_to_numpy(self.model_(X[i:i + 4096], training=False))
-                 for i in range(0, len(X), 4096)] or [np.zeros((0, self.model_.output_shape[-1]))]
-        probs = np.concatenate(parts).astype(np.float64)
-        if probs.shape[1] == 1:  # one sigmoid unit: P(classes_[1])
-            probs = np.concatenate([1.0 - probs, probs], axis=1)
-        return probs
+        return _probabilities(self.model_, X)
 
     def predict(self, X):
         """The most probable class of each row, as values of `classes_`."""
@@ -214,6 +272,20 @@ class KerasHeadClassifier(ClassifierMixin, BaseEstimator):
                 path.write_bytes(blob)
                 self.model_ = keras.saving.load_model(path, safe_mode=True)
 
+
+
+def _probabilities(model, X) -> np.ndarray:
+    """(n, n_classes) probabilities; one sigmoid unit gives P(classes_[1])."""
+    import keras
+
+    # Calling the model directly skips tracing a predict function per model, which
+    # dominates on the small inputs of cross-validation folds.
+    parts = [keras.ops.convert_to_numpy(model(X[i:i + 4096], training=False))
+             for i in range(0, len(X), 4096)] or [np.zeros((0, model.output_shape[-1]))]
+    probs = np.concatenate(parts).astype(np.float64)
+    if probs.shape[1] == 1:
+        probs = np.concatenate([1.0 - probs, probs], axis=1)
+    return probs
 
 
 def fit_routing_groups(estimator, X, y, groups=None):

@@ -33,6 +33,7 @@ from pipeline.search import io as search_io, report as search_report
 from pipeline.search.backends import joblib_backend, streams_results
 from pipeline.search.budget import CURVE_FITS, CostModel, Schedule
 from pipeline.search.checks import fold_score_warnings
+from pipeline.search.warm_start import remember, warm_key, warm_start
 from pipeline.evaluation.curves import learning_curve, write_learning_curve
 
 
@@ -63,8 +64,10 @@ class Candidate:
         return float(np.mean(self.fit_times)) if self.fit_times else float("nan")
 
 
-def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups):
-    """One fit on a training fold and one score on its validation fold (runs in a worker)."""
+def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups, warm=None):
+    """One fit on a training fold and one score on its validation fold (runs in a worker).
+    `warm` (a `warm_start.warm_key`) lets a logistic regression start from the nearest C
+    this worker solved on the same rows."""
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
@@ -75,7 +78,11 @@ def _fit_and_score(pipeline, params, X, y, train, val, scoring, groups):
         warnings.simplefilter("always")
         started = time.perf_counter()
         try:
+            if warm is not None:
+                warm_start(est, warm)
             fit_routing_groups(est, X[train], y[train], groups[train])
+            if warm is not None:
+                remember(est, warm)
             fit_s = time.perf_counter() - started
             started = time.perf_counter()
             score = float(get_scorer(scoring)(est, X[val], y[val]))
@@ -196,9 +203,11 @@ def _search(job: SearchJob, run_dir: Path, echo):
         for cand in schedule:  # the candidates it leaves stay "pending" -> skipped
             cand.status = "running"
             for fold, (train, val) in enumerate(folds):
+                rows = job.training(train)
                 yield delayed(_fit_and_score)(pipes[cand.entry.name], cand.params, X, y,
-                                              job.training(train), val, cfg.scoring,
-                                              groups), cand, fold
+                                              rows, val, cfg.scoring, groups,
+                                              warm_key(cand.entry.name, cand.params, rows)
+                                              ), cand, fold
 
     n_fits = len(candidates) * len(folds)
     grouped = "group-aware " if job.index.has_groups else ""

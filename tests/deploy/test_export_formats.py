@@ -73,7 +73,11 @@ def tiny(tmp_path_factory):
     store = run_extraction(opts, progress=False, echo=lambda *_: None).path
     head = fit_head(store, {"epochs": 3, "hidden_units": (8,), "test_fraction": 0.25,
                             "progress": False}, out_dir=root / "runs", echo=lambda *_: None)
-    runs = {"head": head}
+    # A solved linear head with both scaling layers inside (standardise, then unit length).
+    linear = fit_head(store, {"hidden_units": (), "l2_normalize": True, "l2": 0.01,
+                              "solver": "lbfgs", "test_fraction": 0.25, "progress": False},
+                      out_dir=root / "runs-linear", echo=lambda *_: None)
+    runs = {"head": head, "linear": linear}
     for name, grid in (("svm", GRID), ("boosting", BOOSTING_GRID)):
         (root / f"{name}.toml").write_text(grid)
         runs[name] = run_grid_search(store, {"grid": str(root / f"{name}.toml"), "cv": 2,
@@ -81,7 +85,7 @@ def tiny(tmp_path_factory):
                                              "learning_curve": False},
                                      out_dir=root / f"runs-{name}", echo=lambda *_: None)
     predicted = {}
-    for name in ("head", "svm"):
+    for name in ("head", "linear", "svm"):
         csv = predict(runs[name], data, {"cache_dir": str(root / "cache"), "progress": False,
                                          "out": str(root / f"{name}.csv")}, echo=lambda *_: None)
         predicted[name] = read_predictions(csv)
@@ -156,6 +160,22 @@ def test_each_format_loads_in_its_runtime_and_matches_predict(tiny, fmt, name, c
     assert np.ptp(want[:, 0]) > 1e-3  # the probabilities differ from image to image
     np.testing.assert_allclose(got, want, atol=BOUND)
     assert not list((run / "export").rglob(".featcache-scratch"))  # no scratch left behind
+
+
+@pytest.mark.parametrize("fmt, name", [("keras", "model.keras"), ("onnx", "onnx/model.onnx"),
+                                       ("openvino", "openvino/model.xml"),
+                                       ("litert", "litert/model.tflite"),
+                                       ("saved_model", "saved_model/model")])
+def test_a_solved_linear_head_with_unit_length_inputs_exports_to_each_format(tiny, fmt, name,
+                                                                             capsys):
+    from run_pipeline import main
+
+    run = tiny["runs"]["linear"]
+    assert main(["export", "--run", str(run), "--format", fmt]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run / "export" / name)
+    ids, x = _pixels(tiny)
+    got = np.asarray(_run_in_own_runtime(fmt, run / "export" / name, x))
+    np.testing.assert_allclose(got, [tiny["predicted"]["linear"][i] for i in ids], atol=BOUND)
 
 
 def _assert_store_compared(parity):

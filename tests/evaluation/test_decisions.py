@@ -16,7 +16,7 @@ from conftest import read_csv
 
 NAMES = ["red", "green", "blue"]
 FAST = {"epochs": 2, "hidden_units": (), "progress": False, "learning_curve": False,
-        "linear_probe": False, "calibration_fraction": 0.0}
+        "calibration_fraction": 0.0}
 
 
 def _store(path, n=60, fingerprint="files-one"):

@@ -66,7 +66,9 @@ def test_too_few_groups_names_the_fraction_that_works(tmp_path, capsys):
 
     store = _store(tmp_path / "four.h5", n=40, groups=[f"g{i % 4}" for i in range(40)])
     config = tmp_path / "head.toml"
-    config.write_text("[fit_head]\nepochs = 2\nprogress = false\ntest_fraction = 0.0\n")
+    # a head given by options (a chosen one would train without a validation share)
+    config.write_text("[fit_head]\nhidden_units = [8]\nepochs = 2\nprogress = false\n"
+                      "test_fraction = 0.0\n")
     code = main(["fit-head", "--store", str(store), "--out", str(tmp_path / "runs"),
                  "--config", str(config)])
     err = capsys.readouterr().err.strip()

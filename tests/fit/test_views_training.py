@@ -82,8 +82,6 @@ def test_fit_head_trains_on_views_of_training_files_only(tmp_path, noise):
     assert metrics["data_checks"]["train_view_rows"] == K * n_fit
     assert n_fit + metrics["split"]["n_calibration"] == n_train
     assert metrics["split"]["n_val"] == 10 and metrics["split"]["n_test"] == 10
-    probe = metrics["data_checks"]["linear_probe"]
-    assert probe["split"] == "test" and 0.0 <= probe["accuracy"] <= 1.0
     import keras
 
     head = keras.saving.load_model(run / "head.keras")
