@@ -187,6 +187,9 @@ def cosine_to_float32(float_model, other_model, images, other_hint: str = "f32")
     for model, hint in ((float_model, "f32"), (other_model, other_hint)):
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         outputs.append(np.concatenate([compiled(x)[0].reshape(len(x), -1) for x in images]))
-    a, b = outputs
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+    # In float64, each vector scaled to unit length first: vectors of a random-weight model can
+    # have norms near 1e-18, whose products a fixed floor would turn into a cosine of 0.
+    a, b = (out.astype(np.float64) for out in outputs)
+    unit = [v / np.where(n > 0, n, 1.0)[:, None] for v, n in
+            ((a, np.linalg.norm(a, axis=1)), (b, np.linalg.norm(b, axis=1)))]
+    return (unit[0] * unit[1]).sum(axis=1)

@@ -150,3 +150,19 @@ def test_guard_refuses_bfloat16_that_loses_the_signal(tmp_path, monkeypatch):
     cosine = (lost * vectors).sum(1) / np.linalg.norm(lost, axis=1) / np.linalg.norm(vectors,
                                                                                     axis=1)
     assert np.median(cosine) < 0.9
+
+
+@needs_openvino
+def test_guards_measure_vectors_of_any_scale():
+    """A random-weight MobileNet's vectors have norms near 1e-18: their cosine is still 1."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from pipeline.extract.quantize import cosine_to_float32
+
+    pixels = ops.parameter([2, 4], np.float32)
+    tiny = ov.Model([ops.multiply(pixels, ops.constant(np.float32(1e-20)))], [pixels])
+    inputs = [np.array([[1, 2, 3, 4], [4, 3, 2, 1]], np.float32)]
+    np.testing.assert_allclose(cosine_to_float32(tiny, tiny, inputs), 1.0, atol=1e-6)
+    np.testing.assert_allclose(cosine_to_float32(tiny, tiny, inputs, other_hint="bf16"), 1.0,
+                               atol=1e-3)
