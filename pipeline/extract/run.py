@@ -114,7 +114,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
-    cfg = cfg.replace(engine=engine.name)
+    asked_engine, cfg = cfg.engine, cfg.replace(engine=engine.name)
     spec = get_backbone(cfg.backbone)
     input_shape = spec.input_shape_for(cfg.input_size, cfg.frames)
     reader = create_reader(spec, input_shape, cfg)
@@ -122,8 +122,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         dataset = _discover(cfg, reader, require_labels)
     clip_rows = reader.rows_per_file is None  # one row per clip, not per file
     weights_id = identity_for(spec, cfg.weights)
-    cfg, settings, choice = _settle_precision(cfg, engine, spec, reader, weights_id,
-                                              dataset.samples, echo)
+    cfg, settings, choice, engine = _settle_precision(cfg, engine, asked_engine, spec, reader,
+                                                      weights_id, dataset.samples, echo)
     if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
         settings["calibration"] = calibration or \
             CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
@@ -212,9 +212,10 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                        cfg, spec, reader, engine, settings, dataset, echo)
 
 
-def _settle_precision(cfg, engine, spec, reader, weights_id, samples, echo):
+def _settle_precision(cfg, engine, asked_engine, spec, reader, weights_id, samples, echo):
     """Resolves `--precision auto` (its bfloat16 measured against float32 by the engine first)
-    and says which and why in one line; returns (config, vector settings, PrecisionChoice)."""
+    and says which and why in one line; returns (config, vector settings, PrecisionChoice,
+    engine)."""
     choice = auto_precision(cfg)
     cfg = cfg.replace(precision=choice.precision)
     settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
@@ -224,9 +225,13 @@ def _settle_precision(cfg, engine, spec, reader, weights_id, samples, echo):
         if choice.precision != cfg.precision:
             cfg = cfg.replace(precision=choice.precision)
             settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
+            if asked_engine == "auto":  # the engine was chosen for bfloat16: choose again
+                again = choose_engine(cfg.replace(engine="auto"))
+                if again.keras_backend == active_backend():
+                    engine, cfg = again, cfg.replace(engine=again.name)
     if choice.asked == "auto":
         echo(choice.line())
-    return cfg, settings, choice
+    return cfg, settings, choice, engine
 
 
 def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, dataset, echo):

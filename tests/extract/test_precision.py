@@ -143,6 +143,8 @@ def test_guard_refuses_bfloat16_that_loses_the_signal(tmp_path, monkeypatch):
         prov, vectors = store.provenance, store.load()[0]
     guard = prov["precision_choice"]["bfloat16_guard"]
     assert prov["precision"] == "float32" and guard["decision"] == "refused: float32 vectors stored"
+    # the engine chosen for bfloat16 gave way to float32's choice (this process's TensorFlow)
+    assert prov["engine"] == "tensorflow"
     assert guard["cosine_median"] < 0.9
     bf16 = run_extraction(dict(opts, precision="bfloat16", engine="openvino"), echo=print)
     with open_store(bf16.path) as store:  # what was refused: far from the stored vectors
