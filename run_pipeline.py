@@ -78,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
     args = build_parser().parse_args(argv)
+    from pipeline.config import check_keras_environment
     from pipeline.errors import PipelineError
     from pipeline.quiet_startup import quiet_process_tree
 
     try:
+        check_keras_environment()  # Keras reads them on import, where a bad one is a traceback
         # TensorFlow's C++ start-up notices (here and in every worker process) are dropped.
         with quiet_process_tree():
             output = args.run(args)

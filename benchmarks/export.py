@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     machine = machine_fields()
 
     from pipeline.deploy.export import export_model
-    from pipeline.deploy.formats import get_format
+    from pipeline.deploy.formats import contract_path, get_format
     from pipeline.deploy.prediction import predict
     from pipeline.extract.run import run_extraction
     from pipeline.extract.sources.images import load_image
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             export_s = time.perf_counter() - start
             import json
 
-            parity = json.loads(path.with_suffix(".json").read_text())["parity"]
+            parity = json.loads(contract_path(path, name).read_text())["parity"]
             size = sum(f.stat().st_size for part in fmt.files(path)
                        for f in ([part] if part.is_file() else part.rglob("*")) if f.is_file())
             start = time.perf_counter()

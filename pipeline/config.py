@@ -5,9 +5,13 @@ argparse flags, validate config files and generate the command's typed settings 
 (pipeline/settings.py), so a key in `configs/*.toml`, a flag on the command line and an attribute
 can never drift apart. Precedence: built-in default < config file < command line.
 
+The environment variables the tool reads are Options too (`ENVIRONMENT`), each read and checked
+when it is used, never at import: a bad value is one error line naming the variable.
+
 Usage:
     add_options(parser, EXTRACT_OPTIONS)
     config = ExtractConfig.from_cli(parser.parse_args())
+    seconds = environment_value("PIPELINE_HUB_DOWNLOAD_SECONDS")
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import argparse
 import json
 import math
 import numbers
+import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline.errors import ConfigError
+from pipeline.outputs import require_regular_file
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ def as_typed(value: Any) -> str:
 def load_config_file(path: str | Path, section: str) -> dict:
     """Reads `[section]` of a TOML file; a file without section tables is read whole."""
     path = Path(path)
+    require_regular_file(path, "config file", fix="pass a TOML file saved on disk with --config.")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}. Pass an existing TOML file with --config.")
     try:
@@ -209,3 +217,66 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+# --- Environment variables: every one the tool reads, checked when it is read ---
+
+# The backends Keras 3 can import (it raises a ValueError on import for any other name).
+KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
+ENVIRONMENT = {opt.name: opt for opt in (
+    Option("PIPELINE_HUB_DOWNLOAD_SECONDS", float, 120.0, "seconds a KerasHub preset's "
+           "download or read may take", minimum=0, open_minimum=True),
+    Option("PIPELINE_JOURNAL_ROWS", int, 256, "finished samples extract journals at a time",
+           minimum=1),
+    Option("PIPELINE_CPU_FLAGS", str, None, "space-separated CPU flags read instead of "
+           "/proc/cpuinfo's (set, even empty, they win): which units --precision auto sees"),
+    Option("KERAS_BACKEND", str, None, "the backend Keras loads", choices=KERAS_BACKENDS),
+    Option("KERAS_HOME", str, None, "Keras' folder: keras.json and downloaded weights"),
+    Option("CUDA_VISIBLE_DEVICES", str, None, "'' or -1: no GPU"),
+    Option("RAY_ADDRESS", str, None, "the Ray cluster to join"),
+    Option("DASK_SCHEDULER_ADDRESS", str, None, "the Dask scheduler to join"),
+)}
+
+
+def environment_value(name: str) -> Any:
+    """The value of one of the `ENVIRONMENT` variables (its default when unset).
+
+    Raises:
+        ConfigError: the value is not of the variable's type, range or choices.
+    """
+    opt, text = ENVIRONMENT[name], os.environ.get(name)
+    if text is None:
+        return opt.default
+    try:
+        return _coerce(opt, text, "the environment")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; set the variable so, or unset it") from None
+
+
+def keras_home() -> Path:
+    """Where Keras keeps keras.json and its downloads (as Keras itself decides it)."""
+    home = environment_value("KERAS_HOME")
+    if home is None:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    return Path(home).expanduser()
+
+
+def check_keras_environment() -> None:
+    """What Keras reads when it is imported, checked before it is: KERAS_BACKEND, and
+    keras.json (a FIFO there would hang the import, a bad backend name stops it)."""
+    if "keras" in sys.modules:
+        return
+    backend = environment_value("KERAS_BACKEND")
+    settings = keras_home() / "keras.json"
+    require_regular_file(settings, "keras.json (from KERAS_HOME)", fix="remove it, or set "
+                         "KERAS_HOME to a folder whose keras.json is a regular file")
+    if backend is None and settings.is_file():
+        try:
+            backend = json.loads(settings.read_text(encoding="utf-8")).get("backend")
+        except (OSError, ValueError, AttributeError):
+            return  # Keras ignores a keras.json it cannot read
+        if backend is not None and backend not in KERAS_BACKENDS:
+            raise ConfigError(f"{settings} names the Keras backend {backend!r:.40}, which Keras "
+                              f"cannot load; set \"backend\" there to one of "
+                              f"{', '.join(KERAS_BACKENDS)}")

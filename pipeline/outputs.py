@@ -5,7 +5,10 @@ seen half-written and a plot never needs a display. Every command that makes or 
 folder goes through the location helpers below: output paths are checked before any work,
 a folder is replaced only when a marker file says this tool wrote it, new run folders never
 take an existing name, and scratch files live under the output folder, where the next run
-removes those of dead runs.
+removes those of dead runs. And before the tool reads a file a user names or can put in place (a
+config, a weights file, a preset's files, a store, a run's files, an audit's tables, the graph
+cache), `require_regular_file` looks at it with `os.stat`, which never blocks: reading a FIFO
+waits for a writer and a device such as /dev/zero never ends, so either would hang the command.
 
 Usage:
     write_json(run_dir / "metrics.json", metrics)
@@ -13,6 +16,7 @@ Usage:
     check_writable_folder(out, "--out")
     with Scratch(out, "fit-head") as scratch:
         ...; publish_new_folder(scratch / "run", out, name)
+    require_regular_file(path, "config file")   # ConfigError for a FIFO, a device, a socket
 """
 
 from __future__ import annotations
@@ -23,10 +27,41 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import OutputError
+from pipeline.errors import ConfigError, OutputError
+
+
+# --- Files the tool reads: only regular ones are opened ---
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def kind_of_mode(mode: int) -> str | None:
+    """What a file of this `st_mode` is when it is neither regular nor a folder ("a FIFO")."""
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+
+
+def special_kind(path) -> str | None:
+    """kind_of_mode of what `path` names; None when it cannot be looked at (a missing file:
+    the caller's own check names it)."""
+    try:
+        return kind_of_mode(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
+def require_regular_file(path, what: str, error: type = ConfigError,
+                         fix: str = "pass a regular file there") -> None:
+    """Raises `error` (a PipelineError class), naming `what` and ending with `fix`, when
+    `path` is a FIFO, a device or a socket; it is never opened."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise error(f"{what} {path} is {kind}, not a regular file, and was not opened (reading "
+                    f"it could wait forever); {fix}")
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -116,6 +151,8 @@ def write_marker(folder: Path, command: str, **facts) -> None:
 
 
 def read_marker(folder: Path) -> dict | None:
+    if special_kind(Path(folder) / MARKER):
+        return None  # a FIFO under the marker's name is no marker of ours
     try:
         data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -317,6 +354,8 @@ def check_own_file(path: Path, flag: str, is_ours, what: str, example: str) -> P
     """Refuses to overwrite an existing `path` that `is_ours(path)` does not recognise (a
     file this tool wrote), or a folder where a file is needed."""
     path = Path(path)
+    require_regular_file(path, flag, OutputError, f"pass {flag} with a new file name for the "
+                         f"{what}.")
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder; pass the path of the {what} to write, "
                           f"e.g. {flag} {path / example}.")
@@ -329,6 +368,8 @@ def check_own_file(path: Path, flag: str, is_ours, what: str, example: str) -> P
 
 def is_own_csv(path: Path, first_column: str, needed_column: str) -> bool:
     """A CSV whose header starts with `first_column` and holds `needed_column`."""
+    if special_kind(path):
+        return False
     try:
         with Path(path).open(encoding="utf-8", newline="") as fh:
             header = fh.readline().strip().split(",")
@@ -339,6 +380,8 @@ def is_own_csv(path: Path, first_column: str, needed_column: str) -> bool:
 
 def is_own_json(path: Path, *keys: str) -> bool:
     """A JSON object holding every one of `keys`."""
+    if special_kind(path):
+        return False
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -27,6 +27,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from pipeline.config import environment_value
+
 # Start-up notices that say nothing a user can act on (a line holding one is dropped).
 CHATTER = (
     "All log messages before absl::InitializeLog()", "cudart_stub.cc", "cuInit",
@@ -122,7 +124,7 @@ def filtered_stderr():
 
 
 def _no_gpu() -> bool:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+    if environment_value("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         return True
     return not (Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir())
 

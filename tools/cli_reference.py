@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PAGE = ROOT / "docs" / "reference" / "cli.md"
 
-from pipeline.config import as_typed  # noqa: E402
+from pipeline.config import ENVIRONMENT, as_typed  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from run_pipeline import COMMANDS  # noqa: E402
 
@@ -54,9 +54,11 @@ def _limits(opt) -> str:
     if opt.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in opt.choices))
     if getattr(opt, "minimum", None) is not None:
-        parts.append(f"at least {as_typed(opt.minimum)}")
+        bound = "above" if getattr(opt, "open_minimum", False) else "at least"
+        parts.append(f"{bound} {as_typed(opt.minimum)}")
     if getattr(opt, "maximum", None) is not None:
-        parts.append(f"at most {as_typed(opt.maximum)}")
+        bound = "below" if getattr(opt, "open_maximum", False) else "at most"
+        parts.append(f"{bound} {as_typed(opt.maximum)}")
     return "; ".join(parts)
 
 
@@ -103,12 +105,25 @@ def command_section(name: str, module) -> str:
     return "\n".join(lines)
 
 
+def environment_section() -> str:
+    """The environment variables the tool reads (pipeline/config.py's ENVIRONMENT table)."""
+    lines = ["## Environment variables", "",
+             "Each is read when a command uses it, never when a module is imported; a value "
+             "outside what is allowed is one `error:` line naming the variable.", "",
+             "| variable | type | default | allowed | meaning |",
+             "| --- | --- | --- | --- | --- |"]
+    for opt in ENVIRONMENT.values():
+        lines.append(f"| `{opt.name}` | {_type_name(opt)} | {_default(opt)} | "
+                     f"{_cell(_limits(opt))} | {_cell(opt.help)} |")
+    return "\n".join(lines) + "\n"
+
+
 def render() -> str:
     sections = []
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"pipeline.commands.{module_name}")
         sections.append(command_section(name, module))
-    return HEADER + "\n" + "\n".join(sections)
+    return HEADER + "\n" + "\n".join(sections) + "\n" + environment_section()
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.outputs import special_kind
+
 # Bumped whenever what a graph file holds, or how an engine builds it, changes meaning.
 GRAPH_VERSION = 1
 MARKER = "featcache-neighbour-graph"
@@ -130,6 +132,8 @@ def read_graph(path: Path, key: str, n_rows: int, k: int) -> tuple[NeighbourGrap
 
     if not path.exists():
         return None, "absent"
+    if special_kind(path):
+        return None, "foreign"  # a FIFO or device: opening it could wait forever
     try:
         with h5py.File(path, "r") as fh:
             if fh.attrs.get("format") != MARKER:

@@ -180,7 +180,11 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
     with open_store(store_path) as store:
         default = audit_dir_for(store.path)
         given = out_dir or cfg.out
-        example = str(Path(given) / default.name) if given else f"DIR/{default.name}"
+        # Suggested: a folder inside the one given, or beside what was given when it is a file.
+        base = Path(given) if given else None
+        if base is not None and base.exists() and not base.is_dir():
+            base = base.parent
+        example = str(base / default.name) if base else f"DIR/{default.name}"
         final = check_replaceable(Path(given or default), "audit", "--out", example,
                                   legacy_names=AUDIT_FILES)
         make_folder(final.parent, "--out")

@@ -38,13 +38,17 @@ def run(args) -> str:
 
 
 def _store_paths_absolute(config: ExtractConfig) -> ExtractConfig:
-    """Files named on the command line are recorded absolute in the store's provenance, so
-    predict and export find them from any working directory (sha256 and cache key unchanged)."""
+    """Files named on the command line (and a KerasHub preset directory given as the backbone)
+    are recorded absolute in the store's provenance, so predict and export find them from any
+    working directory (sha256 and cache key unchanged)."""
     changes = {}
     for key in ("weights", "mean_file"):
         value = getattr(config, key)
         if value and value not in ("imagenet", "none") and os.path.exists(value):
             changes[key] = os.path.abspath(os.path.expanduser(value))
+    preset = os.path.expanduser(config.backbone or "")
+    if preset and os.path.isfile(os.path.join(preset, "config.json")):
+        changes["backbone"] = os.path.abspath(preset)
     return config.replace(**changes) if changes else config
 
 

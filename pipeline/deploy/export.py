@@ -10,8 +10,10 @@ The Keras model is made of built-in layers only, so `keras.saving.load_model(pat
 safe_mode=True)` loads it without this package; preprocessing becomes frozen layers
 (pipeline/deploy/frozen_preprocessing.py).
 
-Decoding and resizing stay outside the model (they depend on the file type); `model.json` next
-to the model states the input size and the resize policy the training vectors used.
+Decoding and resizing stay outside the model (they depend on the file type); its model.json
+(`<stem>.<format>.json`, e.g. `model.keras.json`, beside it) states the input size and the
+resize policy the training vectors used, and lists the files export wrote with their sha256:
+a later export to the same path replaces exactly those and refuses anything else there.
 
 Usage:
     from pipeline.deploy.export import export_model
@@ -32,13 +34,13 @@ from pipeline.deploy.options import ExportConfig
 from pipeline.deploy.parity import (check_parity, check_store_rows, parity_inputs,
                                     pipeline_features)
 from pipeline.errors import BackboneError, ConfigError, OutputError
-from pipeline.outputs import Scratch, check_own_file, is_own_json, write_json
+from pipeline.outputs import Scratch, check_writable_folder, write_json
 from pipeline.deploy.prediction import load_run, reuse_extract_options
-from pipeline.deploy.formats import get_format, remove_artifact
+from pipeline.deploy.formats import (check_earlier_export, contract_path, get_format,
+                                     written_files)
 from pipeline.extract.backbones import get_backbone
 # Through the module, so a builder replaced at run time (as tests do) is the one called.
 import pipeline.extract.backbones.feature_model as feature_model
-from pipeline.plugins import load_plugins
 from pipeline.extract.sources import create_reader
 from pipeline.deploy.sklearn_onnx import convert_pipeline, join_behind
 from pipeline.search.io import load_best_model
@@ -69,8 +71,9 @@ def export_model(run_dir, options=None, echo=print) -> Path:
         echo: where progress lines go.
 
     Returns:
-        Path of the artifact; its `model.json` lies beside it. Everything is written in a
-        scratch folder first and moved into place only after the parity check passed.
+        Path of the artifact; its model.json (`formats.contract_path`) lies beside it.
+        Everything is written in a scratch folder first and moved into place only after the
+        parity check passed.
 
     Raises:
         ConfigError: the format's packages are missing, the run's best model cannot be
@@ -93,7 +96,6 @@ def export_model(run_dir, options=None, echo=print) -> Path:
             "scikit-learn winner exports with --format onnx, and predict works with every run.")
     _refuse_reduced_precision(run)
     eo = reuse_extract_options(run_dir, run.info, cfg, "export")
-    load_plugins(eo.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(eo["backbone"])
     sample_shape = tuple(spec.input_shape_for(eo.get("input_size"), eo.get("frames")))
     preprocess = clip_preprocessing(spec, eo, sample_shape, run.provenance)
@@ -138,8 +140,9 @@ def export_model(run_dir, options=None, echo=print) -> Path:
                  f"store's rows: {_figure(store_check)}")
         contract = _contract(spec, eo, run, affine, sample_shape, pool, reader.unit, out, fmt,
                              parity)
-        write_json(staged.with_suffix(".json"), contract)
-        _publish(fmt, staged, out)
+        contract.update(written_files(fmt, staged))  # what a later export may replace
+        write_json(contract_path(staged, fmt.name), contract)
+        _publish(fmt, staged, out, scratch)
     echo(f"exported {spec.name} + {_head_name(run)} ({len(run.class_names)} classes) as "
          f"{fmt.name}, input {contract['input_shape']} {fmt.input_dtype}")
     return out
@@ -164,43 +167,38 @@ def _write_sklearn_onnx(run, trunk, fmt, staged: Path, scratch: Path, sample) ->
     backbone.unlink()
 
 
-def _publish(fmt, staged: Path, out: Path) -> None:
-    """Moves the checked artifact and its model.json into place (replacing only an earlier
-    export's files, which _check_output verified), model.json last."""
-    remove_artifact(fmt, out)
+def _publish(fmt, staged: Path, out: Path, scratch: Path) -> None:
+    """Moves the checked artifact and its model.json into place, model.json last. What is at
+    `out` is checked again first (a file may have been added while the export ran); an earlier
+    export's folder is moved into the scratch folder, which goes with it."""
+    older = check_earlier_export(fmt, out)
     for part in fmt.files(staged):
-        os.replace(part, out.parent / part.name)
-    os.replace(staged.with_suffix(".json"), out.with_suffix(".json"))
+        final = out.parent / part.name
+        if final.is_dir() and not final.is_symlink():
+            os.replace(final, scratch / f"replaced-{part.name}")
+        os.replace(part, final)
+    os.replace(contract_path(staged, fmt.name), contract_path(out, fmt.name))
+    for path in older:
+        path.unlink(missing_ok=True)
 
 
 def _check_output(out: Path | None, run_dir: Path, fmt) -> Path:
     """The artifact path to write (default RUN_DIR/export/model.keras, or
-    RUN_DIR/export/FORMAT/model.EXT), checked before any work: new files, or ones an earlier
-    export wrote (its model.json beside them names the artifact), in a writable folder."""
+    RUN_DIR/export/FORMAT/model.EXT), checked before any work: new files, or exactly those an
+    earlier export recorded, in a writable folder."""
     suffix = Path(fmt.file_name).suffix
     if out is not None and out.suffix != suffix:
         want = f"end in {suffix}" if suffix else "have no suffix (it is a folder)"
         raise ConfigError(f"--out for --format {fmt.name} must {want}; received: {out}")
-    path = out or run_dir / "export" / fmt.default_folder / fmt.file_name
-
-    def own_json(p: Path) -> bool:
-        return is_own_json(p, "load", "vector_key")
-
-    def ours(part: Path) -> bool:
-        return own_json(path.with_suffix(".json")) and json.loads(
-            path.with_suffix(".json").read_text(encoding="utf-8")).get("model") == path.name
-
+    path = Path(os.path.abspath(out or run_dir / "export" / fmt.default_folder / fmt.file_name))
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise OutputError(f"--out {out} is the folder you are in (or holds it), and export "
+                          f"writes its artifact there; pass a new path, e.g. --out "
+                          f"{fmt.file_name if suffix else 'exported_model'}.")
     try:
-        for part in fmt.files(path):
-            if fmt.is_folder and part.is_dir() and not part.is_symlink():
-                if not ours(part):
-                    raise OutputError(f"--out {part} is a folder this tool did not write, so it "
-                                      "was left untouched; pass --out with a new path for the "
-                                      "exported model.")
-                continue
-            check_own_file(part, "--out", ours, "exported model", fmt.file_name)
-        check_own_file(path.with_suffix(".json"), "--out", own_json, "exported model",
-                       fmt.file_name)
+        check_earlier_export(fmt, path)
+        check_writable_folder(path.parent, "--out")
     except OutputError as exc:
         if out is not None:
             raise

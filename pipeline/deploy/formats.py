@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import shutil
+import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, OutputError
+from pipeline.outputs import file_sha256
 from pipeline.deploy.sklearn_onnx import OPSET
 
 INSTALL_HINT = "pip install -r requirements-export.txt (or pip install .[export])"
@@ -122,11 +125,19 @@ class OnnxFormat(ExportFormat):
         spec = model.inputs[0]
         signature = [tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name="rgb")]
         function = tf.function(lambda x: model(x, training=False), input_signature=signature)
-        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-        onnx_model, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-            output_names=[t.name for t in frozen.outputs], opset=OPSET,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
+        # tf2onnx calls TensorFlow v1 graph functions, which log deprecation notices meant for
+        # tf2onnx's authors: the export's own lines are what the user reads.
+        tf_log = logging.getLogger("tensorflow")
+        level = tf_log.level
+        tf_log.setLevel(logging.ERROR)
+        try:
+            frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+            onnx_model, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+                output_names=[t.name for t in frozen.outputs], opset=OPSET,
+                custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
+        finally:
+            tf_log.setLevel(level)
         path.write_bytes(onnx_model.SerializeToString())
 
     def load(self, path: Path):
@@ -239,10 +250,94 @@ def get_format(name: str) -> ExportFormat:
     return FORMATS[name]
 
 
-def remove_artifact(fmt: ExportFormat, path: Path) -> None:
-    """Removes an earlier artifact (only ever called on one an earlier export wrote)."""
-    for part in fmt.files(path):
+def contract_path(path: Path, format_name: str) -> Path:
+    """The model.json of the artifact at `path`: `<stem>.<format>.json` (model.keras.json,
+    model.onnx.json, served.saved_model.json), so two formats exported to one stem never share
+    one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{format_name}.json")
+
+
+def _entries(fmt: ExportFormat, path: Path) -> tuple[list[Path], list[Path]]:
+    """(files, folders) the artifact at `path` is made of now: a folder artifact's files and
+    subfolders one by one; a link counts as a file and is never followed."""
+    files, folders = [], []
+    for part in fmt.files(Path(path)):
         if part.is_dir() and not part.is_symlink():
-            shutil.rmtree(part)
+            folders.append(part)
+            for folder, dirs, names in os.walk(part):
+                for name in dirs:
+                    entry = Path(folder) / name
+                    (files if entry.is_symlink() else folders).append(entry)
+                files += [Path(folder) / name for name in names]
         elif part.exists() or part.is_symlink():
-            part.unlink()
+            files.append(part)
+    return sorted(files), sorted(folders)
+
+
+def written_files(fmt: ExportFormat, path: Path) -> dict:
+    """What model.json records of the artifact at `path`, so a later export replaces exactly
+    that: `files` {path relative to the artifact's folder: sha256} and its `folders`."""
+    path = Path(path)
+    files, folders = _entries(fmt, path)
+    return {"files": {f.relative_to(path.parent).as_posix(): file_sha256(f) for f in files},
+            "folders": [f.relative_to(path.parent).as_posix() for f in folders]}
+
+
+def check_earlier_export(fmt: ExportFormat, path: Path) -> list[Path]:
+    """Refuses an artifact path holding anything an earlier export did not write: every file
+    and folder there must be one its model.json lists (a file with the sha256 recorded).
+    Exports made before model.json had the format in its name and a file list (`model.json`
+    beside the artifact, naming it) are recognised by time: nothing of theirs is newer than
+    that model.json.
+
+    Returns:
+        The older-layout model.json to remove once the artifact is replaced (or none).
+
+    Raises:
+        OutputError: naming what is not the tool's and what to pass instead.
+    """
+    path = Path(path)
+    advice = "so nothing was changed; pass --out with a new path for the exported model."
+    for part in fmt.files(path):
+        if part.is_symlink() or (part.is_dir() != fmt.is_folder and part.exists()):
+            what = "a folder" if part.is_dir() else "a file"
+            raise OutputError(f"--out {part} is {what} this tool did not write, {advice}")
+    sidecar, older = contract_path(path, fmt.name), path.with_suffix(".json")
+    record = _read_json(sidecar)
+    if sidecar.exists() and not (record.get("model") == path.name and
+                                 record.get("format") == fmt.name and
+                                 isinstance(record.get("files"), dict)):
+        raise OutputError(f"--out {sidecar} is a file this tool did not write, {advice}")
+    earlier = _read_json(older)
+    legacy = not sidecar.exists() and earlier.get("model") == path.name and \
+        earlier.get("format", fmt.name) == fmt.name and "files" not in earlier and \
+        all(k in earlier for k in ("load", "vector_key"))
+    recorded = record.get("files") or {}
+    listed = record.get("folders")
+    recorded_folders = {f for f in listed if isinstance(f, str)} if isinstance(listed, list) \
+        else set()
+    files, folders = _entries(fmt, path)
+    for entry in files + folders:
+        name = entry.relative_to(path.parent).as_posix()
+        if legacy:
+            ours = not entry.is_symlink() and entry.stat().st_mtime <= older.stat().st_mtime
+        elif entry in folders:
+            ours = name in recorded_folders
+        else:
+            ours = entry.is_file() and not entry.is_symlink() and \
+                recorded.get(name) == file_sha256(entry)
+        if not ours:
+            kind = "folder" if entry in folders else "file"
+            where = f"is a {kind}" if entry == path else f"holds {name}, a {kind}"
+            raise OutputError(f"--out {path} {where} this tool did not write (or changed since "
+                              f"an earlier export wrote it), {advice}")
+    return [older] if legacy else []
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

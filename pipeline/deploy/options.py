@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.config import Option
 from pipeline.deploy.formats import FORMAT_NAMES
 from pipeline.errors import ConfigError
+from pipeline.plugins import plugin_names
 from pipeline.settings import Settings, settings_class
 
 # Where a run's input files are now, when they have moved: predict and export look them up alike.
@@ -13,6 +14,13 @@ MOVED_FILE_OPTIONS = (
            "moved (checked by sha256) [default: the path recorded in the run]", metavar="FILE"),
     Option("mean_file", str, None, "where the run's C3D mean cube is now, when it has moved "
            "(checked by sha256)", metavar="NPY"),
+    Option("backbone", str, None, "where the run's KerasHub preset directory is now, when it "
+           "has moved (checked by its weights' sha256 and its config.json) [default: the path "
+           "recorded in the run, or the same folder beside the run folder]", metavar="DIR"),
+    Option("plugin", plugin_names, (), "modules to import first, which register the run's "
+           "backbone, reader or engine: the plugins its store was extracted with are imported "
+           "only when named here (or installed as featcache.plugins entry points)",
+           metavar="MODULE[,MODULE]"),
 )
 
 PREDICT_OPTIONS = (
@@ -47,8 +55,9 @@ EXPORT_OPTIONS = (
            "LiteRT or a TensorFlow SavedModel taking uint8 pixels (a scikit-learn grid-search "
            "winner: onnx only)", choices=FORMAT_NAMES),
     Option("out", str, None, "the artifact to write, ending in .keras, .onnx, .xml (with its "
-           ".bin), .tflite, or a folder name for saved_model; its model.json goes beside it. An "
-           "existing artifact is replaced only when an earlier export wrote it [default: "
+           ".bin), .tflite, or a folder name for saved_model; its model.json (STEM.FORMAT.json) "
+           "goes beside it. An existing artifact is replaced only when it holds exactly the "
+           "files an earlier export recorded there [default: "
            "RUN_DIR/export/model.keras, or RUN_DIR/export/FORMAT/model.EXT]", metavar="PATH"),
     Option("check", bool, True, "load the artifact in its own runtime and compare it with "
            "predict on the run's files (max difference 1e-4, recorded in model.json)"),

@@ -25,7 +25,8 @@ from pipeline.deploy.options import PredictConfig
 from pipeline.deploy.run_files import (MODIFIED, check_head_fits, load_head_file,
                                        locate_recorded_file, read_checked_run, run_store_path)
 from pipeline.errors import ConfigError, DataError, OutputError, StoreError, WeightsError
-from pipeline.outputs import Scratch, check_own_file, check_writable_folder, is_own_csv, is_own_json
+from pipeline.outputs import (Scratch, check_own_file, check_writable_folder, is_own_csv,
+                              is_own_json, require_regular_file)
 from pipeline.tables import read_rows
 from pipeline.store.vector_identity import (KEY_FIELD, describe_differences, vector_differences,
                                             vector_key)
@@ -33,7 +34,7 @@ from pipeline.fit.heads import predict_proba
 from pipeline.fit.calibration import read_temperature, scale_output_layer
 from pipeline.extract.backbones import get_backbone
 from pipeline.extract.backbones.weights import identity_for
-from pipeline.plugins import load_plugins
+from pipeline.plugins import check_recorded_plugins, load_plugins
 from pipeline.extract.run import run_extraction, vector_settings
 from pipeline.extract.sources import create_reader
 from pipeline.deploy.seen_rows import rows_of_the_run
@@ -88,6 +89,7 @@ def load_run(run_dir, provenance: dict | None = None, calibrate: bool = True,
     import keras
 
     path = run_dir / "head.keras"
+    require_regular_file(path, "run file", fix="run fit-head again.")
     if not path.is_file():
         raise ConfigError(f"run folder {run_dir} has no head.keras; run fit-head again.")
     model = load_head_file(keras, path)
@@ -112,7 +114,6 @@ def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
             f"{drawn_on or 'unknown'} backend, which this process ({active_backend()}) cannot "
             "draw again; run predict with KERAS_BACKEND set to that backend, or extract with "
             "--weights imagenet or a weights file and fit-head again.")
-    load_plugins(extract_options.get("plugin") or ())  # the backbone may be a plugin's
     now = identity_for(get_backbone(extract_options["backbone"]), extract_options["weights"])
     if now != provenance.get("weights"):
         raise WeightsError(
@@ -145,7 +146,6 @@ def refuse_other_vectors(trained: dict, given: dict, what: str) -> None:
 def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
     """The extractor rebuilt from the run's recorded options must give the run's vector key:
     checked before anything is extracted or built."""
-    load_plugins(extract_opts.get("plugin") or ())  # the backbone may be a plugin's
     spec = get_backbone(extract_opts["backbone"])
     reader = create_reader(spec, spec.input_shape_for(extract_opts.get("input_size"),
                                                 extract_opts.get("frames")),
@@ -160,8 +160,11 @@ def check_rebuilt_vectors(extract_opts: dict, trained: dict, what: str) -> None:
 def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
     """The run's extract options with its files found again, its weights checked, and the
     extractor they rebuild checked to make the run's vectors (`options`: a PredictConfig or
-    an ExportConfig, whose `weights` / `mean_file` say where moved files are now)."""
+    an ExportConfig, whose `weights` / `mean_file` / `backbone` say where moved files and a
+    moved preset directory are now)."""
     extract_opts = extract_options_of(info)
+    load_plugins(options.plugin)  # the user's: the backbone may be a plugin's
+    check_recorded_plugins(extract_opts.get("plugin"), run_dir, command)
     for key in ("weights", "mean_file"):
         recorded, given = extract_opts.get(key), getattr(options, key)
         if key == "weights" and recorded in ("imagenet", "none"):
@@ -170,6 +173,14 @@ def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
             extract_opts[key] = locate_recorded_file(recorded or "", run_dir, given, key,
                                                      command)
     trained = info.get("provenance") or {}
+    if options.backbone or _is_preset_path(extract_opts["backbone"], trained):
+        if "preset" not in trained:
+            raise ConfigError(f"{command} --backbone: the run {run_dir} was not made from a "
+                              "KerasHub preset directory, so there is no directory to find "
+                              "again; leave out --backbone")
+        extract_opts["backbone"] = locate_recorded_file(extract_opts["backbone"], run_dir,
+                                                        options.backbone, "backbone", command,
+                                                        folder=True)
     check_weights_unchanged(extract_opts, trained)
     try:
         check_rebuilt_vectors(extract_opts, trained, f"the extractor {command} rebuilds from "
@@ -178,6 +189,13 @@ def reuse_extract_options(run_dir, info: dict, options, command: str) -> dict:
         raise StoreError(f"{exc} Unless the backbone's code or plugins changed, "
                          f"{MODIFIED}") from None
     return extract_opts
+
+
+def _is_preset_path(backbone: str, trained: dict) -> bool:
+    """Whether the run's backbone is a KerasHub preset named by its directory's path (not a
+    handle or a built-in name), which may have moved since."""
+    return "preset" in trained and "://" not in backbone and \
+        (Path(backbone).is_absolute() or "/" in backbone or os.sep in backbone)
 
 
 def predict(run_dir, data, options=None, echo=print) -> Path:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.outputs import class_names_sha256, file_sha256
+from pipeline.outputs import class_names_sha256, file_sha256, require_regular_file
 from pipeline.store.feature_store import open_store
 
 # What a refused run file means for the user: someone edited or swapped it after the run.
@@ -29,6 +29,7 @@ def read_run_info(run_dir) -> dict:
     if not Path(run_dir).exists():
         raise ConfigError(f"run folder not found: {run_dir}; pass the folder that fit-head or "
                           "grid-search printed as its last line (with --run).")
+    require_regular_file(path, "run file", fix=MODIFIED)
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no run.json); pass the folder that "
                           "fit-head or grid-search printed as its last line.")
@@ -72,6 +73,7 @@ def _check_digests(run_dir: Path, info: dict) -> None:
         raise ConfigError(f"{path}: file_sha256 is not a map of file names to digests; "
                           f"{MODIFIED}")
     for name, digest in files.items():
+        require_regular_file(run_dir / name, "run file", StoreError, MODIFIED)
         if not (run_dir / name).is_file() or file_sha256(run_dir / name) != digest:
             raise StoreError(f"{run_dir / name} is not the file the run wrote (its sha256 "
                              "differs from the one run.json recorded: edited, replaced or "
@@ -148,8 +150,9 @@ def check_head_fits(model, info: dict, run_dir: Path) -> None:
 
 
 def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
-                         command: str) -> str:
-    """A file the run's store was made with (weights, mean cube), found again.
+                         command: str, folder: bool = False) -> str:
+    """A file the run's store was made with (weights, mean cube), or with `folder` the
+    directory (a KerasHub preset's, holding config.json), found again.
 
     A path given now (`given`) wins. Otherwise the recorded path (absolute when extract ran
     from the command line); when it is gone because the data, the store and the run folder
@@ -160,23 +163,31 @@ def locate_recorded_file(recorded: str, run_dir, given: str | None, key: str,
         ConfigError: not found anywhere; the message names the flag and the config key.
     """
     flag = "--" + key.replace("_", "-")
+    found = _is_preset_dir if folder else Path.is_file
+    what = "preset directory" if folder else "file"
     if given:
-        if not Path(given).is_file():
-            raise ConfigError(f"file not found: {given} (given with {flag}).")
+        if not found(Path(given)):
+            raise ConfigError(f"{what} not found: {given} (given with {flag}"
+                              f"{'; it needs its config.json' if folder else ''}).")
         return str(Path(given).resolve())
     path = Path(recorded)
-    if path.is_file():
+    if found(path):
         return str(path)
     tail = path.parts[1:] if path.is_absolute() else path.parts
     here = Path(run_dir).resolve()
     for anchor in (here, *here.parents):
         for k in range(len(tail), 0, -1):
             candidate = anchor.joinpath(*tail[-k:])
-            if candidate.is_file():
+            if found(candidate):
                 return str(candidate)
-    raise ConfigError(f"{recorded} (the file this run's vectors were made with) is not there any "
-                      f"more, nor beside the run folder; pass its new location with {flag} FILE "
-                      f"(or {key} = \"...\" under [{command}] in the config file).")
+    raise ConfigError(f"{recorded} (the {what} this run's vectors were made with) is not there "
+                      f"any more, nor beside the run folder; pass its new location with {flag} "
+                      f"{'DIR' if folder else 'FILE'} (or {key} = \"...\" under [{command}] in "
+                      "the config file).")
+
+
+def _is_preset_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
 
 
 def run_store_path(run_dir, info: dict) -> str | None:

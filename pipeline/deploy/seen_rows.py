@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.deploy.run_files import same_store_as_the_run
 from pipeline.errors import StoreError
+from pipeline.outputs import require_regular_file
 from pipeline.store.feature_store import open_store
 from pipeline.tables import read_rows
 
@@ -30,6 +31,7 @@ def _held_out_ids(run_dir: Path) -> dict:
     held = {}
     for split in ("val", "test"):
         path = run_dir / f"predictions_{split}.csv"
+        require_regular_file(path, "run file", fix="run fit-head again.")
         if path.is_file():
             held.update({row["id"]: split for row in read_rows(path)})
     return held

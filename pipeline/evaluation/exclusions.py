@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.tables import read_rows
+from pipeline.outputs import require_regular_file
+from pipeline.tables import TableError, read_rows
 
 # More cross-split near-duplicates than this and fit-head / grid-search warn.
 LEAK_WARNING_PAIRS = 3
@@ -39,11 +40,14 @@ def audit_folder(store) -> Path:
 def read_audit_summary(store) -> dict | None:
     """The store's audit summary, or None when there is none or it audited other vectors."""
     path = audit_folder(store) / "summary.json"
+    require_regular_file(path, "audit file", fix=_audit_again(store))
     if not path.is_file():
         return None
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8: no audit to go by
+        return None
+    if not isinstance(summary, dict):
         return None
     if summary.get("store_key") != store.key or summary.get("n_rows") != len(store) or \
             summary.get("source_fingerprint") != store.provenance.get("source_fingerprint"):
@@ -55,16 +59,36 @@ def _store_flag(store) -> str:
     return f"--store {store.path}"
 
 
+def _audit_again(store) -> str:
+    return f"run `run_pipeline.py audit {_store_flag(store)}` again to write it anew"
+
+
+def _audit_table(store, name: str, columns: tuple) -> list[dict]:
+    """The rows of one of the audit's CSVs, which must hold `columns` in rows of its header's
+    length: a file edited by hand is refused naming it, the line and the fix."""
+    path = audit_folder(store) / name
+    require_regular_file(path, "audit file", fix=_audit_again(store))
+    try:
+        return read_rows(path, columns)
+    except TableError as exc:
+        raise ConfigError(f"{path} was edited or damaged: {exc}; {_audit_again(store)}") from None
+
+
 def read_suggested_groups(store) -> np.ndarray | None:
     """The current audit's suggested group of every row ("" = a row alone), or None when there
     is no current audit or it has no suggested_groups.csv."""
     path = audit_folder(store) / SUGGESTED_GROUPS
+    require_regular_file(path, "audit file", fix=_audit_again(store))
     if read_audit_summary(store) is None or not path.is_file():
         return None
-    by_id = {row["id"]: row["group"] for row in read_rows(path)}
+    by_id = {row["id"]: row["group"] for row in _audit_table(store, SUGGESTED_GROUPS,
+                                                              ("id", "group"))}
     ids = store.column("ids").tolist()
-    if len(by_id) != len(ids) or any(i not in by_id for i in ids):
-        return None  # written for other rows: not this store's
+    missing = next((i for i in ids if i not in by_id), None)
+    if missing is not None or len(by_id) != len(ids):  # the audit of this store wrote them all
+        raise ConfigError(f"{SUGGESTED_GROUPS} lists other rows than {store.path.name} (it was "
+                          f"edited: {'no row for ' + repr(missing) if missing else 'extra rows'}"
+                          f", in {path}); {_audit_again(store)}")
     return np.array([by_id[i] for i in ids], dtype=object)
 
 
@@ -141,7 +165,7 @@ def drop_leaking_rows(store, parts: list) -> tuple[list, int]:
     for p, rows in enumerate(parts):
         part_of[rows] = p
     drop = set()
-    for pair in read_rows(audit_folder(store) / "duplicates.csv"):
+    for pair in _audit_table(store, "duplicates.csv", ("id_a", "id_b")):
         a, b = row_of.get(pair["id_a"]), row_of.get(pair["id_b"])
         if a is None or b is None or part_of[a] < 0 or part_of[b] < 0 \
                 or part_of[a] == part_of[b] or a in drop or b in drop:

@@ -29,6 +29,8 @@ from PIL import Image, ImageEnhance
 from pipeline.errors import ConfigError
 
 STEPS = ("tjitter", "crop", "rotate", "flip", "jitter")
+# A shift beyond a clip's length only repeats its edge frame: as many frames as a clip may hold.
+MAX_TJITTER = 1024
 EXAMPLE = "flip,crop=0.7-1.0,rotate=10,jitter=0.2 (clips: tjitter=4,crop=0.8-1.0)"
 
 
@@ -91,8 +93,8 @@ def parse_recipe(text: str) -> Recipe:
                     raise _bad(text, "jitter=J needs 0 <= J < 1")
             else:
                 fields["tjitter"] = int(value)
-                if fields["tjitter"] < 0:
-                    raise _bad(text, "tjitter=N needs N >= 0 frames")
+                if not 0 <= fields["tjitter"] <= MAX_TJITTER:
+                    raise _bad(text, f"tjitter=N needs 0 <= N <= {MAX_TJITTER} frames")
         except ValueError:
             raise _bad(text, f"step {step!r} has no valid value") from None
     recipe = Recipe(**fields)

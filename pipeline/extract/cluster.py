@@ -30,6 +30,7 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.config import environment_value
 from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.extract import journal
 from pipeline.extract.engines import active_backend, get_engine, plugin_paths
@@ -66,7 +67,7 @@ def connect(ray, address: str | None) -> bool:
     """
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or environment_value("RAY_ADDRESS")
     try:
         if address:
             ray.init(address=address, logging_level="WARNING")

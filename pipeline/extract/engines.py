@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import errors
+from pipeline.config import environment_value, keras_home
 from pipeline.errors import ConfigError, EngineError
 from pipeline.extract.precision import (NATIVE_BFLOAT16_FLAGS, PrecisionChoice,
                                         native_bfloat16_flag)
+from pipeline.outputs import special_kind
 
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 
@@ -193,7 +195,7 @@ def installed(engine: str) -> bool:
 
 def has_nvidia_gpu() -> bool:
     """Cheap check that imports no framework: an NVIDIA device node or CUDA_VISIBLE_DEVICES."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+    if environment_value("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         return False
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
@@ -209,11 +211,13 @@ def active_backend() -> str:
         import keras
 
         return keras.backend.backend()
-    return os.environ.get("KERAS_BACKEND") or _keras_json_backend() or "tensorflow"
+    return environment_value("KERAS_BACKEND") or _keras_json_backend() or "tensorflow"
 
 
 def _keras_json_backend() -> str | None:
-    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    config = keras_home() / "keras.json"
+    if special_kind(config):
+        return None  # never opened: reading a FIFO could wait forever
     try:
         return json.loads(config.read_text()).get("backend")
     except (OSError, ValueError):

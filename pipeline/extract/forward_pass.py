@@ -3,11 +3,12 @@
 Decoding overlaps the model: worker threads (any reader; clips stream a few windows at a time)
 or, for still images on many-core machines, worker processes writing into shared memory
 (`decode_pool.py`). Every batch has the same shape (the last one is zero-padded), so compiled
-backends (XLA, OpenVINO) trace the model once. Finished samples are journaled every JOURNAL_ROWS
-samples or 5 seconds, also while a video's clips are spread over several batches: the journal
-holds only finished samples, and a sample cut by a kill is extracted again whole. Each row's
-vector depends on its own input only (inference mode, fixed batch shape), so a resumed run
-equals an uninterrupted one although its batches are cut elsewhere (tested to 1e-6).
+backends (XLA, OpenVINO) trace the model once. Finished samples are journaled every
+PIPELINE_JOURNAL_ROWS samples (an environment variable, 256 by default) or 5 seconds, also
+while a video's clips are spread over several batches: the journal holds only finished
+samples, and a sample cut by a kill is extracted again whole. Each row's vector depends on its
+own input only (inference mode, fixed batch shape), so a resumed run equals an uninterrupted
+one although its batches are cut elsewhere (tested to 1e-6).
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from pipeline.config import environment_value
 from pipeline.extract import journal
 from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.extract.prefetch import OrderedPrefetcher
 from pipeline.extract.engines import ENGINES, get_engine
 from pipeline.extract.decode_pool import ProcessBatchFeeder, ProcessChunkFeeder
 
-# Finished samples are journaled every JOURNAL_ROWS samples or 5 seconds: at most that much work
-# is lost to a kill. Tunable for tests and for very slow backbones.
-JOURNAL_ROWS = int(os.environ.get("PIPELINE_JOURNAL_ROWS", "256"))
 DECODERS = ("auto", "threads", "processes")
 
 
@@ -38,6 +37,7 @@ class _Runner:
         from tqdm import tqdm
 
         self.todo, self.spec, self.reader, self.config = todo, spec, reader, config
+        self.journal_rows = environment_value("PIPELINE_JOURNAL_ROWS")  # before the model
         self.host_preprocess = getattr(reader, "preprocess", None)
         self.batch_size = config.batch_size
         # A cluster actor passes the model it built once.
@@ -88,8 +88,9 @@ class _Runner:
         self.bar.update(1)
 
     def publish_if_due(self) -> None:
-        """Publishes the finished samples every JOURNAL_ROWS samples or 5 seconds."""
-        if self.writer.pending >= JOURNAL_ROWS or time.monotonic() - self.last_flush > 5:
+        """Publishes the finished samples every `journal_rows` samples or 5 seconds: at most
+        that much work is lost to a kill (fewer rows for tests and very slow backbones)."""
+        if self.writer.pending >= self.journal_rows or time.monotonic() - self.last_flush > 5:
             self.writer.flush()
             self.last_flush = time.monotonic()
 

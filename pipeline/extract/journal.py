@@ -3,7 +3,9 @@
 Each part is a complete HDF5 file published with an atomic rename, so a kill at any moment
 (SIGKILL included) loses at most the part being written. On the next run the parts and the
 previous store are indexed; samples whose file stamp still matches are not extracted again,
-and `assemble` merges both into the new store in the dataset's order.
+and `assemble` merges both into the new store in the dataset's order. A views store
+(views.py) journals its views the same way, one row per (file, view), indexed by
+`index_view_parts`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,27 @@ def index_parts(parts_dir: Path) -> dict[str, Done]:
         except (OSError, KeyError):
             part.unlink(missing_ok=True)  # unreadable: its samples are simply extracted again
     return done
+
+
+def index_view_parts(parts_dir: Path) -> dict[tuple[str, int], tuple[str, Path, int]]:
+    """(sample id, view) -> (stamp, part, row) of the views journaled in `parts_dir` (a views
+    store's journal keeps the view number in the `clip_index` column; later parts win)."""
+    done = {}
+    for part in sorted(parts_dir.glob("part-*.h5")) if parts_dir.is_dir() else ():
+        try:
+            with h5py.File(part, "r") as fh:
+                for row, (sid, stamp, view) in enumerate(zip(
+                        fh["sample_ids"][:], fh["stamps"][:], fh["clip_index"][:])):
+                    done[(sid.decode(), int(view))] = (stamp.decode(), part, row)
+        except (OSError, KeyError):
+            part.unlink(missing_ok=True)  # unreadable: its views are simply extracted again
+    return done
+
+
+def read_part_rows(part: Path, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """The vectors of `rows` of one part file, in the order given."""
+    with h5py.File(part, "r") as fh:
+        return read_feature_rows(fh["features"], rows, dtype)
 
 
 class PartWriter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from pipeline.config import Option
@@ -21,9 +22,24 @@ MAX_STRIDE = 100_000
 MAX_NUM_CLIPS = 1000
 MAX_FPS = 1000.0
 MAX_VIEWS = 256
-DEFAULT_INPUT_SIZE = 224  # most backbones' size, for the memory check when none is given
 # One batch of float32 pixels may take at most this share of the memory available now.
 BATCH_MEMORY_SHARE = 0.5
+
+
+def check_batch_memory(batch_size: int, input_shape: tuple) -> None:
+    """One batch of model inputs as float32 (batch x every axis of one input: a clip's frames,
+    height, width, channels, at the backbone's own size) must fit in half the memory available
+    now; checked once the backbone's input shape is known, before any file is decoded, instead
+    of a MemoryError deep in the forward pass."""
+    shape = [int(d) for d in input_shape]
+    need = int(batch_size) * math.prod(shape) * 4
+    have = available_memory()
+    if have is not None and need > BATCH_MEMORY_SHARE * have:
+        raise ConfigError(
+            f"--batch-size {batch_size} inputs of {' x '.join(map(str, shape))} need "
+            f"{need / 1e9:.1f} GB of memory for one batch of float32 pixels, more than half of "
+            f"the {have / 1e9:.1f} GB available; lower --batch-size (or --frames, or "
+            "--input-size).")
 
 
 def available_memory() -> int | None:
@@ -117,7 +133,7 @@ EXTRACT_OPTIONS = (
     Option("num_clips", int, 10, "clips per video for --sampling uniform", minimum=1,
            maximum=MAX_NUM_CLIPS),
     Option("fps", float, None, "resample frames to this rate from their timestamps",
-           maximum=MAX_FPS),
+           minimum=0.0, open_minimum=True, maximum=MAX_FPS),
     Option("aggregate", str, "mean", "per-video mean of clip features, or one row per clip",
            choices=("mean", "per_clip")),
     Option("l2_normalize", bool, False, "L2-normalise each per-video mean (the C3D recipe)"),
@@ -140,12 +156,15 @@ class _ExtractRules(Settings):
     """The rules across extract options, checked once wherever the settings are built."""
 
     def validate(self) -> None:
-        self._check_batch_memory()
         if self.views:
             parse_recipe(self.augment)  # a wrong recipe is refused before anything runs
             if self.cluster:
                 raise ConfigError("--views runs on this machine; leave out --cluster (extract "
                                   "the plain rows on the cluster first, then add --views)")
+            if self.temporal_pool == "none":
+                raise ConfigError("--views needs one row per file, and --temporal-pool none "
+                                  "stores one row per frame; use --temporal-pool mean or max, "
+                                  "or leave out --views")
         if self.engine != "auto":  # e.g. --precision int8 needs an engine that quantizes
             get_engine(self.engine).check(self)
         if self.aggregate == "per_clip" and self.l2_normalize:
@@ -155,17 +174,6 @@ class _ExtractRules(Settings):
                               "grid-search's l2_normalize preprocessing), or use --aggregate "
                               "mean.")
 
-    def _check_batch_memory(self) -> None:
-        """One batch of pixels (batch x size^2 x 3 float32) must fit in memory, checked before
-        any model is built, instead of a MemoryError deep in the forward pass."""
-        size = self.input_size or DEFAULT_INPUT_SIZE
-        need = self.batch_size * size * size * 3 * 4
-        have = available_memory()
-        if have is not None and need > BATCH_MEMORY_SHARE * have:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} at --input-size {size} needs {need / 1e9:.1f} GB "
-                f"of memory for one batch of pixels, more than half of the {have / 1e9:.1f} GB "
-                "available; lower --batch-size or --input-size.")
 
 # The typed, frozen settings of `extract`, one field per option above (pipeline/settings.py).
 ExtractConfig = settings_class("ExtractConfig", EXTRACT_OPTIONS, section="extract", command="extract",

@@ -21,14 +21,15 @@ a CPU without native bfloat16, `auto` and `--precision float32` make the same st
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipeline.config import environment_value
+
 # The CPU flags (Linux /proc/cpuinfo names) of units that compute bfloat16 natively.
 NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
-# Space-separated flags read instead of the CPU's own: tests fake a CPU with or without
-# bfloat16 units with it (set, even empty, it wins over /proc/cpuinfo).
+# Space-separated flags read instead of the CPU's own (pipeline.config.ENVIRONMENT): tests
+# fake a CPU with or without bfloat16 units with it (set, even empty, it wins over cpuinfo).
 CPU_FLAGS_KNOB = "PIPELINE_CPU_FLAGS"
 CPUINFO = Path("/proc/cpuinfo")
 # Measured bfloat16 against float32 on the native engine (docs/precision.md): median cosine
@@ -45,7 +46,7 @@ REFUSED = "refused: float32 vectors stored"
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset:
     """The CPU's feature flags: $PIPELINE_CPU_FLAGS when set, else the first `flags` line of
     `cpuinfo` (empty where there is none, as on a machine that is not Linux)."""
-    faked = os.environ.get(CPU_FLAGS_KNOB)
+    faked = environment_value(CPU_FLAGS_KNOB)
     if faked is not None:
         return frozenset(faked.split())
     try:

@@ -32,7 +32,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract.engines import (active_backend, auto_precision, choose_engine,
                                       run_in_worker)
 from pipeline.extract.forward_pass import extract_into_journal
-from pipeline.extract.options import ExtractConfig
+from pipeline.extract.options import ExtractConfig, check_batch_memory
 from pipeline.extract.result import ExtractResult
 from pipeline.extract.vector_checks import degenerate_vectors
 from pipeline.outputs import MARKER
@@ -117,6 +117,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     asked_engine, cfg = cfg.engine, cfg.replace(engine=engine.name)
     spec = get_backbone(cfg.backbone)
     input_shape = spec.input_shape_for(cfg.input_size, cfg.frames)
+    check_batch_memory(cfg.batch_size, input_shape)  # every axis, before anything is decoded
     reader = create_reader(spec, input_shape, cfg)
     if type(reader) is not listed_by:  # another reader lists other files: list them again
         dataset = _discover(cfg, reader, require_labels)

@@ -21,7 +21,7 @@ from pipeline.evaluation.calibration import (ECE_BINS, TEMPERATURE_BOUNDS, apply
                                              expected_calibration_error,
                                              fit_temperature_or_reason, nll,
                                              write_reliability_diagram)
-from pipeline.outputs import write_json
+from pipeline.outputs import require_regular_file, write_json
 
 
 def calibrate(model, calibration_rows, results: dict, skipped: str | None = None) -> dict:
@@ -70,6 +70,7 @@ def scale_output_layer(model, temperature: float, layer_name: str = "predictions
 def read_temperature(run_dir) -> float | None:
     """T from a run folder's calibration.json, or None when the run has none."""
     path = Path(run_dir) / "calibration.json"
+    require_regular_file(path, "run file", fix="run fit-head again.")
     if not path.is_file():
         return None
     return float(json.loads(path.read_text(encoding="utf-8"))["temperature"])

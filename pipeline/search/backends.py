@@ -25,6 +25,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.config import environment_value
 from pipeline.errors import ConfigError
 
 BACKENDS = ("loky", "ray", "dask")
@@ -79,7 +80,7 @@ def _ray_backend():
 
     started_here = not ray.is_initialized()
     if started_here:
-        address = os.environ.get("RAY_ADDRESS")
+        address = environment_value("RAY_ADDRESS")
         ray.init(address=address or "local", logging_level="WARNING",
                  runtime_env={"env_vars": _project_env()},
                  **({} if address else {"include_dashboard": False}))
@@ -105,7 +106,7 @@ def _dask_backend(X, y):
     try:
         client = distributed.get_client()
     except ValueError:  # no client in this process
-        address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+        address = environment_value("DASK_SCHEDULER_ADDRESS")
         if address:
             client = distributed.Client(address)
         else:  # its worker processes are spawned with this process's sys.path

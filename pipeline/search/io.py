@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.outputs import file_sha256, run_digests, write_json
+from pipeline.outputs import file_sha256, require_regular_file, run_digests, write_json
 from pipeline.store.vector_identity import describe_differences, vector_differences
 from pipeline.fit.heads import predict_proba
 from pipeline.search.keras_form import to_keras_model
@@ -170,6 +170,8 @@ def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":
     """
     run_dir = Path(run_dir)
     sidecar_path = run_dir / SIDECAR
+    for path in (run_dir / "run.json", sidecar_path):
+        require_regular_file(path, "run file", StoreError, "pass the folder grid-search printed.")
     if not (run_dir / "run.json").is_file() or not sidecar_path.is_file():
         raise StoreError(f"{run_dir} is not a grid-search run folder (no run.json or {SIDECAR}); "
                          "pass the folder grid-search printed as its last line.")
@@ -189,6 +191,7 @@ def load_best_model(run_dir, provenance: dict | None = None) -> "BestModel":
                          f"{SKOPS_FILE}/{KERAS_FILE}); pickle and joblib files are never loaded.")
     for name, digest in files.items():
         path = run_dir / name
+        require_regular_file(path, "run file", StoreError, "run grid-search again.")
         if not path.is_file() or file_sha256(path) != digest:
             raise StoreError(f"{path} does not match the checksum in {SIDECAR} (changed or "
                              "replaced after the search); refusing to load it. Run grid-search "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import ConfigError
+from pipeline.outputs import require_regular_file, special_kind
 
 DEFAULT_GRID = Path(__file__).resolve().parents[2] / "configs" / "search_default.toml"
 
@@ -213,6 +214,7 @@ def load_grid(path: str | Path | None = None) -> list[GridEntry]:
         ConfigError: the file is missing, not TOML, or not a valid grid.
     """
     path = Path(path) if path else DEFAULT_GRID
+    require_regular_file(path, "grid file", fix="pass a TOML file saved on disk with --grid.")
     if not path.is_file():
         raise ConfigError(f"grid file not found: {path}. Pass an existing TOML file with --grid "
                           f"(the default is {DEFAULT_GRID}).")
@@ -226,6 +228,8 @@ def load_grid(path: str | Path | None = None) -> list[GridEntry]:
 
 def has_models_table(path: str | Path) -> bool:
     """True when a TOML file carries `[models.*]` tables (a config that is also a grid)."""
+    if special_kind(path):
+        return False
     try:
         with Path(path).open("rb") as fh:
             return isinstance(tomllib.load(fh).get("models"), dict)

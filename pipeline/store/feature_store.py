@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.outputs import hold_exclusive_lock, release_lock_file
+from pipeline.outputs import hold_exclusive_lock, release_lock_file, require_regular_file
 from pipeline.store import integrity, space
 from pipeline.store.diagnose import not_a_store_message
 from pipeline.store.row_index import RowIndex, plain_count
@@ -231,6 +231,7 @@ class FeatureStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        require_regular_file(self.path, "store", StoreError, "pass a store extract made")
         if not self.path.is_file():
             raise StoreError(f"feature store not found: {path}. Run `run_pipeline.py extract` "
                              "first; it prints the store's path as its last line.")

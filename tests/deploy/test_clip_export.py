@@ -63,6 +63,7 @@ def clip_run(tmp_path_factory):
 
 
 def test_exported_model_equals_predict_with_a_mean_cube(clip_run, tmp_path):
+    from pipeline.deploy.formats import contract_path
     import keras
 
     from pipeline.deploy.export import export_model
@@ -81,16 +82,17 @@ def test_exported_model_equals_predict_with_a_mean_cube(clip_run, tmp_path):
         clips = clips.astype(np.float32)
         (got,) = model.predict(clips, batch_size=len(clips), verbose=0)  # one video per call
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=sample_id)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "keras").read_text())
     assert "mean cube" in contract["preprocessing_inside"]
 
 
 def test_clip_model_json_describes_the_reader_once(clip_run, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
 
     path = export_model(clip_run["run"], {"out": str(tmp_path / "c.keras"), "check": False},
                         echo=lambda *_: None)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "keras").read_text())
     text = json.dumps(contract)
     assert "squash" not in text  # an image policy has no place in a clip model's contract
     top, left = clip_run["recipe"].crop_offsets(SHAPE[1])
@@ -101,6 +103,7 @@ def test_clip_model_json_describes_the_reader_once(clip_run, tmp_path):
 
 
 def test_clip_run_exports_to_onnx_taking_uint8_frames(clip_run, tmp_path):
+    from pipeline.deploy.formats import contract_path
     import onnxruntime
 
     from pipeline.deploy.export import export_model
@@ -112,7 +115,7 @@ def test_clip_run_exports_to_onnx_taking_uint8_frames(clip_run, tmp_path):
                                          echo=lambda *_: None))
     path = export_model(clip_run["run"], {"format": "onnx", "out": str(tmp_path / "c.onnx")},
                         echo=lambda *_: None)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "onnx").read_text())
     assert contract["input_shape"] == ["clips", *SHAPE] and contract["input_dtype"] == "uint8"
     assert contract["parity"]["max_abs_difference"] <= 1e-4
     assert "4 file(s) of the run's store" in contract["parity"]["inputs"]

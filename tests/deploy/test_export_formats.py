@@ -135,6 +135,7 @@ def _run_in_own_runtime(fmt, path, x):
                                        ("litert", "litert/model.tflite"),
                                        ("saved_model", "saved_model/model")])
 def test_each_format_loads_in_its_runtime_and_matches_predict(tiny, fmt, name, capsys):
+    from pipeline.deploy.formats import contract_path
     from run_pipeline import main
 
     run = tiny["runs"]["head"]
@@ -142,7 +143,7 @@ def test_each_format_loads_in_its_runtime_and_matches_predict(tiny, fmt, name, c
     last = capsys.readouterr().out.strip().splitlines()[-1]
     path = run / "export" / name
     assert last == str(path) and path.exists()
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, fmt).read_text())
     assert contract["format"] == fmt and contract["model"] == path.name
     assert contract["input_dtype"] == ("float32" if fmt == "keras" else "uint8")
     parity = contract["parity"]
@@ -198,13 +199,14 @@ def test_an_artifact_whose_trunk_did_not_make_the_store_is_refused(tiny, tmp_pat
 
 
 def test_a_scikit_learn_winner_is_one_onnx_file_matching_predict_proba(tiny, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
 
     run = tiny["runs"]["svm"]
     assert json.loads((run / "best_model.json").read_text())["family"] == "rbf_svm"
     path = export_model(run, {"format": "onnx", "out": str(tmp_path / "svm.onnx")},
                         echo=lambda *_: None)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "onnx").read_text())
     assert "rbf_svm" in contract["head"] and contract["parity"]["max_abs_difference"] <= BOUND
     _assert_store_compared(contract["parity"])
     ids, x = _pixels(tiny)
@@ -232,7 +234,7 @@ def test_a_family_the_converter_cannot_take_is_refused_by_name(tiny, capsys):
     err = capsys.readouterr().err
     assert "family hist_gradient_boosting" in err and err.count("\n") == 1
     assert not list((run / "export").rglob("*.onnx")) and not list(
-        (run / "export").rglob("model.json"))
+        (run / "export").rglob("*.json"))
 
 
 def test_a_missing_converter_is_refused_before_any_work(tiny, monkeypatch, capsys):
@@ -254,13 +256,14 @@ def test_a_missing_converter_is_refused_before_any_work(tiny, monkeypatch, capsy
 def test_an_artifact_failing_parity_is_never_published_and_the_old_one_is_kept(tiny, tmp_path,
                                                                                monkeypatch):
     from pipeline.deploy import formats
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
     from pipeline.errors import BackboneError
 
     out = tmp_path / "m.tflite"
     export_model(tiny["runs"]["head"], {"format": "litert", "out": str(out), "check": False},
                  echo=lambda *_: None)
-    before = out.read_bytes(), out.with_suffix(".json").read_text()
+    before = out.read_bytes(), contract_path(out, "litert").read_text()
     real_load = formats.LiteRtFormat.load
 
     def off_by_a_little(self, path):  # a runtime that rounds worse than the bound allows
@@ -271,8 +274,8 @@ def test_an_artifact_failing_parity_is_never_published_and_the_old_one_is_kept(t
     with pytest.raises(BackboneError, match="differs from predict by 3.0.e-04"):
         export_model(tiny["runs"]["head"], {"format": "litert", "out": str(out)},
                      echo=lambda *_: None)
-    assert (out.read_bytes(), out.with_suffix(".json").read_text()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite"]
+    assert (out.read_bytes(), contract_path(out, "litert").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.litert.json", "m.tflite"]
 
 
 def test_the_export_pins_are_installed_by_ci():
@@ -291,14 +294,15 @@ def test_the_export_pins_are_installed_by_ci():
 
 
 def test_a_folder_artifact_replaces_only_an_earlier_export(tiny, tmp_path, capsys):
+    from pipeline.deploy.formats import contract_path
     from run_pipeline import main
 
     run, out = tiny["runs"]["head"], tmp_path / "served"
-    for _ in range(2):  # the second export replaces the first (its model.json names it)
+    for _ in range(2):  # the second export replaces the first (its model.json lists its files)
         assert main(["export", "--run", str(run), "--format", "saved_model", "--out", str(out),
                      "--no-check"]) == 0
     assert (out / "saved_model.pb").is_file()
-    assert json.loads((tmp_path / "served.json").read_text())["model"] == "served"
+    assert json.loads(contract_path(out, "saved_model").read_text())["model"] == "served"
     mine = tmp_path / "mine"
     (mine / "notes").mkdir(parents=True)
     capsys.readouterr()
@@ -306,4 +310,4 @@ def test_a_folder_artifact_replaces_only_an_earlier_export(tiny, tmp_path, capsy
     err = capsys.readouterr().err
     assert "did not write" in err and err.count("\n") == 1
     assert sorted(p.name for p in mine.rglob("*")) == ["notes"]
-    assert not (tmp_path / "mine.json").exists()
+    assert not contract_path(mine, "saved_model").exists()

@@ -66,10 +66,11 @@ def max_run(tmp_path_factory):
 
 
 def test_a_max_pooled_run_is_checked_one_clip_per_call(max_run, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
 
     path = export_model(max_run["run"], {"out": str(tmp_path / "m.keras")}, echo=lambda *_: None)
-    parity = json.loads(path.with_suffix(".json").read_text())["parity"]
+    parity = json.loads(contract_path(path, "keras").read_text())["parity"]
     assert parity["rows_compared"] == 4 + 1  # one pooled row per clip, and the random call
     store = parity["store"]
     assert len(store["files"]) == 4 and store["rows_compared"] == 4

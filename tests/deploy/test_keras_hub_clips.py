@@ -74,6 +74,7 @@ def _last_line(capsys) -> str:
 
 @pytest.mark.parametrize("pool", ["mean", "none"])
 def test_a_preset_on_clip_frames_goes_through_every_command(clips, tmp_path, capsys, pool):
+    from pipeline.deploy.formats import contract_path
     import onnxruntime
 
     from pipeline.deploy.prediction import read_predictions
@@ -127,7 +128,7 @@ def test_a_preset_on_clip_frames_goes_through_every_command(clips, tmp_path, cap
         assert main(["export", "--run", run, "--format", fmt, "--out",
                      str(tmp_path / name)]) == 0
         path = _last_line(capsys)
-        contract = json.loads((tmp_path / name).with_suffix(".json").read_text())
+        contract = json.loads(contract_path(tmp_path / name, fmt).read_text())
         assert contract["resize_outside_the_model"]["policy"] == "image_converter"
         assert contract["resize_outside_the_model"]["interpolation"] == "bicubic"
         if fmt == "keras":

@@ -68,6 +68,7 @@ def test_a_preset_directory_goes_through_every_command(hub_run, capsys):
 
 
 def test_export_of_a_preset_run_loads_with_keras_hub_and_reproduces_it(hub_run, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
     from pipeline.extract.sources.images import load_image
 
@@ -75,7 +76,7 @@ def test_export_of_a_preset_run_loads_with_keras_hub_and_reproduces_it(hub_run, 
         pytest.skip("the end-to-end run above failed")
     path = export_model(hub_run["run"], {"out": str(tmp_path / "pets.keras")},
                         echo=lambda *_: None)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "keras").read_text())
     assert contract["input_shape"] == [SIZE, SIZE, 3]
     assert contract["preprocessing_inside"].startswith("per-channel x * [0.003922")
     ids = sorted(hub_run["recorded"])

@@ -108,12 +108,13 @@ def test_predict_reproduces_fit_head_probabilities(fitted, capsys):
 
 
 def test_export_reproduces_probabilities_and_loads_without_our_package(fitted, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
     from pipeline.extract.sources.images import load_image
 
     lines = []
     path = export_model(fitted["run"], {"out": str(tmp_path / "pets.keras")}, echo=lines.append)
-    contract = json.loads(path.with_suffix(".json").read_text())
+    contract = json.loads(contract_path(path, "keras").read_text())
     assert contract["input_shape"] == [SIZE, SIZE, 3]
     assert contract["preprocessing_inside"].startswith("caffe: RGB->BGR")  # measured, not named
     assert contract["resize_outside_the_model"]["policy"] == "squash"

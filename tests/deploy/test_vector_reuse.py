@@ -112,11 +112,12 @@ def test_audit_run_refuses_a_model_trained_on_other_reader_settings(runs, capsys
 
 
 def test_export_records_the_precision_it_ran(runs, tmp_path):
+    from pipeline.deploy.formats import contract_path
     from pipeline.deploy.export import export_model
 
     path = export_model(runs["head"], {"out": str(tmp_path / "m.keras"), "check": False},
                         echo=lambda *_: None)
-    assert json.loads(path.with_suffix(".json").read_text())["precision"] == "float32"
+    assert json.loads(contract_path(path, "keras").read_text())["precision"] == "float32"
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])

@@ -53,7 +53,7 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, monkeypatch, capsys):
         assert last.exists(), (line, out[-3:])
         printed.update({"extract": {"store": str(last)}, "fit-head": {"run": str(last)}}.get(
             argv[0], {}))
-    assert last.name == "model.keras" and last.with_suffix(".json").is_file()
+    assert last.name == "model.keras" and last.with_name("model.keras.json").is_file()
     assert (Path(printed["run"]) / "predictions-new_photos-accuracy.json").is_file()
 
 

@@ -109,3 +109,34 @@ def test_an_installed_entry_point_of_the_plugin_group_is_loaded(tmp_path, monkey
     monkeypatch.syspath_prepend(str(site))
     assert "entry point demo" in load_plugins()
     assert sys.modules["featcache_ep_demo"].LOADED
+
+
+def test_a_recorded_plugin_counts_as_loaded_only_when_the_user_loaded_it(tmp_path, monkeypatch):
+    """A run folder's recorded plugins are checked, never imported: one installed as an entry
+    point (or named with --plugin) passes; another is refused, naming --plugin, and stays
+    unimported."""
+    from pipeline.plugins import check_recorded_plugins
+
+    site = tmp_path / "site"
+    info = site / "featcache_ep_recorded-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: featcache-ep-recorded\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text("[featcache.plugins]\nrec = fc_ep_recorded:setup\n")
+    (site / "fc_ep_recorded.py").write_text("def setup():\n    pass\n")
+    (site / "fc_never_imported.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(site))
+    load_plugins()
+    check_recorded_plugins(["fc_ep_recorded"], tmp_path / "run", "predict")
+    with pytest.raises(ConfigError, match="pass --plugin fc_never_imported"):
+        check_recorded_plugins(["fc_ep_recorded", "fc_never_imported"], tmp_path / "run",
+                               "predict")
+    assert "fc_never_imported" not in sys.modules
+
+
+@pytest.mark.parametrize("recorded", [[".relative"], ["os; rm -rf /"], 5, [["nested"]]])
+def test_recorded_plugins_that_are_no_module_names_are_one_error(tmp_path, recorded):
+    from pipeline.plugins import check_recorded_plugins
+
+    with pytest.raises(ConfigError, match="not module names"):
+        check_recorded_plugins(recorded, tmp_path / "run", "predict")

@@ -21,4 +21,4 @@ class Fault:
     status: int = 2          # 2: refused with one `error:` line; 0: done, maybe with a warning
     after: Callable | None = None  # after(files) -> None: asserts what must still be there
     stdin: str | None = None
-    extra: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # environment variables set while the row runs

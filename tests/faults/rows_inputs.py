@@ -86,6 +86,13 @@ def build(root):
                             "progress": False}, echo=lambda *_: None)
     f["run"] = fit_head(store, {"epochs": 1, "progress": False},
                         out_dir=root / "runs", echo=lambda *_: None)
+    f["gifs"] = root / "gifs"  # clips for frame pooling (--temporal-pool), 4 frames each
+    rng = np.random.default_rng(0)
+    for name in ("cat/a.gif", "cat/b.gif", "dog/a.gif", "dog/b.gif"):
+        frames = [Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+                  for _ in range(4)]
+        (f["gifs"] / name).parent.mkdir(parents=True, exist_ok=True)
+        frames[0].save(f["gifs"] / name, save_all=True, append_images=frames[1:], duration=40)
     broken = root / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"not a picture")
@@ -95,6 +102,17 @@ def build(root):
 
 
 TINY = ["--backbone", "tiny_trunk", "--weights", "{weights}", "--no-progress"]
+
+
+def _nothing_stored(cache):
+    def check(files):
+        assert not list((files["root"] / cache).glob("*.h5")), cache
+    return check
+
+
+def _nothing_predicted(files):
+    assert not list(files["run"].glob("predictions-*")), list(files["run"].iterdir())
+    assert not list(files["run"].glob("predict/*.h5"))
 
 
 def _only_the_classes(files):
@@ -135,6 +153,21 @@ CASES = [Fault(*row) for row in [
      "--batch-size"),
     ("extract-batch-times-size-over-memory",
      ["extract", "--data", "{pets}", "--batch-size", "4096", "--input-size", "4096"], "memory"),
+    # --fps resamples frames by time: it must be above 0 for frame pooling as for clips.
+    ("extract-fps-zero-frame-pooling",
+     ["extract", "--data", "{gifs}", *TINY, "--temporal-pool", "mean", "--frames", "2",
+      "--fps", "0", "--cache-dir", "{root}/c_fps"], "--fps", 2, _nothing_stored("c_fps")),
+    ("extract-fps-negative-frame-pooling",
+     ["extract", "--data", "{gifs}", *TINY, "--temporal-pool", "mean", "--frames", "2",
+      "--fps", "-5", "--cache-dir", "{root}/c_fps"], "--fps", 2, _nothing_stored("c_fps")),
+    # A recipe that cannot be drawn is refused before the plain store is built.
+    ("extract-views-tjitter-over-int64",
+     ["extract", "--data", "{gifs}", *TINY, "--temporal-pool", "mean", "--frames", "2",
+      "--views", "1", "--augment", "tjitter=99999999999999999999", "--cache-dir",
+      "{root}/c_tjitter"], "tjitter", 2, _nothing_stored("c_tjitter")),
+    ("predict-tta-tjitter-over-int64",
+     ["predict", "--run", "{run}", "--data", "{pets}", "--tta", "1", "--augment",
+      "tjitter=99999999999999999999", "--no-progress"], "tjitter", 2, _nothing_predicted),
     ("extract-frames-huge", ["extract", "--data", "{pets}", "--frames", "100000000"],
      "--frames"),
     ("extract-stride-huge", ["extract", "--data", "{pets}", "--stride", "100000000"],

@@ -84,7 +84,10 @@ def build(root):
     f["model_folder"] = _user_folder(root / "named_like.keras")
     f["user_json_dir"] = root / "exports"
     f["user_json_dir"].mkdir()
-    (f["user_json_dir"] / "model.json").write_text('{"mine": true}\n')
+    (f["user_json_dir"] / "model.keras.json").write_text('{"mine": true}\n')
+    f["older_json_dir"] = root / "older"  # a model.json of the user's, the older sidecar name
+    f["older_json_dir"].mkdir()
+    (f["older_json_dir"] / "model.json").write_text('{"mine": true}\n')
     return f
 
 
@@ -108,8 +111,19 @@ def _csv_file_kept(files):
 
 
 def _user_json_kept(files):
-    assert (files["user_json_dir"] / "model.json").read_text() == '{"mine": true}\n'
+    assert (files["user_json_dir"] / "model.keras.json").read_text() == '{"mine": true}\n'
     assert not (files["user_json_dir"] / "model.keras").exists()
+
+
+def _older_name_json_kept(files):
+    assert (files["older_json_dir"] / "model.json").read_text() == '{"mine": true}\n'
+    assert (files["older_json_dir"] / "model.keras").is_file()
+
+
+def _nothing_written_here(files):
+    here = Path.cwd()
+    assert not (here / ".featcache-scratch").exists()
+    assert not list(here.parent.glob(f"{here.name}*.json"))
 
 
 def _prediction_inside_user_folder(files):
@@ -169,4 +183,10 @@ CASES = [
     Fault("outputs-export-out-beside-a-user-json", ["export", "--run", "{run}", "--out",
                                             "{user_json_dir}/model.keras"], "--out",
           after=_user_json_kept),
+    Fault("outputs-export-beside-a-user-json-of-the-older-name",
+          ["export", "--run", "{run}", "--out", "{older_json_dir}/model.keras", "--no-check"],
+          status=0, after=_older_name_json_kept),
+    Fault("outputs-export-saved-model-out-is-the-folder-you-are-in",
+          ["export", "--run", "{run}", "--format", "saved_model", "--out", "."], "--out",
+          after=_nothing_written_here),
 ]

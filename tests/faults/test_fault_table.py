@@ -39,6 +39,8 @@ def test_fault_ends_as_the_table_says(built, capsys, monkeypatch, module, case):
     argv = [a.format(**files) for a in case.argv]
     if case.stdin is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(case.stdin))
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own refusals

@@ -101,3 +101,72 @@ def test_the_file_count_is_printed_before_tensorflow_is_imported(tmp_path):
                           text=True, timeout=180)
     first = done.stdout.strip().splitlines()[0]
     assert first.startswith("NO_TF ") and "4 file" in first, (done.stdout, done.stderr)
+
+
+# A backbone whose own input is 20000 px square (as a preset's image converter may declare):
+# refused by the memory bound before it is built, so its layers never matter.
+WIDE_TRUNK_PLUGIN = '''
+import keras
+from pipeline.extract.backbones import BackboneSpec, register_backbone
+
+
+def _wide(weights, input_shape):
+    inputs = keras.Input(shape=tuple(input_shape))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+
+
+register_backbone(BackboneSpec(
+    name="wide_trunk", build=_wide, preprocess=lambda x: x / 255.0, preprocess_name="x / 255",
+    input_shape=(20000, 20000, 3), notes="test-only trunk with a huge input"), overwrite=True)
+'''
+
+
+def _capped_extract(argv, plugin_dir: Path):
+    """The CLI in a subprocess whose address space is capped at 8 GB, so a batch that does not
+    fit fails there (never the machine) if it is not refused first."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = dict(os.environ, PYTHONPATH=f"{plugin_dir}{os.pathsep}{REPO}", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "extract", *argv,
+                           "--no-progress"], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env=env, preexec_fn=cap)
+
+
+def _batch_beyond_memory_by_frames() -> int:
+    """A --batch-size whose 1024-frame I3D clips need more than half the memory available,
+    while the same batch of single 224 px images needs a thousandth of that."""
+    from pipeline.extract.options import BATCH_MEMORY_SHARE, available_memory
+
+    have = available_memory()
+    if have is None:
+        pytest.skip("the memory available cannot be told here")
+    return int(BATCH_MEMORY_SHARE * have // (1024 * 224 * 224 * 3 * 4)) + 1
+
+
+@pytest.mark.parametrize("case", ["i3d frames", "backbone's own size"])
+def test_the_batch_memory_bound_counts_every_axis_before_decoding(tmp_path, case):
+    (tmp_path / "wide_trunk_plugin.py").write_text(WIDE_TRUNK_PLUGIN)
+    data = tmp_path / "clips"
+    from PIL import Image
+
+    for name in ("a/1.gif", "b/1.gif"):
+        (data / name).parent.mkdir(parents=True)
+        frames = [Image.new("RGB", (32, 32), (40 * i, 0, 0)) for i in range(4)]
+        frames[0].save(data / name, save_all=True, append_images=frames[1:], duration=40)
+    if case == "i3d frames":
+        argv = ["--backbone", "i3d", "--frames", "1024", "--batch-size",
+                str(_batch_beyond_memory_by_frames())]
+    else:  # 32 inputs of 20000 x 20000 x 3 float32: 154 GB
+        argv = ["--backbone", "wide_trunk", "--plugin", "wide_trunk_plugin", "--temporal-pool",
+                "mean", "--frames", "2", "--batch-size", "32"]
+    done = _capped_extract(["--data", str(data), "--weights", "none", "--cache-dir",
+                            str(tmp_path / "cache"), *argv], tmp_path)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "memory" in lines[0] and "--batch-size" in lines[0], lines[0]
+    assert "to extract" not in done.stdout  # refused before any file was decoded
+    assert not list((tmp_path / "cache").glob("*.h5"))

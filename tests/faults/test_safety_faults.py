@@ -2,9 +2,10 @@
 names are spreadsheet formulas, run whole through extract -> fit-head -> grid-search -> audit ->
 predict; audit report thumbnails of files outside the data folder and of a FIFO.
 
-The CSVs must never hand a formula to a spreadsheet: every cell that starts with `= + - @`, a
-tab or a carriage return is neutralised with a leading `'` (numbers excepted), and our own
-readers read the names back as they were.
+The CSVs must never hand a formula to a spreadsheet, read with either list separator (`,`, or
+`;` as de/fr Excel reads a CSV): every cell, and every part of a cell after a `;`, a tab or a
+line break, that starts with `= + - @`, a tab or a carriage return is neutralised with a leading
+`'` (numbers excepted), and our own readers read the names back as they were.
 """
 
 import csv
@@ -21,8 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import read_csv, register_tiny_trunk, write_images  # noqa: E402
 
 HOSTILE_CLASSES = ('=HYPERLINK("evil.invalid","open")', "+cmd|' -C calc'!A0",
-                   "@SUM(1+1)")
-HOSTILE_FILES = ("-2+3+cmd|' -C calc'!A0.png", "\tTAB.png", "=1+1.png", "\rCR.png")
+                   "@SUM(1+1);=2+3")
+# The last five are formulas only where a `;` (or a tab, a line break) starts a new cell.
+HOSTILE_FILES = ("-2+3+cmd|' -C calc'!A0.png", "\tTAB.png", "=1+1.png", "\rCR.png",
+                 "a;=1+1.png", 'b;"=2+2.png', "c;@SUM(1);-3+cmd.png", "d\t=4+4.png",
+                 "e\n=5+5.png")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -36,7 +40,8 @@ def hostile_runs(tmp_path_factory):
     data = write_images(root / "data", classes=HOSTILE_CLASSES, per_class=12, size=(24, 24))
     for i, name in enumerate(HOSTILE_FILES):  # file names that are formulas too
         folder = data / HOSTILE_CLASSES[i % len(HOSTILE_CLASSES)]
-        sorted(folder.iterdir())[0].rename(folder / name)
+        plain = [p for p in sorted(folder.iterdir()) if p.name not in HOSTILE_FILES]
+        plain[0].rename(folder / name)
     weights = register_tiny_trunk(root / "tiny.weights.h5")
     quiet = ["--no-progress"]
 
@@ -70,22 +75,66 @@ def _csvs(runs) -> list:
     return found + [runs["predicted"]]
 
 
-def test_no_csv_cell_hands_a_formula_to_a_spreadsheet(hostile_runs):
+def _cells(path: Path, separator: str):
+    """Every cell of the CSV as a spreadsheet whose list separator is `separator` reads it:
+    comma-separated as written; with `;`, a quote opens a quoted cell only at the start of a
+    cell, and a line break in an unquoted cell ends its line (universal newlines)."""
+    newline = "" if separator == "," else None
+    with path.open(newline=newline, encoding="utf-8") as fh:
+        for row in csv.reader(fh, delimiter=separator):
+            yield from row
+
+
+@pytest.mark.parametrize("separator", [",", ";"])
+def test_no_csv_cell_hands_a_formula_to_a_spreadsheet(hostile_runs, separator):
     names = {p.name for p in _csvs(hostile_runs)}
     for expected in ("predictions_val.csv", "misclassified.csv", "confusion_matrix.csv",
                      "cv_folds.csv", "leaderboard.csv", "cv_results.csv", "folds.csv",
-                     "duplicates.csv", "label_issues.csv", "outliers.csv"):
+                     "duplicates.csv", "label_issues.csv", "outliers.csv",
+                     "suggested_groups.csv", "learning_curve.csv", "history.csv"):
         assert expected in names, sorted(names)
     hostile_cells = 0
     for path in _csvs(hostile_runs):
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.reader(fh):
-                for cell in row:
-                    if cell.startswith(FORMULA_STARTS):
-                        assert NUMBER.fullmatch(cell), f"{path.name}: formula cell {cell!r}"
-                    if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS):
-                        hostile_cells += 1
+        for cell in _cells(path, separator):
+            if cell.startswith(FORMULA_STARTS):
+                assert NUMBER.fullmatch(cell), f"{path.name}: formula cell {cell!r}"
+            if cell.startswith("'") and cell[1:].lstrip("'\"").startswith(FORMULA_STARTS):
+                hostile_cells += 1
     assert hostile_cells > 50  # the names were there, neutralised
+
+
+def test_every_cell_holding_a_separator_or_a_formula_character_is_quoted(hostile_runs):
+    """OWASP's rule: such a cell is written between double quotes, so a reader with either
+    separator keeps it whole when it starts a line."""
+    for path in _csvs(hostile_runs):
+        raw = path.read_bytes().decode("utf-8")
+        for cell in _cells(path, ","):
+            if any(ch in cell for ch in ",;=+-@\t\r\n") and not NUMBER.fullmatch(cell):
+                quoted = '"' + cell.replace('"', '""') + '"'
+                assert quoted in raw, f"{path.name}: {cell!r} is not quoted"
+
+
+def test_any_string_reads_back_whole_and_starts_no_formula(tmp_path):
+    """Strings drawn from the characters that matter (quotes, separators, line breaks,
+    formula starts) come back from read_rows as they were given, and neither reading of the
+    file starts a formula."""
+    from pipeline.tables import read_rows, write_rows
+
+    rng = np.random.default_rng(0)
+    alphabet = list("'\";,=+-@\t\r\n a1.")
+    names = ["".join(rng.choice(alphabet, size=rng.integers(0, 9))) for _ in range(3000)]
+    names += ["'=1", "''=1", "\"=1", "a;'=1", ";", "-1", "a;-1", "\t", "\r\n=1"]
+    name_first, number_first = tmp_path / "name_first.csv", tmp_path / "number_first.csv"
+    write_rows(name_first, ["name", "n"], [(name, -0.5) for name in names])
+    write_rows(number_first, ["n", "name"], [(-0.5, name) for name in names])
+    for path in (name_first, number_first):
+        rows = read_rows(path)
+        assert [row["name"] for row in rows] == names
+        assert {row["n"] for row in rows} == {"-0.5"}
+        for separator in (",", ";"):
+            for cell in _cells(path, separator):
+                if cell.startswith(FORMULA_STARTS):
+                    assert NUMBER.fullmatch(cell), (path.name, separator, cell)
 
 
 def test_our_readers_read_the_neutralised_names_back(hostile_runs):

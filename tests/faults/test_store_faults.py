@@ -80,14 +80,14 @@ def plugin_dir(tmp_path_factory):
     return folder
 
 
-def _extract(plugin_dir: Path, cache: Path, journal_rows: int = 256):
+def _extract(plugin_dir: Path, cache: Path, journal_rows: int = 256, *more: str):
     env = dict(os.environ, PYTHONPATH=f"{plugin_dir}{os.pathsep}{REPO}",
                PIPELINE_JOURNAL_ROWS=str(journal_rows), TF_CPP_MIN_LOG_LEVEL="2")
     argv = [sys.executable, str(REPO / "run_pipeline.py"), "extract", "--data",
             str(plugin_dir / "data"), "--backbone", "big_trunk", "--weights", "none",
             "--layer", "pool5", "--input-size", "32", "--batch-size", "4", "--decode",
             "threads", "--cache-dir", str(cache), "--plugin", "big_trunk_plugin",
-            "--no-progress"]
+            "--no-progress", *more]
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
 
 
@@ -144,6 +144,40 @@ def test_a_full_disk_is_one_error_and_the_same_command_resumes(
     _same_store(_store_of(again), uninterrupted)
     if where == "assembly":
         assert f"of {N_IMAGES} file(s) to extract" not in again.stdout, again.stdout
+
+
+VIEWS = ("--views", "2", "--augment", "flip")  # views store: 3 x 1.5 MiB, its journal 3 MiB
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_views(plugin_dir, tmp_path_factory):
+    return _contents(_store_of(_extract(plugin_dir, tmp_path_factory.mktemp("views"), 256,
+                                        *VIEWS)))
+
+
+@pytest.mark.parametrize("where, size", [
+    ("views store", "6m"),   # the plain store and the views' journal fit; the views store not
+    ("views journal", "4m"),  # the plain store fits; the views' part files fill the disk
+])
+def test_a_full_disk_while_views_are_written_is_one_error_and_the_same_command_resumes(
+        mounts, plugin_dir, uninterrupted_views, tmp_path, where, size):
+    disk = mounts("-t", "tmpfs", "-o", f"size={size}", "tmpfs", target=tmp_path / "disk")
+    cache = disk / "cache"
+    line = _one_error_line(_extract(plugin_dir, cache, 4, *VIEWS))
+    assert "space" in line and str(cache) in line and "re-run" in line, line
+    assert not list(cache.glob("*.lock")) and not list(cache.glob("*.tmp-*")), \
+        list(cache.iterdir())
+    assert len(list(cache.glob("*.h5"))) == 1  # the plain store, complete
+    kept = list(cache.glob(".*-views2-*.parts/part-*.h5"))
+    if where == "views store":
+        assert len(kept) >= 1  # the finished views are kept for the next run
+
+    assert _mount("-o", "remount,size=32m", str(disk)).returncode == 0
+    again = _extract(plugin_dir, cache, 4, *VIEWS)
+    _same_store(_store_of(again), uninterrupted_views)
+    if where == "views store":
+        assert "views: 0 new view(s)" in again.stdout, again.stdout
+    assert not list(cache.glob(".*.parts"))
 
 
 def test_a_read_only_cache_serves_its_hits_and_names_cache_dir_on_a_miss(

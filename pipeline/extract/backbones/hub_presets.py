@@ -18,7 +18,7 @@ from the preset itself:
 
 Without a network a built-in name or a handle that is not in the local caches ends in one
 WeightsError saying to pass a local preset directory; the download of its config is bounded
-(`DOWNLOAD_SECONDS`) so a hanging name lookup cannot hang the command.
+(`PIPELINE_HUB_DOWNLOAD_SECONDS`) so a hanging name lookup cannot hang the command.
 """
 
 from __future__ import annotations
@@ -28,22 +28,24 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import threading
+import warnings
 from pathlib import Path
 
+from pipeline.config import environment_value
 from pipeline.errors import BackboneError, ConfigError, PipelineError, WeightsError
 from pipeline.extract.backbones import hub_towers
 from pipeline.extract.backbones.spec import BackboneSpec
 from pipeline.extract.sources.converter_resize import ConverterResize
+from pipeline.outputs import require_regular_file
 
 HANDLE_SCHEMES = ("hf://", "kaggle://", "modelscope://")
-DOWNLOAD_SECONDS = float(os.environ.get("PIPELINE_HUB_DOWNLOAD_SECONDS", "120"))
 # Files that hold a preset's weights (KerasHub, Transformers and timm layouts, sharded too).
 WEIGHT_SUFFIXES = (".weights.h5", ".weights.json", ".safetensors", ".safetensors.index.json",
                    ".bin", ".pth", ".pt", ".h5")
 FIX = ("pass a local preset directory (config.json + model.weights.h5, e.g. made with "
        "save_to_preset) with --backbone DIR")
+CONVERTER_FILE = "image_converter.json"
 
 
 def looks_like_preset(name: str) -> bool:
@@ -67,12 +69,17 @@ def spec_for_preset(name: str) -> BackboneSpec | None:
                 return None
         except ImportError:
             return None
+    folder = Path(name).expanduser()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else ():  # KerasHub opens them
+        require_regular_file(entry, "preset file", BackboneError, "save the preset again with "
+                             "save_to_preset")
     return _spec(name)
 
 
 def _bounded(what: str, name: str, call):
-    """`call()` in a thread, waited for at most DOWNLOAD_SECONDS; a failure or a hang becomes
-    one WeightsError saying what to pass instead."""
+    """`call()` in a thread, waited for at most PIPELINE_HUB_DOWNLOAD_SECONDS; a failure or a
+    hang becomes one WeightsError saying what to pass instead."""
+    seconds = environment_value("PIPELINE_HUB_DOWNLOAD_SECONDS")
     outcome: dict = {}
 
     def run():
@@ -83,17 +90,21 @@ def _bounded(what: str, name: str, call):
 
     worker = threading.Thread(target=run, daemon=True)  # a hung lookup is left behind
     worker.start()
-    worker.join(DOWNLOAD_SECONDS)
+    worker.join(seconds)
     if "value" in outcome:
         return outcome["value"]
     if worker.is_alive():
-        detail = f"no answer within {DOWNLOAD_SECONDS:.0f} s"
+        detail = f"no answer within {seconds:g} s"
     else:
         exc = outcome["error"]
         if isinstance(exc, PipelineError):
             raise exc
         text = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {text[0][:160] if text else 'no detail'}"
+    if Path(name).expanduser().is_dir():
+        raise BackboneError(f"could not {what} KerasHub preset directory {name} ({detail}); "
+                            "its files are damaged or not a KerasHub preset's: save it again "
+                            "with save_to_preset")
     raise WeightsError(f"could not {what} KerasHub preset '{name}' ({detail}); no network "
                        f"here, or no such preset: {FIX}.")
 
@@ -117,6 +128,26 @@ def _local_file(handle: str, name: str, file: str) -> str:
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else 'no detail'}"
+
+
+def _read_json(path: Path) -> dict:
+    """A preset file as a JSON object ({} when it is not there); a broken one is named."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackboneError(f"{path} is not valid JSON ({exc}); save the preset again with "
+                            "save_to_preset, or restore the file") from None
+    if not isinstance(value, dict):
+        raise BackboneError(f"{path} holds a JSON {type(value).__name__}, not the object "
+                            "KerasHub writes; save the preset again with save_to_preset")
+    return value
 
 
 def _sha256(paths) -> str:
@@ -152,15 +183,30 @@ def _converter_values(handle: str, backbone, tower) -> dict:
     preset brings no scale or offset."""
     import keras_hub
 
+    own_file = Path(handle) / CONVERTER_FILE
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(handle)
-    except Exception:  # no image_converter.json, or a snapshot whose converter KerasHub lacks
+    except Exception as exc:  # no converter file, or a snapshot whose converter KerasHub lacks
+        if own_file.is_file():  # a file that is there but broken is never taken for none
+            raise BackboneError(f"{own_file} could not be read by KerasHub "
+                                f"({_first_line(exc)}); fix it, or remove it to use the "
+                                "family's published mean and std") from None
         converter = None
     images = (tower.encoder(backbone) if tower is not None else backbone).inputs[0]
     shape = tuple(images.shape[1:])
-    if converter is not None and converter.image_size:
+    fixed = None not in shape[:2]
+    if converter is not None and converter.image_size is not None:
         size = list(converter.image_size)
-    elif None not in shape[:2]:
+        if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
+            raise BackboneError(f"{CONVERTER_FILE} of preset '{handle}' gives image_size "
+                                f"{size!r:.40}; it must be two whole numbers above 0 (height, "
+                                "width)")
+        if fixed and size != [int(shape[0]), int(shape[1])]:
+            raise BackboneError(f"{CONVERTER_FILE} of preset '{handle}' resizes to "
+                                f"{size[0]}x{size[1]}, but its backbone takes "
+                                f"{shape[0]}x{shape[1]} images only; set image_size to "
+                                f"[{shape[0]}, {shape[1]}] there")
+    elif fixed:
         size = [int(shape[0]), int(shape[1])]
     else:  # a convolutional backbone of any size, and no converter to say which
         raise BackboneError(f"KerasHub preset '{handle}' fixes no image size (its backbone takes "
@@ -215,14 +261,24 @@ def _spec(name: str) -> BackboneSpec:
 
     builtin = None if looks_like_preset(name) else builtin_handle(name)
     handle = builtin or name
-    if Path(name).expanduser().is_dir():
+    local = Path(name).expanduser().is_dir()
+    if local:
         handle = str(Path(name).expanduser())
         if not (Path(handle) / "config.json").is_file():
             raise BackboneError(f"{name} is a directory but not a KerasHub preset: it has no "
                                 f"config.json; {FIX}")
+        for file in ("config.json", CONVERTER_FILE):
+            _read_json(Path(handle) / file)
     config_path = _local_file(handle, name, "config.json")
     loader = _bounded("read", name, lambda: get_preset_loader(handle))
-    backbone_class = loader.check_backbone_class()
+    try:
+        backbone_class = loader.check_backbone_class()
+    except Exception:  # a class name KerasHub has not registered: never looked up
+        named = _read_json(Path(config_path)).get("registered_name")
+        raise BackboneError(f"config.json of preset '{name}' names the class {named!r:.80}, "
+                            "which is not a registered KerasHub model class; the preset is "
+                            "damaged or not a KerasHub preset (save it again with "
+                            "save_to_preset)") from None
     class_name = backbone_class.__name__
     tower = hub_towers.tower_for(class_name)
     try:  # random weights: the architecture only, to read its shapes and token layout
@@ -263,14 +319,27 @@ def _spec(name: str) -> BackboneSpec:
         if tuple(input_shape) != native:
             raise ConfigError(f"preset '{name}' runs at {height}x{width}, its image converter's "
                               f"size; leave out --input-size (or pass --input-size {height})")
-        try:
-            backbone = keras_hub.models.Backbone.from_preset(
-                handle, load_weights=weights is not None,
-                **({"image_shape": native} if any_size else {}))
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise WeightsError(f"could not load the weights of KerasHub preset '{name}' "
-                               f"({type(exc).__name__}: {first}); {FIX}") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                backbone = keras_hub.models.Backbone.from_preset(
+                    handle, load_weights=weights is not None,
+                    **({"image_shape": native} if any_size else {}))
+                # Keras keeps fresh random weights for what it cannot find, with a warning
+                # only: here that is a refusal.
+                partial = [w for w in caught if "freshly-initialized" in str(w.message)]
+                if partial:
+                    raise ValueError(str(partial[0].message))
+            except Exception as exc:
+                if local:
+                    raise WeightsError(
+                        f"the weights in {name} do not fit the model its config.json describes "
+                        f"({_first_line(exc)}); save the preset again with save_to_preset from "
+                        "the model those weights belong to") from None
+                raise WeightsError(f"could not load the weights of KerasHub preset '{name}' "
+                                   f"({_first_line(exc)}); {FIX}") from None
+        for w in caught:  # anything else Keras said while loading a preset that fits
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return hub_towers.feature_trunk(backbone, tower)
 
     return BackboneSpec(

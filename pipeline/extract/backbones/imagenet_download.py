@@ -22,6 +22,7 @@ import socket
 import threading
 from pathlib import Path
 
+from pipeline.config import keras_home
 from pipeline.errors import WeightsError
 
 # Where keras.applications downloads its ImageNet weights from.
@@ -39,8 +40,7 @@ def _squashed(text: str) -> str:
 
 
 def keras_cache_dir() -> Path:
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
+    return keras_home() / "models"
 
 
 def cached_weights_file(backbone: str) -> Path | None:

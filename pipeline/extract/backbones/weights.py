@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, WeightsError
+from pipeline.outputs import require_regular_file
 from pipeline.extract.backbones import pickled_weights, weight_files
 
 KNOWN_WEIGHTS = ("imagenet", "none")
@@ -27,6 +28,8 @@ def weights_identity(weights: str) -> str:
     if weights in KNOWN_WEIGHTS:
         return weights
     path = Path(weights)
+    require_regular_file(path, "weights file", WeightsError, "pass --weights with a file saved "
+                         "on disk.")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {weights}. Pass --weights imagenet, "
                            "--weights none, or the path of a .weights.h5, .h5 or .keras file.")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.errors import DecodeError, ResourceError
+from pipeline.outputs import kind_of_mode
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIR_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -90,15 +90,6 @@ def file_stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def special_kind(mode: int) -> str | None:
-    """What a file that is neither regular nor a folder is ("a FIFO"), else None."""
-    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
-
-
 def require_regular(path) -> None:
     """Refuses, before anything opens it, a path that is not a regular file or a folder: a
     FIFO or device would block or never end, a symlink loop or dangling symlink cannot be read.
@@ -118,7 +109,7 @@ def require_regular(path) -> None:
             raise DecodeError(f"dangling symlink: its target {os.readlink(path)} does not "
                               "exist") from None
         raise environment_problem(exc, path) or exc from None
-    kind = special_kind(mode)
+    kind = kind_of_mode(mode)
     if kind is not None:
         raise DecodeError(f"not a regular file ({kind}); only regular files and frame folders "
                           "are read")

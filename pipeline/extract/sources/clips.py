@@ -31,6 +31,7 @@ from pipeline.extract.sources.frames import (GIF_DEFAULT_DURATION, LazyFrame, fi
                                              folder_frames, gif_frames, video_frames)
 from pipeline.extract.sources.images import to_rgb
 from pipeline.extract.options import ExtractConfig
+from pipeline.outputs import require_regular_file
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".webm", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ogv", ".3gp")
@@ -112,9 +113,9 @@ class ClipReader:
             raise ConfigError(f"short must be one of {', '.join(SHORT_RULES)} and sampling one "
                               f"of {', '.join(SAMPLINGS)}; received: short={self.short!r}, "
                               f"sampling={self.sampling!r}")
-        if self.stride < 1 or self.num_clips < 1 or (self.fps is not None and self.fps <= 0):
-            raise ConfigError(f"stride and num_clips must be at least 1 and fps above 0; received: "
-                              f"stride={self.stride}, num_clips={self.num_clips}, fps={self.fps}")
+        if self.stride < 1 or self.num_clips < 1:  # --fps above 0 is its Option's own check
+            raise ConfigError(f"stride and num_clips must be at least 1; received: "
+                              f"stride={self.stride}, num_clips={self.num_clips}")
         self.resize_to = recipe.resize_shape(self.size)
         self.crop_at = recipe.crop_offsets(self.size)
         self.short_side = recipe.short_side(self.size) if recipe.short_side else None
@@ -124,6 +125,7 @@ class ClipReader:
         if mean_file and recipe.load_mean is None:
             raise ConfigError("--mean-file is not used by this backbone; leave it out")
         if mean_file:
+            require_regular_file(mean_file, "mean file", fix="pass --mean-file with a .npy file")
             if not Path(mean_file).is_file():
                 raise ConfigError(f"mean file not found: {mean_file}. Pass the Sports-1M mean "
                                   "cube (.npy) with --mean-file, or leave it out to subtract "

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 from pipeline.errors import DataError
-from pipeline.outputs import MARKER
-from pipeline.extract.sources.base import (SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp,
-                                           special_kind)
+from pipeline.outputs import MARKER, kind_of_mode
+from pipeline.extract.sources.base import SPLIT_DIR_NAMES, SPLITS, Dataset, Sample, file_stamp
 
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
 # The still images a frame folder (one clip, with leaf_dirs) may hold, and nothing else.
@@ -46,8 +45,8 @@ def discover(data: str | Path, extensions: tuple, *, require_labels: bool = True
     if mode is None:
         raise DataError(f"data not found: {data}. Pass a folder of class folders or a CSV "
                         "manifest with --data.")
-    if special_kind(mode):
-        raise DataError(f"--data {data} is {special_kind(mode)}, not a folder or a CSV manifest; "
+    if kind_of_mode(mode):
+        raise DataError(f"--data {data} is {kind_of_mode(mode)}, not a folder or a CSV manifest; "
                         "pass a folder of class folders or a CSV file saved on disk.")
     if path.is_file() and path.suffix.lower() == ".csv":
         return _from_manifest(path, require_labels)
@@ -139,7 +138,7 @@ def _unreadable(entry: Path) -> bool:
     """A symlink loop, a dangling symlink, a FIFO or a device: listed, so that reading it
     records why it is no input instead of passing it over in silence."""
     try:
-        return special_kind(os.stat(entry).st_mode) is not None
+        return kind_of_mode(os.stat(entry).st_mode) is not None
     except OSError:
         return os.path.islink(entry)
 
