@@ -32,7 +32,8 @@ from pipeline.extract.augment import augment_chunks, parse_recipe, view_rng
 from pipeline.extract.prefetch import OrderedPrefetcher
 from pipeline.store import feature_store as fs
 from pipeline.store import space, vector_identity
-from pipeline.extract.forward_pass import JOURNAL_ROWS, build_model
+from pipeline.config import environment_value
+from pipeline.extract.forward_pass import build_model
 
 _COLUMNS = ("ids", "labels", "split", "group", "stamps")
 _CHUNK = 4096  # rows read and written at a time
@@ -106,8 +107,9 @@ def _same_plain(path: Path, plain) -> bool:
 def _run_views(todo: list, recipe, cfg, model, reader, spec, writer) -> None:
     """Extracts each (sample, [views]) in `todo` into the journal `writer`: each file decoded
     once, its views drawn from their own seeded generators, batched through the backbone; a
-    view is journaled as soon as all its inputs ran, published every JOURNAL_ROWS views or 5
-    seconds, and on a clean stop (Ctrl-C, an error) before it ends."""
+    view is journaled as soon as all its inputs ran, published every PIPELINE_JOURNAL_ROWS views
+    or 5 seconds, and on a clean stop (Ctrl-C, an error) before it ends."""
+    journal_rows = environment_value("PIPELINE_JOURNAL_ROWS")  # before any file is decoded
     input_shape = tuple(spec.input_shape_for(cfg.input_size))
     pre = getattr(reader, "preprocess", None)
     batch = np.zeros((cfg.batch_size, *input_shape), dtype=np.float32 if pre else np.uint8)
@@ -135,7 +137,7 @@ def _run_views(todo: list, recipe, cfg, model, reader, spec, writer) -> None:
             rows = reader.aggregate(np.stack(outputs.pop((index, v))).astype(np.float32))
             writer.add(todo[index][0], rows[:1], [v])
             del expected[(index, v)]
-        if writer.pending >= JOURNAL_ROWS or time.monotonic() - last_flush > 5:
+        if writer.pending >= journal_rows or time.monotonic() - last_flush > 5:
             writer.flush()
             last_flush = time.monotonic()
 
