@@ -149,21 +149,26 @@ def main() -> None:
 
     machine = machine_fields()
     gemm = gemm_gflops()
+    print(f"GEMM 1024^3 on OpenVINO: f32 {gemm['float32']:.0f}, bf16 {gemm['bfloat16']:.0f} "
+          f"GFLOP/s ({gemm['bfloat16'] / gemm['float32']:.2f}x)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-native-"))
-    rows = []
     try:
         data = _image_folder(args.images, workdir, Path(args.data) if args.data else None)
-        for backbone in args.backbones.split(","):
-            rows += measure(backbone, args, data, workdir)
+        for backbone in args.backbones.split(","):  # each backbone's rows kept as it ends
+            rows = measure(backbone, args, data, workdir)
+            for row in rows:
+                row.update(gemm_f32_gflops=round(gemm["float32"], 1),
+                           gemm_bf16_gflops=round(gemm["bfloat16"], 1))
+            _print_table(rows, args)
+            append_rows(RESULTS, rows, machine)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    for row in rows:
-        row.update(gemm_f32_gflops=round(gemm["float32"], 1),
-                   gemm_bf16_gflops=round(gemm["bfloat16"], 1))
+
+
+def _print_table(rows: list, args) -> None:
     print(f"\n{args.images} images, batch {args.batch_size}, 224 px, random weights, "
           f"{args.rounds} interleaved rounds; cores: {os.cpu_count()}, load "
-          f"{os.getloadavg()[0]:.1f}; GEMM 1024^3: f32 {gemm['float32']:.0f}, bf16 "
-          f"{gemm['bfloat16']:.0f} GFLOP/s ({gemm['bfloat16'] / gemm['float32']:.2f}x)")
+          f"{os.getloadavg()[0]:.1f}")
     head = f"{'backbone':<10}{'asked':<20}{'ran':<20}{'steady /s':>10}{'vs TF':>7}" \
            f"{'vs OV f32':>10}{'of peak':>9}{'guard s':>9}"
     print(head + "\n" + "-" * len(head))
@@ -171,8 +176,7 @@ def main() -> None:
         print(f"{r['backbone']:<10}{r['asked']:<20}{r['engine'] + ' ' + r['precision']:<20}"
               f"{r['steady_per_s_median']:>10.1f}{r['vs_tensorflow_f32']:>7.2f}"
               f"{r['vs_openvino_f32']:>10.2f}{r['share_of_peak']:>9.1%}{r['guard_s']!s:>9}")
-    print(f"peak: {rows[0]['peak_basis'] if rows else ''}")
-    append_rows(RESULTS, rows, machine)
+    print(f"peak: {rows[0]['peak_basis'] if rows else ''}", flush=True)
 
 
 if __name__ == "__main__":
