@@ -171,9 +171,11 @@ def main() -> None:
         n_classes = sum(1 for p in source.iterdir() if p.is_dir())
         per_class = max(1, args.images // n_classes) if args.images else None
         data = _subset(source, per_class, workdir)
-        for backbone in args.backbones.split(","):
-            rows += measure(backbone, args.precisions.split(","), data, workdir,
-                            args.calibration_size)
+        for backbone in args.backbones.split(","):  # each backbone's rows kept as it ends
+            measured = measure(backbone, args.precisions.split(","), data, workdir,
+                               args.calibration_size)
+            append_rows(RESULTS, measured, machine)
+            rows += measured
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cols = ("backbone", "input_size", "weights", "images", "precision", "computed_in",
@@ -182,7 +184,6 @@ def main() -> None:
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    append_rows(RESULTS, rows, machine)
 
 
 if __name__ == "__main__":
