@@ -165,8 +165,8 @@ AUTO_ORDER = {
     "gpu": ("jax", "tensorflow", "torch"),
     "cpu": ("openvino", "tensorflow", "jax", "torch"),
     "cpu_tensorflow_first": ("tensorflow", "openvino", "jax", "torch"),
-    # bfloat16 on a CPU: engines that compute it natively first, for every backbone (MobileNet
-    # too: OpenVINO in bfloat16 ran it faster than TensorFlow in float32, docs/precision.md).
+    # bfloat16 on a CPU: engines that compute it natively first, for every backbone (where
+    # auto's guard refuses bfloat16, the engine is chosen again for float32: run.py).
     "cpu_bfloat16": ("openvino", "tensorflow", "jax", "torch"),
 }
 TENSORFLOW_FIRST_ON_CPU = frozenset({"mobilenet"})
