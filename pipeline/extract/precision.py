@@ -33,9 +33,9 @@ NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPU_FLAGS_KNOB = "PIPELINE_CPU_FLAGS"
 CPUINFO = Path("/proc/cpuinfo")
 # Measured bfloat16 against float32 on the native engine (docs/precision.md): median cosine
-# 0.999996 for ResNet50 (random weights); 0.993 for the ImageNet MobileNet, whose bfloat16
-# vectors cost a default head 0.02 of test accuracy on flowers5. 0.999 keeps the first and
-# refuses the second.
+# 0.99999 for ResNet50, VGG19 and Xception (random weights); 0.993 for the ImageNet MobileNet,
+# whose bfloat16 vectors cost a default head 0.02 of test accuracy on flowers5. 0.999 keeps
+# the first three and refuses the last.
 BFLOAT16_GUARD_MEDIAN = 0.999
 # Few files suffice (the cosines of one model barely spread) and keep the guard's cost small.
 BFLOAT16_GUARD_FILES = 16
