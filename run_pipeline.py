@@ -9,6 +9,8 @@
     python run_pipeline.py predict --run cache/runs/<run> --data new_photos/
     python run_pipeline.py export --run cache/runs/<run>
     python run_pipeline.py audit --store cache/<store>.h5    # leaks, label issues, outliers
+    python run_pipeline.py import --vectors emb.parquet --name clip  # your own vectors
+    python run_pipeline.py vectors --store cache/<store>.h5  # Parquet for pandas, DuckDB
 
 Each command prints the path of what it made (store or run folder) as its last line of standard
 output. Bad input ends with one line on standard error and exit status 2.
@@ -31,6 +33,8 @@ COMMANDS = {
     "predict": "predict",
     "export": "export",
     "audit": "audit",
+    "import": "import_vectors",
+    "vectors": "vectors",
 }
 
 

@@ -77,6 +77,20 @@ def test_cli_reference_check_fails_on_a_stale_page(tmp_path, monkeypatch, capsys
     assert "python tools/cli_reference.py" in capsys.readouterr().err
 
 
+def test_api_reference_is_current_and_fails_when_a_signature_changes(tmp_path, monkeypatch):
+    api_reference = _tool("api_reference")
+    assert api_reference.main(["--check"]) == 0, "run: python tools/api_reference.py"
+    page = tmp_path / "api.md"
+    assert api_reference.main(["--page", str(page)]) == 0
+    import featcache
+
+    def fit_head(store, config=None, /, *, new_setting=1, **options):
+        """Trains a dense Keras head."""
+    monkeypatch.setattr(featcache, "fit_head", fit_head)
+    assert "new_setting=1" in api_reference.render()
+    assert api_reference.main(["--check", "--page", str(page)]) == 1
+
+
 def test_cli_reference_lists_every_flag_of_every_command():
     from run_pipeline import build_parser
 

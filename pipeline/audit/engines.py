@@ -5,14 +5,17 @@ and returns every row's k nearest other rows with their cosine distances, ascend
 
 - `exact`: the block scan of `neighbours.scan_neighbours`, the reference. Its cost grows with
   N^2 (50k x 2048: about a minute on two cores).
-- `hnsw`: a faiss HNSW graph (M = 32) proposes candidates; every candidate is then re-scored
-  on the full prepared float32 rows, so each reported distance is exact and only the choice of
-  neighbours is approximate. The index stores its vectors as float16, optionally after a PCA
-  to `pca_width` dimensions (fitted on a sample of rows), which cuts memory and search time.
-- `auto`: exact up to `AUTO_EXACT_ROWS` rows, where it is still fast, hnsw above.
+- `ivf` and `hnsw` (pipeline/audit/approximate.py): an index on PCA-reduced rows proposes
+  candidates, and each candidate's exact distance on the full rows decides the lists.
+- `auto`: exact up to `AUTO_EXACT_ROWS` rows, where it is still fast, ivf above.
+
+The search of every engine can be sharded (`audit --cluster ray`, pipeline/audit/cluster.py):
+each shard searches a block of query rows against all rows (the index), and the lists are put
+together in row order, so a sharded search finds the lists one process finds.
 
     engine = neighbour_engine("auto")
     indices, distances = engine.search(prepared, k=10, pca_width=0)
+    indices, distances, profile = engine.build_graph(prepared, k=10)   # + the threshold's profile
 
 A new engine is a subclass of `NeighbourEngine` passed to `register_engine`.
 """
@@ -22,17 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.audit.neighbours import scan_neighbours
+from pipeline.audit import approximate
+from pipeline.audit.neighbours import BLOCK_ROWS, _merge_top, scan_neighbours
+from pipeline.audit.passes import PassTimes, bar
+from pipeline.audit.threshold import exact_profile
 
 # The exact scan's cost is N^2: 50k rows took about a minute on two cores, 100k four times
-# that, while HNSW at 100k stays within a few minutes. Above this many rows `auto` uses HNSW.
+# that, while an index stays within minutes at a million. Above this many rows `auto` uses ivf.
 AUTO_EXACT_ROWS = 50_000
-HNSW_M = 32                 # links per node: faiss's usual setting for recall >= 0.99
-HNSW_EF_CONSTRUCTION = 80   # build-time beam; higher = better graph, slower build
-HNSW_EF_SEARCH = 96         # query-time beam (at least 2 x candidates)
-CANDIDATES_EXTRA = 10       # candidates asked beyond k, so re-scoring can re-rank them
-QUERY_ROWS = 8192           # rows searched and re-scored per step (bounds the gathered rows)
-PCA_SAMPLE_ROWS = 20_000    # rows the PCA is fitted on
 
 ENGINES: dict[str, "NeighbourEngine"] = {}
 
@@ -48,13 +48,30 @@ class NeighbourEngine:
         """The settings of this engine that change the graph it finds (part of its cache key)."""
         return {}
 
+    def width(self, pca_width: int, dim: int) -> int:
+        """The PCA width the engine's index uses for `--pca-width pca_width` (0: none)."""
+        return 0
+
     def resolve(self, n_rows: int) -> "NeighbourEngine":
         """The engine that actually runs for a store of `n_rows` rows (itself, except auto)."""
         return self
 
-    def search(self, prepared, k: int, pca_width: int = 0, progress: bool = True):
-        """Returns ((N, k) int64 indices, (N, k) float64 distances), ascending by distance."""
+    def search(self, prepared, k: int, pca_width: int = 0, progress: bool = True,
+               shards=None):
+        """Returns ((N, k) int64 indices, (N, k) float64 distances), ascending by distance.
+
+        `shards`: a `cluster.Shards` that runs blocks of the search elsewhere (None: here)."""
         raise NotImplementedError
+
+    def build_graph(self, prepared, k: int, pca_width: int = 0, progress: bool = True,
+                    shards=None, times=None, index_rows=None):
+        """(indices, distances, the threshold's `NeighbourProfile`) for the graph cache.
+
+        `times`: a `PassTimes` the engine's passes are added to; `index_rows`: the rows its
+        index would hold (`approximate.IndexRows` at `width(pca_width)`), when already made.
+        This default searches, then reads the profile's sampled rows against every row."""
+        indices, distances = self.search(prepared, k, pca_width, progress, shards)
+        return indices, distances, exact_profile(prepared)
 
 
 def register_engine(engine: NeighbourEngine) -> NeighbourEngine:
@@ -70,161 +87,137 @@ def neighbour_engine(name: str) -> NeighbourEngine:
                           f"{', '.join(sorted(ENGINES))}") from None
 
 
-def _bar(total: int, what: str, enabled: bool):
-    from tqdm import tqdm
+def exact_rows(prepared, a: int, b: int, k: int):
+    """The exact scan's lists of rows a..b (whole scan blocks) against every row: one shard.
 
-    # On a terminal only (disable=None): a bar in a log or a captured stderr is noise that
-    # hides the one `error:` line a failure prints.
-    return tqdm(total=total, desc=what, unit="rows", disable=None if enabled else True,
-                leave=False, mininterval=1.0)
+    Every block pair is multiplied as `scan_neighbours` multiplies it (the lower block on the
+    left) and merged in the same order, so the lists are the ones the whole scan finds."""
+    n = int(prepared.shape[0])
+    k = max(0, min(k, n - 1))
+    best_sim = np.full((b - a, k), -np.inf, dtype=np.float32)
+    best_idx = np.full((b - a, k), -1, dtype=np.int64)
+    for qa in range(a, b, BLOCK_ROWS):
+        qb = min(qa + BLOCK_ROWS, n)
+        mine = np.ascontiguousarray(prepared[qa:qb])
+        rows = slice(qa - a, qb - a)
+        for c in range(0, n, BLOCK_ROWS):
+            d = min(c + BLOCK_ROWS, n)
+            if c < qa:  # as the scan made it: that block on the left, these rows on the right
+                sims = (np.ascontiguousarray(prepared[c:d]) @ mine.T).T
+            else:
+                right = mine if c == qa else np.ascontiguousarray(prepared[c:d])
+                sims = mine @ right.T
+                if c == qa:
+                    np.fill_diagonal(sims, -np.inf)
+            if k:
+                best_sim[rows], best_idx[rows] = _merge_top(best_sim[rows], best_idx[rows],
+                                                            sims, c, k)
+    order = np.argsort(-best_sim, axis=1)
+    best_sim = np.take_along_axis(best_sim, order, axis=1)
+    return (np.take_along_axis(best_idx, order, axis=1),
+            np.clip(1.0 - best_sim.astype(np.float64), 0.0, 2.0))
+
+
+def _exact_shard(shared, a, b, part, k):
+    return exact_rows(shared, a, b, k)
 
 
 class ExactEngine(NeighbourEngine):
     name = "exact"
     description = "exact block scan (N^2 cost), the reference"
 
-    def search(self, prepared, k, pca_width=0, progress=True):
+    def search(self, prepared, k, pca_width=0, progress=True, shards=None):
         n = int(prepared.shape[0])
-        with _bar(n, "neighbours (exact)", progress) as bar:
+        if shards is not None and shards.remote:
+            step = BLOCK_ROWS * max(1, -(-n // (BLOCK_ROWS * shards.parts)))
+            parts = shards.map(_exact_shard, prepared, n, step, "neighbours (exact)", k=k)
+            return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        with bar(n, "neighbours (exact)", progress) as progress_bar:
             def step(done, total):  # block pairs -> an equivalent count of rows
-                bar.update(int(n * done / total) - bar.n)
+                progress_bar.update(int(n * done / total) - progress_bar.n)
 
             scan = scan_neighbours(prepared, k=k, threshold=None, progress=step)
         return scan.knn_index, scan.knn_distance
 
 
-def _pca_basis(prepared, width: int, seed: int = 0) -> np.ndarray:
-    """(width, D) top principal directions of up to PCA_SAMPLE_ROWS evenly spread rows (a
-    randomized SVD: seconds where a full eigen-decomposition of D x D takes minutes)."""
-    from sklearn.utils.extmath import randomized_svd
+class IndexEngine(NeighbourEngine):
+    """An engine whose faiss index proposes candidates (pipeline/audit/approximate.py)."""
 
-    n = int(prepared.shape[0])
-    take = np.linspace(0, n - 1, min(n, PCA_SAMPLE_ROWS)).astype(np.int64)
-    sample = np.asarray(prepared[take], dtype=np.float32)
-    sample -= sample.mean(axis=0)
-    _, _, vt = randomized_svd(sample, int(width), n_iter=4, random_state=seed)
-    return np.ascontiguousarray(vt, dtype=np.float32)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-
-RESCORE_ROWS = 1024  # query rows re-scored at once: 1024 x 21 candidates x 2048 x 4 B = 176 MB
-
-
-def rescore(prepared, rows: np.ndarray, candidates: np.ndarray, k: int):
-    """Exact distances of each row to its candidates; the k nearest (self and -1 dropped).
-
-    Args:
-        prepared: the full prepared rows (array or RowFile).
-        rows: (B,) the query rows.
-        candidates: (B, C) candidate indices (-1: none).
-        k: neighbours kept.
-    """
-    index = np.full((len(rows), k), -1, dtype=np.int64)
-    dist = np.full((len(rows), k), 2.0)
-    for s in range(0, len(rows), RESCORE_ROWS):
-        e = min(s + RESCORE_ROWS, len(rows))
-        cand, own = candidates[s:e], rows[s:e]
-        safe = np.where(cand >= 0, cand, own[:, None])
-        vecs = prepared[safe.ravel()].reshape(*cand.shape, -1)
-        sims = np.matmul(vecs, prepared[own][:, :, None])[..., 0].astype(np.float64)
-        drop = (cand < 0) | (cand == own[:, None])
-        # A candidate proposed twice counts once.
-        order = np.argsort(cand, axis=1, kind="stable")
-        ordered = np.take_along_axis(cand, order, axis=1)
-        np.put_along_axis(drop, order[:, 1:], (ordered[:, 1:] == ordered[:, :-1])
-                          | np.take_along_axis(drop, order[:, 1:], axis=1), axis=1)
-        sims[drop] = -np.inf
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        sim = np.take_along_axis(sims, top, axis=1)
-        found = np.take_along_axis(cand, top, axis=1)
-        found[~np.isfinite(sim)] = -1
-        index[s:e, :top.shape[1]] = found
-        dist[s:e, :top.shape[1]] = np.where(np.isfinite(sim), np.clip(1.0 - sim, 0.0, 2.0), 2.0)
-    return index, dist
-
-
-class HnswEngine(NeighbourEngine):
-    name = "hnsw"
-    description = "faiss HNSW candidates, re-scored exactly"
     uses_pca = True
+    default_width = 0  # the PCA width with --pca-width 0
+
+    def width(self, pca_width, dim):
+        width = pca_width or self.default_width
+        return width if 0 < width < dim else 0
+
+    def index(self, rows, k, progress):
+        raise NotImplementedError
+
+    def build_graph(self, prepared, k, pca_width=0, progress=True, shards=None, times=None,
+                    index_rows=None):
+        times = times if times is not None else PassTimes()
+        rows = index_rows
+        if rows is None:
+            with times("PCA"):
+                rows = approximate.IndexRows(prepared, self.width(pca_width, prepared.shape[1]),
+                                             progress)
+        with times("neighbour index"):
+            index = self.index(rows, k, progress)
+        return approximate.approximate_graph(prepared, rows, index, k, progress, shards, times)
+
+    def search(self, prepared, k, pca_width=0, progress=True, shards=None):
+        return self.build_graph(prepared, k, pca_width, progress, shards)[:2]
+
+
+class IvfEngine(IndexEngine):
+    name = "ivf"
+    description = ("faiss IVF on PCA-reduced rows (width 128 unless --pca-width) proposes "
+                   "candidates, re-scored exactly")
+    default_width = 128
 
     def parameters(self):
-        return {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
-                "ef_search": HNSW_EF_SEARCH, "candidates_extra": CANDIDATES_EXTRA,
-                "storage": "float16", "pca_sample_rows": PCA_SAMPLE_ROWS,
+        return {"lists": "4 sqrt(N), a power of two", "probes": approximate.IVF_PROBES,
+                "train_rows_per_list": approximate.TRAIN_PER_LIST,
+                "kmeans_iterations": approximate.KMEANS_ITERATIONS, "storage": "float16",
+                "candidates_extra": approximate.CANDIDATES_EXTRA,
+                "pca_sample_rows": approximate.PCA_SAMPLE_ROWS}
+
+    def index(self, rows, k, progress):
+        return approximate.IvfIndex(rows, progress)
+
+
+class HnswEngine(IndexEngine):
+    name = "hnsw"
+    description = "faiss HNSW candidates (on PCA-reduced rows with --pca-width), re-scored exactly"
+
+    def parameters(self):
+        return {"M": approximate.HNSW_M, "ef_construction": approximate.HNSW_EF_CONSTRUCTION,
+                "ef_search": approximate.HNSW_EF_SEARCH, "storage": "float16",
+                "candidates_extra": approximate.CANDIDATES_EXTRA,
+                "pca_sample_rows": approximate.PCA_SAMPLE_ROWS,
                 "unreachable_rows": "exact scan among them"}
 
-    def search(self, prepared, k, pca_width=0, progress=True):
-        import faiss
-
-        n, dim = (int(s) for s in prepared.shape)
-        basis = _pca_basis(prepared, pca_width) if 0 < pca_width < dim else None
-        width = len(basis) if basis is not None else dim
-
-        def reduced(a, b):
-            x = np.ascontiguousarray(prepared[a:b], dtype=np.float32)
-            return _unit(x @ basis.T) if basis is not None else x
-
-        # float16 storage halves the index; candidates are re-scored in float32 below.
-        index = faiss.IndexHNSWSQ(width, faiss.ScalarQuantizer.QT_fp16, HNSW_M,
-                                  faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.train(reduced(0, min(n, PCA_SAMPLE_ROWS)))
-        with _bar(n, "neighbour index (hnsw)", progress) as bar:
-            for a in range(0, n, QUERY_ROWS):
-                b = min(a + QUERY_ROWS, n)
-                index.add(reduced(a, b))
-                bar.update(b - a)
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * (k + CANDIDATES_EXTRA))
-        wanted = min(n, k + 1 + CANDIDATES_EXTRA)
-        indices = np.full((n, k), -1, dtype=np.int64)
-        distances = np.full((n, k), 2.0, dtype=np.float64)
-        lost = []
-        with _bar(n, "neighbour search (hnsw)", progress) as bar:
-            for a in range(0, n, QUERY_ROWS):
-                b = min(a + QUERY_ROWS, n)
-                _, cand = index.search(reduced(a, b), wanted)
-                rows = np.arange(a, b)
-                lost.append(rows[~(cand == rows[:, None]).any(axis=1)])
-                indices[a:b], distances[a:b] = rescore(prepared, rows, cand, k)
-                bar.update(b - a)
-        _find_the_lost(prepared, np.concatenate(lost), indices, distances, k)
-        return indices, distances
-
-
-def _find_the_lost(prepared, lost: np.ndarray, indices, distances, k: int) -> None:
-    """Exact neighbours among the rows HNSW cannot reach, merged into their lists in place.
-
-    A search for a row's own vector that does not return the row means no link leads to it:
-    HNSW's neighbour pruning can cut every incoming link of a point and its near-copy alike (an
-    exact copy pair is the usual case), and then neither is ever found, by anyone. If only one
-    of a pair is unreachable, its search still finds the other; if both are, both are in
-    `lost`, so one exact scan among the lost rows (few, next to N) finds the pair.
-    """
-    if len(lost) < 2:
-        return
-    rows = np.ascontiguousarray(prepared[lost], dtype=np.float32)
-    scan = scan_neighbours(rows, k=min(k, len(lost) - 1), threshold=None)
-    found = lost[scan.knn_index]
-    merged = np.concatenate([indices[lost], found], axis=1)
-    indices[lost], distances[lost] = rescore(prepared, lost, merged, k)
+    def index(self, rows, k, progress):
+        return approximate.hnsw_index(rows, k, progress)
 
 
 class AutoEngine(NeighbourEngine):
     name = "auto"
-    description = f"exact up to {AUTO_EXACT_ROWS:,} rows, hnsw above"
+    description = f"exact up to {AUTO_EXACT_ROWS:,} rows, ivf above"
     uses_pca = True
 
     def resolve(self, n_rows):
-        return ENGINES["exact" if n_rows <= AUTO_EXACT_ROWS else "hnsw"]
+        return ENGINES["exact" if n_rows <= AUTO_EXACT_ROWS else "ivf"]
 
-    def search(self, prepared, k, pca_width=0, progress=True):
-        return self.resolve(int(prepared.shape[0])).search(prepared, k, pca_width, progress)
+    def search(self, prepared, k, pca_width=0, progress=True, shards=None):
+        return self.resolve(int(prepared.shape[0])).search(prepared, k, pca_width, progress,
+                                                           shards)
+
+    def build_graph(self, prepared, k, pca_width=0, progress=True, shards=None, times=None,
+                    index_rows=None):
+        return self.resolve(int(prepared.shape[0])).build_graph(
+            prepared, k, pca_width, progress, shards, times, index_rows)
 
 
-for _engine in (ExactEngine(), HnswEngine(), AutoEngine()):
+for _engine in (ExactEngine(), IvfEngine(), HnswEngine(), AutoEngine()):
     register_engine(_engine)

@@ -6,6 +6,10 @@ leaks among them, the outlier score, uniqueness, split coverage and cleanlab's `
 None of them computes a distance again, so a second audit with other thresholds reuses the
 graph and only re-reads it.
 
+The graph also keeps the profile the adaptive threshold reads (pipeline/audit/threshold.py:
+512 sampled rows' 64 nearest rows and the median pair distance), found with the graph, so a
+cached graph needs no pass over the vectors for `--threshold auto` either.
+
 The cache file `<store stem>.neighbours-<key>.h5` sits beside the store. Its key covers the
 store's vector key, a digest of every stored row (so re-extracted or edited vectors never
 match), k, the engine that ran, the PCA width and the vector preparation (L2, centring). A
@@ -27,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audit.threshold import NeighbourProfile
 from pipeline.outputs import special_kind
 
 # Bumped whenever what a graph file holds, or how an engine builds it, changes meaning.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 MARKER = "featcache-neighbour-graph"
 
 
@@ -42,11 +47,13 @@ class NeighbourGraph:
         indices: (N, k) int64 neighbour rows, nearest first (-1: fewer than k found).
         distances: (N, k) float64 exact cosine distances, ascending (2.0 where -1).
         settings: what built it (engine, k, PCA width, ...), as recorded in the cache.
+        profile: the threshold's `NeighbourProfile` of these rows (None: not found).
     """
 
     indices: np.ndarray
     distances: np.ndarray
     settings: dict = field(default_factory=dict)
+    profile: NeighbourProfile | None = None
 
     @property
     def k(self) -> int:
@@ -92,6 +99,12 @@ class NeighbourGraph:
     def checksum(self) -> str:
         digest = hashlib.sha256(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes())
         digest.update(np.ascontiguousarray(self.distances, dtype=np.float64).tobytes())
+        if self.profile is not None:
+            p = self.profile
+            for array, dtype in ((p.rows, np.int64), (p.indices, np.int64),
+                                 (p.distances, np.float64)):
+                digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+            digest.update(repr(float(p.pair_median)).encode())
         return digest.hexdigest()
 
 
@@ -122,7 +135,15 @@ def _valid(graph: NeighbourGraph, n_rows: int, k: int) -> bool:
         return False
     if not np.isfinite(dist).all() or (dist < 0).any() or (dist > 2).any():
         return False
-    return bool(k < 2 or (np.diff(dist, axis=1) >= -1e-9).all())
+    if not (k < 2 or (np.diff(dist, axis=1) >= -1e-9).all()):
+        return False
+    p = graph.profile
+    return p is None or bool(
+        p.indices.shape == p.distances.shape and p.indices.shape[:1] == p.rows.shape
+        and ((p.rows >= 0) & (p.rows < n_rows)).all()
+        and ((p.indices >= -1) & (p.indices < n_rows)).all()
+        and np.isfinite(p.distances).all() and ((p.distances >= 0) & (p.distances <= 2)).all()
+        and np.isfinite(p.pair_median))
 
 
 def read_graph(path: Path, key: str, n_rows: int, k: int) -> tuple[NeighbourGraph | None, str]:
@@ -143,6 +164,12 @@ def read_graph(path: Path, key: str, n_rows: int, k: int) -> tuple[NeighbourGrap
             graph = NeighbourGraph(np.asarray(fh["indices"][:], dtype=np.int64),
                                    np.asarray(fh["distances"][:], dtype=np.float64),
                                    json.loads(fh.attrs["settings"]))
+            if "profile_rows" in fh:
+                graph.profile = NeighbourProfile(
+                    np.asarray(fh["profile_rows"][:], dtype=np.int64),
+                    np.asarray(fh["profile_indices"][:], dtype=np.int64),
+                    np.asarray(fh["profile_distances"][:], dtype=np.float64),
+                    float(fh.attrs["pair_median"]))
             recorded = fh.attrs.get("checksum")
     except (OSError, KeyError, ValueError, TypeError):
         # Unreadable (a torn or truncated write): the name carries this graph's key, which
@@ -162,6 +189,13 @@ def write_graph(path: Path, key: str, graph: NeighbourGraph) -> None:
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset("indices", data=graph.indices.astype(np.int64))
             fh.create_dataset("distances", data=graph.distances.astype(np.float64))
+            if graph.profile is not None:
+                p = graph.profile
+                fh.create_dataset("profile_rows", data=np.asarray(p.rows, dtype=np.int64))
+                fh.create_dataset("profile_indices", data=np.asarray(p.indices, dtype=np.int64))
+                fh.create_dataset("profile_distances",
+                                  data=np.asarray(p.distances, dtype=np.float64))
+                fh.attrs["pair_median"] = float(p.pair_median)
             fh.attrs.update(format=MARKER, key=key, checksum=graph.checksum(),
                             settings=json.dumps(graph.settings, sort_keys=True, default=str))
         os.replace(tmp, path)

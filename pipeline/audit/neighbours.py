@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audit.passes import bar
+
 BLOCK_ROWS = 2048  # 16 MB similarity block; BLAS runs near its peak at this size
 
 
@@ -58,13 +60,12 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 class RowFile:
-    """(N, D) float32 rows in a scratch file, written once in order; a slice is read through a
-    fresh read-only memory map, scattered rows with pread.
+    """(N, D) float32 rows in a scratch file, written once in order and read back with pread.
 
-    A map that lives for the whole audit keeps every page it ever touched in the process's
-    resident set (a million 2048-d rows: 8 GB); one map per block read drops them on return,
-    so resident memory stays about one block, whatever N is. Slices and index arrays work as
-    on an array (`rows[a:b]`, `rows[[3, 1]]`).
+    Not through a memory map: mapped pages count in the process's resident set as long as
+    they are mapped (a million 2048-d rows: 8 GB), and a page fault maps the cached pages
+    around it too. Read with pread, resident memory is what the caller keeps, whatever N is.
+    Slices and index arrays work as on an array (`rows[a:b]`, `rows[[3, 1]]`).
     """
 
     def __init__(self, n: int, dim: int, scratch: Path | None = None):
@@ -87,11 +88,22 @@ class RowFile:
             return np.zeros((0, self.shape[1]), dtype=np.float32)[index]
         if not isinstance(index, slice):
             return self._scattered(np.asarray(index, dtype=np.int64))
-        view = np.memmap(self._handle.name, dtype=np.float32, mode="r", shape=self.shape)
-        try:
-            return np.array(view[index])  # a copy: the map is closed on return
-        finally:
-            del view
+        start, stop, step = index.indices(self.shape[0])
+        if step != 1:
+            return self._scattered(np.arange(start, stop, step))
+        out = np.empty((max(stop - start, 0), self.shape[1]), dtype=np.float32)
+        self._read_into(out, start)
+        return out
+
+    def _read_into(self, out: np.ndarray, first: int) -> None:
+        """Fills `out` with the rows from `first` on (large reads in pieces the OS takes)."""
+        view, offset = memoryview(out.reshape(-1)).cast("B"), first * self.shape[1] * 4
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._handle.fileno(), [view[done:done + (1 << 30)]], offset + done)
+            if got <= 0:
+                raise OSError(f"the audit's scratch file ended early ({self._handle.name})")
+            done += got
 
     def _scattered(self, index: np.ndarray) -> np.ndarray:
         """Rows at scattered positions, read with pread (runs of adjacent rows at once).
@@ -104,76 +116,99 @@ class RowFile:
             raise IndexError("row index out of range")
         wanted, inverse = np.unique(index, return_inverse=True)
         out = np.empty((len(wanted), dim), dtype=np.float32)
-        row_bytes = dim * 4
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-        fd = self._handle.fileno()
         for run in np.split(np.arange(len(wanted)), breaks):
-            if not len(run):
-                continue
-            first, count = int(wanted[run[0]]), len(run)
-            out[run[0]:run[0] + count] = np.frombuffer(
-                os.pread(fd, count * row_bytes, first * row_bytes),
-                dtype=np.float32).reshape(count, dim)
+            if len(run):
+                self._read_into(out[run[0]:run[0] + len(run)], int(wanted[run[0]]))
         return out[inverse.reshape(index.shape)]
 
 
 def prepare_vectors(features, l2_normalize: bool = False, block_rows: int = 2048,
                     memory_limit_mb: int = 2048, scratch: Path | None = None):
-    """Mean-centred, unit-length float32 copies of the rows, plus a digest of each raw row.
+    """Mean-centred, unit-length float32 rows, plus a digest of each raw row.
 
     Args:
         features: (N, ...) array-like (an h5py dataset works): rows are read in blocks.
         l2_normalize: scale each raw vector to unit length before centring.
         block_rows: rows read at a time.
-        memory_limit_mb: above this the prepared copy goes to a scratch file (a `RowFile`),
-            so the audit's resident memory stays bounded, not growing with N.
+        memory_limit_mb: above this the rows go to a scratch file (a `RowFile`), so the
+            audit's resident memory stays bounded, not growing with N.
         scratch: folder of that scratch file (default: the system's temporary folder).
 
     Returns:
-        (prepared (N, D) float32 array or `RowFile`, raw digests as a list of bytes, mean (D,)).
+        (prepared (N, D) float32 array or `CentredRows`, raw digests as a list of bytes,
+        mean (D,)).
     """
-    digests, mean = digest_rows(features, l2_normalize, block_rows)
-    return centred_rows(features, mean, l2_normalize, block_rows, memory_limit_mb,
-                        scratch), digests, mean
-
-
-def _read(features, a: int, b: int, dim: int, l2_normalize: bool) -> np.ndarray:
-    x = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
-    return _unit_rows(x) if l2_normalize else x
+    digests, mean, kept = read_pass(features, l2_normalize, block_rows, memory_limit_mb,
+                                    scratch)
+    return centred(kept, mean), digests, mean
 
 
 def _dim(features) -> int:
     return int(np.prod(features.shape[1:])) if features.shape[0] else 0
 
 
-def digest_rows(features, l2_normalize: bool = False, block_rows: int = 2048):
-    """One pass over the rows: a digest of each stored row (equal digests = identical vectors)
-    and the mean of the (optionally L2-normalised) rows. Returns (digests, mean)."""
-    n, dim = int(features.shape[0]), _dim(features)
-    total = np.zeros(dim, dtype=np.float64)
-    digests: list = []
-    for a, b in _blocks(n, block_rows):
-        raw = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
-        digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
-        total += (_unit_rows(raw) if l2_normalize else raw).sum(axis=0, dtype=np.float64)
-    return digests, total / max(n, 1)
-
-
-def centred_rows(features, mean: np.ndarray, l2_normalize: bool = False, block_rows: int = 2048,
-                 memory_limit_mb: int = 2048, scratch: Path | None = None):
-    """The second pass: each row minus `mean`, scaled to unit length, as float32 (an array,
-    or a `RowFile` above `memory_limit_mb`)."""
+def read_pass(features, l2_normalize: bool = False, block_rows: int = 2048,
+              memory_limit_mb: int = 2048, scratch: Path | None = None,
+              progress: bool = False):
+    """The one pass over the stored rows: (a digest of each stored row (equal digests =
+    identical vectors), the mean of the (optionally L2-normalised) rows, those rows kept:
+    an array, or a `RowFile` above `memory_limit_mb`)."""
     n, dim = int(features.shape[0]), _dim(features)
     big = n * dim * 4 > memory_limit_mb * (1 << 20)
-    out = RowFile(n, dim, scratch) if big else np.empty((n, dim), dtype=np.float32)
-    for a, b in _blocks(n, block_rows):
-        # A row equal to the mean has no direction: it stays zero (distance 1 to everything).
-        block = _unit_rows(_read(features, a, b, dim, l2_normalize) - mean).astype(np.float32)
-        if big:
-            out.write(block)
-        else:
-            out[a:b] = block
-    return out
+    kept = RowFile(n, dim, scratch) if big else np.empty((n, dim), dtype=np.float32)
+    total = np.zeros(dim, dtype=np.float64)
+    digests: list = []
+    with bar(n, "read and digest", progress) as progress_bar:
+        for a, b in _blocks(n, block_rows):
+            raw = np.asarray(features[a:b], dtype=np.float32).reshape(b - a, dim)
+            digests += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
+            rows = _unit_rows(raw).astype(np.float32) if l2_normalize else raw
+            total += rows.sum(axis=0, dtype=np.float64)
+            if big:
+                kept.write(rows)
+            else:
+                kept[a:b] = rows
+            progress_bar.update(b - a)
+    return digests, total / max(n, 1), kept
+
+
+CENTRE_ROWS = 1024  # rows centred at a time: float64 working copies of them stay small
+
+
+def _centre(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """`rows` (float32) centred and scaled to unit length in place, a few rows at a time: the
+    float64 working copies of a whole 1 GB read would be 4 GB more.
+    A row equal to the mean has no direction: it stays zero (distance 1 to everything)."""
+    for a, b in _blocks(len(rows), CENTRE_ROWS):
+        rows[a:b] = _unit_rows(rows[a:b] - mean)
+    return rows
+
+
+class CentredRows:
+    """The rows of a `RowFile`, centred and scaled to unit length as they are read: the
+    prepared rows without a second copy on disk. Slices and index arrays work as on an
+    array."""
+
+    def __init__(self, rows: RowFile, mean: np.ndarray):
+        self.rows, self.mean = rows, mean
+        self.shape, self.dtype = rows.shape, np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        raw = self.rows[index]  # a fresh array: centred where it lies
+        _centre(raw.reshape(-1, self.shape[1]), self.mean)
+        return raw
+
+
+def centred(kept, mean: np.ndarray):
+    """The prepared rows from `read_pass`'s kept rows: an array centred in place, or a
+    `CentredRows` view of a `RowFile`."""
+    if isinstance(kept, RowFile):
+        return CentredRows(kept, mean)
+    return _centre(kept, mean)
 
 
 def _merge_top(best_sim, best_idx, sims, offset, k):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.audit.engines import ENGINES, neighbour_engine
+from pipeline.audit.engines import AUTO_EXACT_ROWS, ENGINES, neighbour_engine
+from pipeline.audit.threshold import DEFAULT_THRESHOLD
 from pipeline.config import Option
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings, settings_class
 
-# Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
-# Calibrated on flowers5 with the shared MobileNet weights (tests/audit/test_audit_flowers.py):
-# 40 photos resized to 90% and re-encoded at JPEG quality 70 sat at median 0.068 from their
-# originals (38 of 40 under 0.15, the farthest at 0.19), while the nearest other photo of a row
-# was at >= 0.245 for 99% of rows (the closest pair of different photos: 0.134).
-DEFAULT_THRESHOLD = 0.15
 
 
 def threshold_value(value):
@@ -44,10 +39,16 @@ AUDIT_OPTIONS = (
            "every check reads (a row with more near-duplicates than this is searched further "
            "for its pairs); at least --neighbours is kept", minimum=1),
     Option("neighbours_engine", str, "auto", "how the neighbour graph is found: exact (block "
-           "scan, N^2 cost), hnsw (faiss HNSW candidates re-scored exactly), auto (exact up to "
-           "50,000 rows, hnsw above)", choices=tuple(ENGINES)),
-    Option("pca_width", int, 0, "hnsw: reduce the index's vectors to this many PCA components "
-           "(0: no reduction); candidates are still re-scored on the full vectors", minimum=0),
+           "scan, N^2 cost), ivf (faiss IVF on PCA-reduced vectors), hnsw (faiss HNSW); the "
+           "candidates of ivf and hnsw are re-scored exactly; auto: exact up to "
+           f"{AUTO_EXACT_ROWS:,} rows, ivf above", choices=tuple(ENGINES)),
+    Option("pca_width", int, 0, "ivf and hnsw: reduce the index's vectors to this many PCA "
+           "components (0: the engine's default, ivf 128, hnsw none); candidates are still "
+           "re-scored on the full vectors", minimum=0),
+    Option("cluster", str, None, "search the neighbour graph in shards on a Ray cluster's "
+           "tasks (everything else runs here)", choices=("ray",)),
+    Option("ray_address", str, None, "Ray cluster to join, e.g. ray://HEAD:10001 [default: "
+           "$RAY_ADDRESS, else a local one is started]", metavar="ADDRESS"),
     Option("map", str, "auto", "the 2-D map in report.html: UMAP where umap-learn is "
            "installed (auto), umap, pca, or none", choices=("auto", "umap", "pca", "none")),
     Option("folds", int, 5, "cross-validation folds of the label-issue probabilities",
@@ -56,10 +57,10 @@ AUDIT_OPTIONS = (
            minimum=0, maximum=2**32 - 1),
     Option("shown", int, 60, "most rows of each table shown in report.html (the CSVs hold all)",
            minimum=1),
-    Option("progress", bool, True, "show a progress bar (with an ETA) of the neighbour search "
-           "on a terminal"),
-    Option("memory_limit_mb", int, 2048, "above this the prepared vectors go to a memory-mapped "
-           "scratch file", minimum=0),
+    Option("progress", bool, True, "show a progress bar (with an ETA) of each pass over the "
+           "vectors on a terminal"),
+    Option("memory_limit_mb", int, 2048, "above this the store's vectors are kept in a scratch "
+           "file beside --out and read back in blocks, not held in memory", minimum=0),
 )
 
 
@@ -73,8 +74,11 @@ class _AuditRules(Settings):
         if self.pca_width and not neighbour_engine(self.neighbours_engine).uses_pca:
             raise ConfigError(f"--pca-width reduces the vectors of an approximate index; "
                               f"--neighbours-engine {self.neighbours_engine} compares the full "
-                              "vectors. Use --neighbours-engine hnsw (or auto), or drop "
+                              "vectors. Use --neighbours-engine ivf, hnsw or auto, or drop "
                               "--pca-width")
+        if self.ray_address and self.cluster != "ray":
+            raise ConfigError("--ray-address names the Ray cluster of --cluster ray; add "
+                              "--cluster ray, or drop --ray-address")
 
     @property
     def graph_k(self) -> int:

@@ -25,15 +25,16 @@ from pipeline.evaluation.exclusions import SUGGESTED_GROUPS, audit_dir_for
 from pipeline.audit.options import AuditConfig
 from pipeline.audit.pairs import cut_warnings, find_pairs, identical_warning
 from pipeline.audit.report import source_path
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.outputs import (FolderLock, Scratch, check_replaceable, make_folder,
                               replace_own_folder, write_json, write_marker)
 from pipeline.tables import write_rows
 from pipeline.evaluation.splits import make_split
-from pipeline.audit import groups as audit_groups, labels as label_audit, report
-from pipeline.audit.store_graph import graph_findings, store_graph
-from pipeline.audit.neighbours import centred_rows
-from pipeline.audit.threshold import choose_threshold
+from pipeline.audit import cluster, groups as audit_groups, labels as label_audit, report
+from pipeline.audit.engines import neighbour_engine
+from pipeline.audit.passes import PassTimes
+from pipeline.audit.store_graph import AuditRows, graph_findings, store_graph
+from pipeline.audit.threshold import threshold_from_profile
 
 # What an audit folder held before folders carried a marker: such a folder is still ours.
 AUDIT_FILES = frozenset({"duplicates.csv", "label_issues.csv", "outliers.csv", "summary.json",
@@ -112,28 +113,62 @@ def _views_of_labelled(store, labelled: np.ndarray):
             np.searchsorted(labelled, index.plain[rows]))
 
 
-def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, str]:
+PROBE_WIDTH = 128  # PCA width of the large-store probe's vectors (the ivf engine's default)
+
+
+def _probe_probabilities(store, labelled, train, groups, cfg, probe, rows, times):
+    """(out-of-sample probabilities of the labelled rows, facts on the probe for summary.json).
+
+    Up to FULL_PROBE_ROWS labelled rows: the logistic regression (or --run's model) on the
+    stored vectors, all in memory. Above: a linear discriminant on the prepared vectors reduced
+    by PCA, whose folds cost one pass (labels.streamed_lda_probabilities)."""
+    labels = store.column("labels")
+    fits = cfg.folds + (len(train) < len(labelled))
+    started = time.perf_counter()
+    if len(labelled) <= label_audit.FULL_PROBE_ROWS:
+        x = store.read_rows(labelled).reshape(len(labelled), -1)
+        probs = label_audit.out_of_sample_probabilities(
+            x, labels[labelled], train, groups[labelled], cfg.folds, cfg.seed, probe,
+            _views_of_labelled(store, labelled))
+        facts = {"method": str(cfg.run_dir or "logistic regression (C = 0.1, standardised)"),
+                 "vectors": f"the stored vectors ({x.shape[1]} values each)",
+                 "vectors_mb": round(x.nbytes / 2**20, 1)}
+    else:
+        reduced = rows.index_rows(cfg.pca_width or PROBE_WIDTH)  # the index's, when it was
+        x = reduced[labelled] if len(labelled) < len(reduced) else reduced[:]
+        rows.release_index_rows()
+        probs = label_audit.streamed_lda_probabilities(
+            x, labels[labelled], train, groups[labelled], cfg.folds, cfg.seed, cfg.progress)
+        facts = {"method": "linear discriminant analysis (pooled covariance, shrinkage "
+                           f"{label_audit.LDA_SHRINKAGE:g}), each fold's model from summed "
+                           f"statistics: one pass over the rows, {fits} small solves",
+                 "vectors": f"the prepared vectors reduced by PCA to {x.shape[1]} components "
+                            f"(above {label_audit.FULL_PROBE_ROWS:,} labelled rows)",
+                 "vectors_mb": round(x.nbytes / 2**20, 1)}
+    facts.update(rows=int(len(labelled)), fits=int(fits),
+                 seconds=round(time.perf_counter() - started, 2))
+    return probs, facts
+
+
+def _label_issues(store, splits, cfg: AuditConfig, probe, rows, times) -> tuple[dict | None, str]:
     """cleanlab's ranked label issues (row indices into the store) and how they were found."""
     labels, groups = store.column("labels"), store.row_index.group
     labelled = np.flatnonzero(labels >= 0)
     if not len(labelled) or len(np.unique(labels[labelled])) < 2:
         return None, "skipped: fewer than 2 labelled classes"
     train = np.flatnonzero(splits[labelled] == "train")
-    views = _views_of_labelled(store, labelled)
+    train = train if len(train) else np.arange(len(labelled))
     try:
-        probs = label_audit.out_of_sample_probabilities(
-            store.read_rows(labelled).reshape(len(labelled), -1), labels[labelled],
-            train if len(train) else np.arange(len(labelled)),
-            groups[labelled], cfg.folds, cfg.seed, probe,
-            views)
+        probs, facts = _probe_probabilities(store, labelled, train, groups, cfg, probe, rows,
+                                            times)
     except DataError as exc:  # e.g. a class with fewer rows than folds
         return None, f"skipped: {exc}"
     flagged = label_audit.rank_label_issues(labels[labelled], probs)
     issues, credibility = label_audit.credible_issues(flagged, labels[labelled], probs)
     issues["rows"] = labelled[issues["rows"]]
     issues["credibility"] = credibility
+    issues["probe"] = facts
     issues["candidates"] = {**flagged, "rows": labelled[flagged["rows"]]}  # cleanlab's all
-    model = cfg.run_dir or "logistic regression (C = 0.1, standardised)"
     floor = credibility["confidence_floor"]
     shown = (f"{credibility['shown']} of cleanlab's {credibility['flagged_by_cleanlab']} shown: "
              f"those the probe suggests with confidence >= {floor:.3f}, where its held-out "
@@ -143,9 +178,9 @@ def _label_issues(store, splits, cfg: AuditConfig, probe) -> tuple[dict | None, 
              f"held-out predictions (accuracy {credibility['held_out_accuracy']:.2f}) agree "
              f"with the given labels {credibility['agreement_needed']:.0%} of the time at no "
              "confidence, so its doubts are not evidence against a label")
-    return issues, (f"{model}, {cfg.folds}-fold cross-validated on the train rows (val/test "
-                    "rows: fit on all train rows); cleanlab find_label_issues, ranked by "
-                    f"self-confidence; {shown}")
+    return issues, (f"{facts['method']} on {facts['vectors']}, {cfg.folds}-fold "
+                    "cross-validated on the train rows (val/test rows: fit on all train rows); "
+                    f"cleanlab find_label_issues, ranked by self-confidence; {shown}")
 
 
 def _write_csv(path: Path, header, rows) -> None:
@@ -178,6 +213,7 @@ def run_audit(store_path, options=None, out_dir=None, echo=print,
     cfg = AuditConfig.from_mapping(options)
     started = time.perf_counter()
     with open_store(store_path) as store:
+        _check_scale(store, cfg, probe)
         default = audit_dir_for(store.path)
         given = out_dir or cfg.out
         # Suggested: a folder inside the one given, or beside what was given when it is a file.
@@ -218,19 +254,23 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     groups = store.column("group")
     splits, split_how = row_splits(store, cfg.seed)
     data_root = store.provenance.get("data_root")
+    times = PassTimes()
+    rows = AuditRows(store, cfg, scratch, times)
     # One neighbour graph, reused from beside the store when these settings built it before:
-    # every check below reads it.
-    graph, digests, mean, graph_how = store_graph(store, cfg, scratch, echo)
-    prepare = _preparer(store, cfg, mean, scratch)
-    threshold = _threshold(store, cfg, prepare)
-    found = find_pairs(graph, threshold.value, digests, splits, groups, prepare)
-    dupes = duplicate_table(found.listed, ids, splits, groups, digests, data_root)
-    suggested, sizes = audit_groups.suggested_groups(len(ids), found.links,
-                                                     store.row_index.group[:len(ids)])
-    issues, label_note = _label_issues(store, splits, cfg, probe)
-    outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
-    findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, mean, data_root,
-                                                     graph_how)
+    # every check below reads it (the adaptive threshold its profile).
+    graph, graph_how = store_graph(store, cfg, rows, echo, times)
+    threshold = threshold_from_profile(graph.profile, cfg.threshold, labels=labels)
+    with times("pairs and groups"):
+        found = find_pairs(graph, threshold.value, rows.digests, splits, groups, rows.prepared)
+        dupes = duplicate_table(found.listed, ids, splits, groups, rows.digests, data_root)
+        suggested, sizes = audit_groups.suggested_groups(len(ids), found.links,
+                                                         store.row_index.group[:len(ids)])
+    with times("label probe"):
+        issues, label_note = _label_issues(store, splits, cfg, probe, rows, times)
+    with times("outliers, uniqueness, coverage, map"):
+        outliers, outlier_score, fence = outlier_rows(graph.distances[:, :cfg.neighbours])
+        findings, unique_rows, map_html = graph_findings(store, cfg, graph, splits, rows.mean,
+                                                         data_root, graph_how)
     summary = _summary(store, cfg, dupes, found, graph, issues, outliers, fence, splits,
                        split_how, label_note, threshold)
     summary.update(findings)
@@ -257,38 +297,36 @@ def _audit_into(store, cfg: AuditConfig, probe, final: Path, scratch: Path,
     _write_csv(tmp / "outliers.csv", ("id", "split", "score"),
                [[ids[r], splits[r], round(float(outlier_score[r]), 6)] for r in outliers])
     _write_csv(tmp / "uniqueness.csv", ("id", "split", "uniqueness"), unique_rows)
+    with times("report"):
+        report.write_report(tmp / "report.html", summary, dupes, issue_rows,
+                            [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
+                            graph.nearest, data_root, cfg.shown,
+                            group_of=_group_of(dupes, ids, suggested), extra_html=map_html)
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["seconds_per_pass"] = times.as_dict()
     write_json(tmp / "summary.json", summary)
-    report.write_report(tmp / "report.html", summary, dupes, issue_rows,
-                        [(ids[r], splits[r], float(outlier_score[r])) for r in outliers],
-                        graph.nearest, data_root, cfg.shown,
-                        group_of=dict(zip(ids, suggested.tolist())), extra_html=map_html)
     write_marker(tmp, "audit", store=str(store.path.resolve()),
                  created_at=summary["created_at"])
     replace_own_folder(tmp, final, scratch)  # the scratch (and any failed tmp) goes on exit
     return summary
 
 
-def _preparer(store, cfg: AuditConfig, mean, scratch):
-    """callable() -> the centred unit rows, prepared on the first call only (a cached graph
-    with a given threshold and no row past the graph's k never needs them)."""
-    made = []
-
-    def prepare():
-        if not made:
-            made.append(centred_rows(store.vectors, mean, cfg.l2_normalize,
-                                     memory_limit_mb=cfg.memory_limit_mb, scratch=scratch))
-        return made[0]
-
-    return prepare
+def _check_scale(store, cfg: AuditConfig, probe) -> None:
+    """Refusals that depend on the store's size, before any pass over it."""
+    n, dim = len(store), int(np.prod(store.feature_shape))
+    cluster.check(cfg, n, dim, neighbour_engine(cfg.neighbours_engine).resolve(n).name == "exact")
+    labelled = int((store.column("labels") >= 0).sum())
+    if probe is not None and labelled > label_audit.FULL_PROBE_ROWS:
+        raise ConfigError(f"--run's model is cross-validated on the stored vectors, all in "
+                          f"memory; this store has {labelled:,} labelled rows (more than "
+                          f"{label_audit.FULL_PROBE_ROWS:,}), whose label issues come from the "
+                          "audit's own probe on reduced vectors: leave out --run")
 
 
-def _threshold(store, cfg: AuditConfig, prepare):
-    """The near-duplicate threshold: --threshold as given, or the adaptive rule, which reads
-    a sample of rows' 64 exact nearest neighbours (more than the graph keeps)."""
-    if cfg.threshold != "auto":
-        return choose_threshold(None, cfg.threshold, cfg.seed)
-    return choose_threshold(prepare(), cfg.threshold, cfg.seed, labels=store.column("labels"))
+def _group_of(dupes, ids, suggested) -> dict:
+    """Each listed pair's rows' suggested group (what the report groups leaks by)."""
+    rows = {r for d in dupes for r in d["_rows"]}
+    return {ids[r]: suggested[r] for r in rows}
 
 
 def _summary(store, cfg: AuditConfig, dupes, found, graph, issues, outliers, fence, splits,
@@ -348,6 +386,7 @@ def _summary(store, cfg: AuditConfig, dupes, found, graph, issues, outliers, fen
                           for i, name in enumerate(store.class_names)},
         "unlabelled_rows": int((labels < 0).sum()),
         "label_issues_from": label_note,
+        "label_probe": None if issues is None else issues["probe"],
         "label_issue_credibility": None if issues is None else issues["credibility"],
         "provenance": store.provenance,
     }

@@ -1,7 +1,8 @@
 """The neighbour graph of one store under one audit's settings: reused from beside the store,
 or built by the chosen engine from the prepared (centred, unit) vectors and saved there.
 
-    graph, digests, mean, how = store_graph(store, cfg, scratch, echo)
+    rows = AuditRows(store, cfg, scratch, times)    # one pass: digests and mean
+    graph, how = store_graph(store, cfg, rows, echo, times)
     xy, method, rows = map_points(store, cfg, mean)
 """
 
@@ -11,13 +12,48 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audit.engines import neighbour_engine
+from pipeline.audit import cluster
+from pipeline.audit.approximate import IndexRows
+from pipeline.audit.engines import AUTO_EXACT_ROWS, neighbour_engine
 from pipeline.audit.graph import NeighbourGraph, cached_graph, content_digest
-from pipeline.audit.neighbours import _unit_rows, centred_rows, digest_rows
+from pipeline.audit.neighbours import _unit_rows, centred, read_pass
 from pipeline.audit.coverage import (UNIQUENESS_NEIGHBOURS, map_coordinates, map_rows,
                                      split_coverage, uniqueness)
 from pipeline.audit.cleanlab_graph import graph_checks
 from pipeline.audit.map_view import map_section
+from pipeline.audit.passes import PassTimes
+
+
+class AuditRows:
+    """The store's vectors as the audit reads them, in one pass over the store: each row's
+    digest, the mean, and the rows themselves (in memory, or above --memory-limit-mb in a
+    scratch file), prepared (centred, unit length) the first time something asks for them."""
+
+    def __init__(self, store, cfg, scratch: Path, times: PassTimes | None = None):
+        self.cfg, self.times = cfg, times if times is not None else PassTimes()
+        with self.times("read and digest"):
+            self.digests, self.mean, self._kept = read_pass(
+                store.vectors, cfg.l2_normalize, memory_limit_mb=cfg.memory_limit_mb,
+                scratch=scratch, progress=cfg.progress)
+        self._prepared, self._index_rows = None, {}
+
+    def index_rows(self, width: int):
+        """The prepared rows reduced by PCA to `width` (0: as they are), made once per width
+        and shared by the index and the label probe until `release_index_rows`."""
+        if width not in self._index_rows:
+            prepared = self.prepared()
+            with self.times("PCA"):
+                self._index_rows[width] = IndexRows(prepared, width, self.cfg.progress)
+        return self._index_rows[width]
+
+    def release_index_rows(self) -> None:
+        self._index_rows.clear()
+
+    def prepared(self):
+        if self._prepared is None:
+            with self.times("centre and scale"):
+                self._prepared = centred(self._kept, self.mean)
+        return self._prepared
 
 
 def graph_settings(store, cfg, digests, engine) -> dict:
@@ -26,30 +62,44 @@ def graph_settings(store, cfg, digests, engine) -> dict:
     return {"vector_key": store.key, "rows": n, "row_digest": content_digest(digests),
             "feature_shape": list(store.feature_shape), "k": min(cfg.graph_k, max(n - 1, 0)),
             "engine": engine.name, "engine_parameters": engine.parameters(),
-            "pca_width": cfg.pca_width if engine.uses_pca else 0,
+            "pca_width": engine.width(cfg.pca_width, int(np.prod(store.feature_shape))),
             "l2_normalize": cfg.l2_normalize, "centring": "mean of all rows",
             "distance": "cosine"}
 
 
-def store_graph(store, cfg, scratch: Path, echo=print):
-    """(graph, row digests, mean, how) for `store` under the audit settings `cfg`.
+def store_graph(store, cfg, rows: AuditRows, echo=print, times: PassTimes | None = None):
+    """(graph, how) for `store` under the audit settings `cfg`.
 
-    The vectors are read once for their digests and mean (the digests are part of the key);
-    only when no sound cached graph exists are they prepared and searched.
+    The digests (part of the key) come from `rows`; only when no sound cached graph exists are
+    the rows prepared and searched (with --cluster ray, the search runs in shards there).
     """
-    digests, mean = digest_rows(store.vectors, cfg.l2_normalize)
     engine = neighbour_engine(cfg.neighbours_engine).resolve(len(store))
-    settings = graph_settings(store, cfg, digests, engine)
+    settings = graph_settings(store, cfg, rows.digests, engine)
+    times = times if times is not None else PassTimes()
+    where = ""
 
     def build() -> NeighbourGraph:
-        prepared = centred_rows(store.vectors, mean, cfg.l2_normalize,
-                                memory_limit_mb=cfg.memory_limit_mb, scratch=scratch)
-        indices, distances = engine.search(prepared, settings["k"], settings["pca_width"],
-                                           cfg.progress)
-        return NeighbourGraph(indices, distances)
+        nonlocal where
+        prepared = rows.prepared()
+        with cluster.shards_for(cfg) as shards:
+            where = f", searched in {shards.parts} shards on Ray" if shards.remote else ""
+            reduced = rows.index_rows(settings["pca_width"]) if engine.uses_pca else None
+            indices, distances, profile = engine.build_graph(
+                prepared, settings["k"], settings["pca_width"], cfg.progress, shards, times,
+                reduced)
+        return NeighbourGraph(indices, distances, profile=profile)
 
     graph, how = cached_graph(store.path, settings, len(store), settings["k"], build, echo)
-    return graph, digests, mean, f"{engine.name} engine; {how}"
+    width = f", PCA {settings['pca_width']}" if settings["pca_width"] else ""
+    return graph, f"{engine.name} engine{width}{_why(cfg, engine, len(store))}{where}; {how}"
+
+
+def _why(cfg, engine, n: int) -> str:
+    """Why auto picked the engine it did."""
+    if cfg.neighbours_engine != "auto":
+        return ""
+    side = "up to" if n <= AUTO_EXACT_ROWS else "above"
+    return f" (auto: {n:,} rows, {side} {AUTO_EXACT_ROWS:,})"
 
 
 def map_points(store, cfg, mean: np.ndarray, rows: np.ndarray):

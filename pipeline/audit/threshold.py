@@ -30,6 +30,7 @@ The rule (documented in docs/audit.md):
 
 Usage:
     choice = choose_threshold(prepared, seed=0, labels=labels)  # prepared: prepare_vectors(...)[0]
+    choice = threshold_from_profile(graph.profile, labels=labels)  # the graph's own profile
     choice.value, choice.how
 """
 
@@ -39,7 +40,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.audit.options import DEFAULT_THRESHOLD
+# Cosine distance on mean-centred vectors at or under which two rows count as near-duplicates.
+# Calibrated on flowers5 with the shared MobileNet weights (tests/audit/test_audit_flowers.py):
+# 40 photos resized to 90% and re-encoded at JPEG quality 70 sat at median 0.068 from their
+# originals (38 of 40 under 0.15, the farthest at 0.19), while the nearest other photo of a row
+# was at >= 0.245 for 99% of rows (the closest pair of different photos: 0.134).
+DEFAULT_THRESHOLD = 0.15
 
 SAMPLE_ROWS = 512  # rows whose neighbour lists are read: +-2 points of share at 95% confidence
 PROFILE_K = 64  # neighbours per sampled row: clusters of up to 64 rows show their end
@@ -49,6 +55,31 @@ MIN_CLUSTERED = 0.05  # share of sampled rows with a cluster before the store co
 # of one photo among 8 photos of a class hold 9 of 79, a whole class of 25 photos 24 of 24.
 CLASS_SHARE = 0.5
 BLOCK_ROWS = 4096
+
+
+@dataclass
+class NeighbourProfile:
+    """Step 1 of the rule: sampled rows, their nearest other rows and the median pair distance.
+
+    Attributes:
+        rows: (S,) the sampled rows, ascending.
+        indices: (S, P) their nearest other rows, nearest first.
+        distances: (S, P) the exact cosine distances to them, ascending.
+        pair_median: the median distance between unrelated rows.
+    """
+
+    rows: np.ndarray
+    indices: np.ndarray
+    distances: np.ndarray
+    pair_median: float
+
+
+def profile_rows(n: int, seed: int = 0, sample_rows: int = SAMPLE_ROWS) -> np.ndarray:
+    """The rows whose neighbour lists the rule reads: a seeded sample, ascending."""
+    if n < 3:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, min(n, sample_rows), replace=False))
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,7 @@ def neighbour_profile(prepared, sample_rows: int = SAMPLE_ROWS, k: int = PROFILE
     if n < 3:
         return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), np.zeros(0, np.int64), 1.0
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, min(n, sample_rows), replace=False))
+    rows = np.sort(rng.choice(n, min(n, sample_rows), replace=False))  # as `profile_rows`
     queries = np.asarray(prepared[rows], dtype=np.float32)
     k = min(k, n - 1)
     best = np.full((len(rows), 0), np.inf)
@@ -197,12 +228,25 @@ def adaptive_threshold(profile: np.ndarray, pair_median: float,
         f"{bound}"), True, facts)
 
 
-def choose_threshold(prepared, given="auto", seed: int = 0,
-                     default: float = DEFAULT_THRESHOLD, labels=None) -> ThresholdChoice:
-    """The threshold the audit uses: `given` when it is a number, else the adaptive rule
-    (`labels`: each row's class, -1 unlabelled; they tell a class from one source)."""
+def exact_profile(prepared, seed: int = 0) -> NeighbourProfile:
+    """The profile read exactly: the sampled rows against every row (S x N distances)."""
+    distances, indices, rows, pair_median = neighbour_profile(prepared, seed=seed)
+    return NeighbourProfile(rows, indices, distances, pair_median)
+
+
+def threshold_from_profile(profile: NeighbourProfile, given="auto",
+                           default: float = DEFAULT_THRESHOLD, labels=None) -> ThresholdChoice:
+    """The threshold the audit uses: `given` when it is a number, else the adaptive rule on the
+    profile (`labels`: each row's class, -1 unlabelled; they tell a class from one source)."""
     if given != "auto":
         return ThresholdChoice(float(given), "given with --threshold", False)
-    profile, neighbours, rows, pair_median = neighbour_profile(prepared, seed=seed)
-    return adaptive_threshold(profile, pair_median, default, lambda at: class_sized(
-        at, neighbours, rows, labels))
+    return adaptive_threshold(profile.distances, profile.pair_median, default,
+                              lambda at: class_sized(at, profile.indices, profile.rows, labels))
+
+
+def choose_threshold(prepared, given="auto", seed: int = 0,
+                     default: float = DEFAULT_THRESHOLD, labels=None) -> ThresholdChoice:
+    """`threshold_from_profile` on the exact profile of the prepared rows."""
+    if given != "auto":
+        return ThresholdChoice(float(given), "given with --threshold", False)
+    return threshold_from_profile(exact_profile(prepared, seed), given, default, labels)

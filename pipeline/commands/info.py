@@ -43,6 +43,11 @@ def describe_store(path) -> str:
             f"cache key    {store.key[:16]}",
             f"vectors      {verify_vectors(store)}",
         ]
+        if prov.get("imported"):  # `import`: no backbone, weights or reader made these vectors
+            source = (prov.get("imported_from") or {}).get("vectors") or ""
+            lines[2:6] = [f"imported     {prov['imported'].get('name')} from "
+                          f"{source.rsplit('/', 1)[-1]} (sha256 "
+                          f"{str(prov['imported'].get('sha256'))[:16]})"]
         if prov.get("preset"):  # a KerasHub preset: its class, architecture and token layout
             lines.append("preset       " + ", ".join(f"{k} {v}" for k, v in prov["preset"].items()))
         if store.n_views:  # extract --views: the augmented rows behind the plain ones

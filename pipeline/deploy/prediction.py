@@ -124,7 +124,14 @@ def check_weights_unchanged(extract_options: dict, provenance: dict) -> None:
 
 def extract_options_of(info: dict) -> dict:
     """The extract options recorded in a run's store provenance (needed to re-extract)."""
-    options = (info.get("provenance") or {}).get("extract_options")
+    provenance = info.get("provenance") or {}
+    options = provenance.get("extract_options")
+    if not options and provenance.get("imported"):
+        name = provenance["imported"].get("name")
+        raise StoreError(f"the run was fitted on imported vectors ({name}): there is no "
+                         "backbone to turn new files into vectors. Make the new files' vectors "
+                         "as you made those, and score them in Python: "
+                         "featcache.load_model(RUN).predict_proba(vectors) (docs/library.md).")
     if not options:
         raise StoreError("the run's store was not made by extract (its provenance has no "
                          "extract_options, e.g. a store written with write_store), so new files "

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import environment_value
 from pipeline.errors import ConfigError, PipelineError, StoreError
 from pipeline.extract import journal
 from pipeline.extract.augment import augment_chunks, parse_recipe, view_rng
 from pipeline.extract.prefetch import OrderedPrefetcher
 from pipeline.store import feature_store as fs
 from pipeline.store import space, vector_identity
-from pipeline.config import environment_value
 from pipeline.extract.forward_pass import build_model
 
 _COLUMNS = ("ids", "labels", "split", "group", "stamps")
@@ -107,9 +107,8 @@ def _same_plain(path: Path, plain) -> bool:
 def _run_views(todo: list, recipe, cfg, model, reader, spec, writer) -> None:
     """Extracts each (sample, [views]) in `todo` into the journal `writer`: each file decoded
     once, its views drawn from their own seeded generators, batched through the backbone; a
-    view is journaled as soon as all its inputs ran, published every PIPELINE_JOURNAL_ROWS views
-    or 5 seconds, and on a clean stop (Ctrl-C, an error) before it ends."""
-    journal_rows = environment_value("PIPELINE_JOURNAL_ROWS")  # before any file is decoded
+    view is journaled as soon as all its inputs ran, published every PIPELINE_JOURNAL_ROWS views or 5
+    seconds, and on a clean stop (Ctrl-C, an error) before it ends."""
     input_shape = tuple(spec.input_shape_for(cfg.input_size))
     pre = getattr(reader, "preprocess", None)
     batch = np.zeros((cfg.batch_size, *input_shape), dtype=np.float32 if pre else np.uint8)
@@ -117,6 +116,7 @@ def _run_views(todo: list, recipe, cfg, model, reader, spec, writer) -> None:
     outputs: dict = {}  # (index, view) -> its inputs' vectors so far
     expected: dict = {}  # (index, view) -> how many inputs it has
     last_flush = time.monotonic()
+    journal_rows = environment_value("PIPELINE_JOURNAL_ROWS")
 
     def chunks(item):
         sample, views = item

@@ -29,6 +29,9 @@ def repair_hint(path: Path, provenance: dict | None,
         else None
     if config is not None and config.is_file():
         return f"re-extract: `python run_pipeline.py extract --config {config}` ({does})"
+    if isinstance(provenance, dict) and provenance.get("imported"):
+        return (f"remove {path.name} and import the vectors again (`run_pipeline.py import` "
+                "with the same files and --name)")
     if isinstance(provenance, dict) and provenance.get("backbone") == "external":
         return "write the store again with write_store from the vectors it was made from"
     return ("re-extract: run the `run_pipeline.py extract` command that made this store again "

@@ -51,6 +51,8 @@ FIELDS = {
     "views": (),                      # view rows only: --augment's recipe and --view-seed
                                       # (views.py); absent for plain rows, whose key stays
                                       # that of a store made without views
+    "imported": (),                   # `import` only: the input files' sha256 and --name; an
+                                      # imported store has no backbone, so no other field
 }
 REQUIRED = ("backbone", "weights", "layer", "pooling", "input_shape", "preprocess", "reader",
             "dtype", "precision")
@@ -66,10 +68,11 @@ def vector_key(identity: dict) -> str:
     """sha256 of the identity (canonical JSON); the store's file name holds its first 10 digits.
 
     Raises:
-        ValueError: a field outside `FIELDS`, or a required one missing (a bug in the caller).
+        ValueError: a field outside `FIELDS`, or a required one missing from the identity of
+            extracted vectors (a bug in the caller).
     """
     unknown = sorted(set(identity) - set(FIELDS))
-    missing = [f for f in REQUIRED if f not in identity]
+    missing = [] if "imported" in identity else [f for f in REQUIRED if f not in identity]
     if unknown or missing:
         raise ValueError(f"vector identity: unknown field(s) {unknown}, missing {missing}")
     return cache_key({"identity_version": IDENTITY_VERSION, "schema_version": SCHEMA_VERSION,

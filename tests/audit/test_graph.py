@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import read_csv
-from pipeline.audit import engines
+from pipeline.audit import approximate, engines
 from pipeline.audit.run import run_audit
 from pipeline.store.feature_store import write_store
 
@@ -58,46 +58,51 @@ def quiet(*_):
     pass
 
 
-def test_hnsw_and_exact_find_the_same_planted_pairs(tmp_path):
+def test_every_engine_finds_the_same_planted_pairs_in_memory_and_from_a_scratch_file(
+        tmp_path):
     _, _, planted = clustered()
     store = make_store(tmp_path / "s.h5")
     found = {}
-    for engine in ("exact", "hnsw"):
-        folder = run_audit(store, {"neighbours_engine": engine, "threshold": 0.05, "map": "pca"},
-                           out_dir=tmp_path / engine, echo=quiet)
+    # memory_limit_mb 0: the rows are kept in a scratch file and centred as they are read.
+    for engine, limit in (("exact", 2048), ("hnsw", 2048), ("ivf", 2048), ("ivf", 0),
+                          ("exact", 0)):
+        folder = run_audit(store, {"neighbours_engine": engine, "threshold": 0.05, "map": "pca",
+                                   "memory_limit_mb": limit},
+                           out_dir=tmp_path / f"{engine}{limit}", echo=quiet)
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["neighbour_graph"]["engine"] == engine
-        found[engine] = pairs_of(folder)
+        found[engine, limit] = pairs_of(folder)
     truth = {sorted_pair(a, b) for a, b in planted}
-    assert found["exact"] == truth  # every planted pair, and nothing else under 0.05
-    assert found["hnsw"] == found["exact"]
-    # Re-scored: the distances hnsw reports are the exact engine's.
+    assert found["exact", 2048] == truth  # every planted pair, and nothing else under 0.05
+    assert all(pairs == truth for pairs in found.values()), found
+    # Re-scored: the distances the indexes report are the exact engine's.
     exact = {sorted_pair(r["id_a"], r["id_b"]): float(r["distance"])
-             for r in read_csv(tmp_path / "exact" / "duplicates.csv")}
-    for r in read_csv(tmp_path / "hnsw" / "duplicates.csv"):
-        assert abs(float(r["distance"]) - exact[sorted_pair(r["id_a"], r["id_b"])]) < 1e-5
+             for r in read_csv(tmp_path / "exact2048" / "duplicates.csv")}
+    for folder in ("hnsw2048", "ivf2048", "ivf0", "exact0"):
+        for r in read_csv(tmp_path / folder / "duplicates.csv"):
+            assert abs(float(r["distance"]) - exact[sorted_pair(r["id_a"], r["id_b"])]) < 1e-5
 
 
-def test_hnsw_neighbour_lists_match_the_exact_scan_with_and_without_pca():
+def test_index_neighbour_lists_match_the_exact_scan_with_and_without_pca():
     from pipeline.audit.neighbours import prepare_vectors
 
     x, _, _ = clustered(copies=False)
     prepared, _, _ = prepare_vectors(x)
     ref_idx, ref_dist = engines.neighbour_engine("exact").search(prepared, 8, progress=False)
-    for width in (0, 16):
-        idx, dist = engines.neighbour_engine("hnsw").search(prepared, 8, width, progress=False)
+    for name, width in (("hnsw", 0), ("hnsw", 16), ("ivf", 0), ("ivf", 16)):
+        idx, dist = engines.neighbour_engine(name).search(prepared, 8, width, progress=False)
         overlap = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(idx, ref_idx)])
-        assert overlap > (0.95 if width == 0 else 0.5), (width, overlap)
+        assert overlap > (0.95 if width == 0 else 0.5), (name, width, overlap)
         # Whatever neighbours it picked, each distance is the exact one.
         exact = 1.0 - np.einsum("nd,nkd->nk", prepared, prepared[idx])
         assert np.allclose(dist, np.clip(exact, 0, 2), atol=1e-5)
         assert (np.diff(dist, axis=1) >= -1e-9).all()
 
 
-def test_auto_picks_exact_for_small_stores_and_hnsw_for_large_ones():
+def test_auto_picks_exact_for_small_stores_and_ivf_for_large_ones():
     auto = engines.neighbour_engine("auto")
     assert auto.resolve(engines.AUTO_EXACT_ROWS).name == "exact"
-    assert auto.resolve(engines.AUTO_EXACT_ROWS + 1).name == "hnsw"
+    assert auto.resolve(engines.AUTO_EXACT_ROWS + 1).name == "ivf"
 
 
 class CountingSearch:
@@ -292,7 +297,7 @@ def test_pca_width_with_the_exact_engine_is_refused(tmp_path, capsys):
     code = run_pipeline.main(["audit", "--store", str(store), "--neighbours-engine", "exact",
                               "--pca-width", "32", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: --pca-width") and "--neighbours-engine hnsw" in err
+    assert code == 2 and err.startswith("error: --pca-width") and "--neighbours-engine ivf" in err
     assert not (tmp_path / "a").exists()
 
 
@@ -311,7 +316,7 @@ def test_rows_hnsw_cannot_reach_still_find_each_other():
         idx[a] = np.concatenate([ref_idx[a, 1:], [-1]])
         dist[a] = np.concatenate([ref_dist[a, 1:], [2.0]])
     lost = np.array([0, 1, 57, 300])
-    engines._find_the_lost(prepared, lost, idx, dist, 5)
+    approximate.find_the_lost(prepared, lost, idx, dist, 5)
     assert (idx[[0, 1]] == ref_idx[[0, 1]]).all()
     assert np.allclose(dist[[0, 1]], ref_dist[[0, 1]], atol=1e-6)
     assert (idx[2:] == ref_idx[2:]).all() and (idx[57] == ref_idx[57]).all()
