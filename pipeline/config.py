@@ -228,6 +228,8 @@ ENVIRONMENT = {opt.name: opt for opt in (
            "download or read may take", minimum=0, open_minimum=True),
     Option("PIPELINE_JOURNAL_ROWS", int, 256, "finished samples extract journals at a time",
            minimum=1),
+    Option("PIPELINE_CPU_FLAGS", str, None, "space-separated CPU flags read instead of "
+           "/proc/cpuinfo's (set, even empty, they win): which units --precision auto sees"),
     Option("KERAS_BACKEND", str, None, "the backend Keras loads", choices=KERAS_BACKENDS),
     Option("KERAS_HOME", str, None, "Keras' folder: keras.json and downloaded weights"),
     Option("CUDA_VISIBLE_DEVICES", str, None, "'' or -1: no GPU"),

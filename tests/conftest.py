@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every test runs as on a CPU without native bfloat16, so a default extract is float32 on any
+# machine; tests/extract/test_precision.py fakes both kinds of CPU for `--precision auto`.
+os.environ.setdefault("PIPELINE_CPU_FLAGS", "")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402

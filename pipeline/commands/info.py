@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.extract.precision import describe_choice
 from pipeline.extract.sources import reader_class_for, reader_class_named
 
 HELP = "print what a feature store holds: rows, classes, splits, groups, reader, provenance"
@@ -31,6 +32,7 @@ def describe_store(path) -> str:
             f"weights      {prov.get('weights_label', prov.get('weights'))}",
             f"input        {prov.get('input_shape')}  preprocess {prov.get('preprocess')}",
             f"reader       {describe_reader(prov)}",
+            f"precision    {describe_choice(prov)}",
             "classes      " + ", ".join(f"{name} ({counts.get(i, 0)})"
                                          for i, name in enumerate(store.class_names)),
             "splits       " + (", ".join(f"{s} ({len(store.indices(s))})" for s in store.splits)

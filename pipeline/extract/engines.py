@@ -12,7 +12,11 @@ caller: stage two keeps training on TensorFlow (or JAX) in the same shell or Pyt
 
 `auto` picks the fastest engine installed for the device, by measurement
 (benchmarks/native_engine.py, benchmarks/engines.py): on a CPU, the native OpenVINO engine,
-then TensorFlow (TensorFlow first for MobileNet); on an NVIDIA GPU, JAX, then TensorFlow.
+then TensorFlow (TensorFlow first for MobileNet in float32; OpenVINO first for every backbone
+in bfloat16, the one engine here that computes it natively); on an NVIDIA GPU, JAX, then
+TensorFlow. `--precision auto` is resolved first (`auto_precision`, `precision.py`): bfloat16
+on a CPU with native bfloat16 units when an engine that computes it natively can run these
+settings, else float32.
 
 The engine is recorded in the store's provenance but is not part of the cache key: all engines
 compute the same float32 function (vectors agree to ~1e-5, tested at 1e-4), so a store extracted
@@ -32,6 +36,8 @@ from pathlib import Path
 from pipeline import errors
 from pipeline.config import environment_value, keras_home
 from pipeline.errors import ConfigError, EngineError
+from pipeline.extract.precision import (NATIVE_BFLOAT16_FLAGS, PrecisionChoice,
+                                        native_bfloat16_flag)
 from pipeline.outputs import special_kind
 
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
@@ -52,6 +58,10 @@ class Engine:
         auto_precisions: the precisions `auto` may choose it for (a subset of `precisions`).
         reference: the engine the others are checked against: a failure there is a bug (its
             traceback is kept); elsewhere it is a one-line EngineError naming the fix.
+        cpu_bfloat16: computes bfloat16 natively on a CPU with AMX or AVX512-BF16 (Keras'
+            mixed precision casts around every layer instead), so `--precision auto` may
+            choose bfloat16 for it; it then measures bfloat16 against float32
+            (`guard_bfloat16`).
     """
 
     name: str
@@ -61,6 +71,7 @@ class Engine:
     host_preprocess: bool = True
     auto_precisions: tuple = ("float32", "float16", "bfloat16")
     reference: bool = False
+    cpu_bfloat16: bool = False
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -71,8 +82,8 @@ class Engine:
             (self.host_preprocess or not config.mean_file)
 
     def check(self, config) -> None:
-        """Refuses settings this engine cannot run, with the fix."""
-        if config.precision not in self.precisions:
+        """Refuses settings this engine cannot run, with the fix (`auto` resolves to one)."""
+        if config.precision != "auto" and config.precision not in self.precisions:
             runs = [e.name for e in ENGINES.values() if config.precision in e.precisions]
             raise ConfigError(f"--precision {config.precision} runs on --engine "
                               f"{' or '.join(runs) or 'none installed'} (received: engine "
@@ -90,6 +101,11 @@ class Engine:
     def prepare(self, spec, reader, config, settings: dict, samples, echo=print):
         """Work done once on the driver before any batch runs (a converted model); None here."""
         return None
+
+    def guard_bfloat16(self, spec, reader, config, settings: dict, samples, echo=print) -> dict:
+        """The guard of auto's bfloat16 (precision.py): an engine with `cpu_bfloat16` measures
+        bfloat16 against float32 on held-back files and returns the report."""
+        raise NotImplementedError(f"engine {self.name} does not compute bfloat16 natively")
 
     def build_model(self, spec, reader, config, prepared=None):
         """The frozen feature model this engine runs (the Keras model, for a Keras backend)."""
@@ -111,6 +127,11 @@ class OpenVINOEngine(Engine):
         from pipeline.extract.openvino_engine import prepare_ir  # lazy: h5py
 
         return prepare_ir(spec, reader, config, settings, samples, echo)
+
+    def guard_bfloat16(self, spec, reader, config, settings, samples, echo=print):
+        from pipeline.extract.openvino_engine import guard_bfloat16  # lazy: h5py
+
+        return guard_bfloat16(spec, reader, config, settings, samples, echo)
 
     def build_model(self, spec, reader, config, prepared=None):
         from pipeline.extract.openvino_engine import NativeModel  # lazy: h5py
@@ -134,7 +155,8 @@ register_engine(Engine("jax", "jax", "jax"))
 register_engine(Engine("torch", "torch", "torch"))
 register_engine(OpenVINOEngine("openvino", "tensorflow", "openvino",
                                precisions=("float32", "bfloat16", "int8"), host_preprocess=False,
-                               auto_precisions=("float32", "bfloat16", "int8")))
+                               auto_precisions=("float32", "bfloat16", "int8"),
+                               cpu_bfloat16=True))
 
 # `auto`'s order, by measurement (see the module doc): the first installed engine that suits
 # the settings wins. Backbones measured faster on Keras-TensorFlow than on the native OpenVINO
@@ -143,6 +165,9 @@ AUTO_ORDER = {
     "gpu": ("jax", "tensorflow", "torch"),
     "cpu": ("openvino", "tensorflow", "jax", "torch"),
     "cpu_tensorflow_first": ("tensorflow", "openvino", "jax", "torch"),
+    # bfloat16 on a CPU: engines that compute it natively first, for every backbone (where
+    # auto's guard refuses bfloat16, the engine is chosen again for float32: run.py).
+    "cpu_bfloat16": ("openvino", "tensorflow", "jax", "torch"),
 }
 TENSORFLOW_FIRST_ON_CPU = frozenset({"mobilenet"})
 # Precisions only some engines run: `auto` looks among those first (int8: OpenVINO).
@@ -204,7 +229,36 @@ def auto_order(backbone: str = "", precision: str = "float32") -> tuple:
         return AUTO_ORDER_FOR_PRECISION[precision]
     if has_nvidia_gpu():
         return AUTO_ORDER["gpu"]
+    if precision == "bfloat16":
+        return AUTO_ORDER["cpu_bfloat16"]
     return AUTO_ORDER["cpu_tensorflow_first" if backbone in TENSORFLOW_FIRST_ON_CPU else "cpu"]
+
+
+def auto_precision(config) -> PrecisionChoice:
+    """What `config.precision` computes in here, and why (`auto`: see precision.py)."""
+    if config.precision != "auto":
+        return PrecisionChoice(config.precision)
+    if has_nvidia_gpu():
+        return PrecisionChoice("float32", "auto: a GPU computes in float32 unless asked",
+                               asked="auto")
+    flag = native_bfloat16_flag()
+    if flag is None:
+        return PrecisionChoice("float32", "auto: this CPU has no native bfloat16 (neither "
+                               f"{' nor '.join(NATIVE_BFLOAT16_FLAGS)} among its flags)",
+                               asked="auto")
+    bfloat16, backbone = config.replace(precision="bfloat16"), config.backbone.lower()
+    names = AUTO_ORDER["cpu_bfloat16"] if config.engine == "auto" else (config.engine,)
+    native = [n for n in names if n in ENGINES and ENGINES[n].cpu_bfloat16 and
+              ENGINES[n].installed() and ENGINES[n].suits(bfloat16) and
+              (n, backbone) not in UNSUPPORTED]
+    if not native:
+        able = " or ".join(e.name for e in ENGINES.values() if e.cpu_bfloat16) or "none"
+        which = "no installed engine that can run these settings" if config.engine == "auto" \
+            else f"engine {config.engine}"
+        return PrecisionChoice("float32", f"auto: this CPU computes bfloat16 natively ({flag}) "
+                               f"but {which} does (--engine {able} does)", asked="auto")
+    return PrecisionChoice("bfloat16", f"auto: this CPU computes bfloat16 natively ({flag}) "
+                           f"and engine {native[0]} does too", asked="auto")
 
 
 def choose_engine(config) -> Engine:
@@ -215,11 +269,16 @@ def choose_engine(config) -> Engine:
         ConfigError: an unknown engine, or one that cannot run `config.precision`.
         EngineError: the engine is not installed or cannot run the backbone.
     """
+    if config.precision == "auto":
+        config = config.replace(precision=auto_precision(config).precision)
     name = config.engine
+    native_wanted = config.precision == "bfloat16" and not has_nvidia_gpu()
     if name == "auto" and "keras" in sys.modules and config.precision != "int8" and \
-            active_backend() in ENGINES and ENGINES[active_backend()].suits(config):
+            active_backend() in ENGINES and ENGINES[active_backend()].suits(config) and \
+            (ENGINES[active_backend()].cpu_bfloat16 or not native_wanted):
         # Keras is loaded here already (a notebook, a test, stage two in the same session):
-        # run on its backend, in this process, rather than start a worker or convert a model.
+        # run on its backend, in this process, rather than start a worker or convert a model;
+        # bfloat16 on a CPU still goes to an engine that computes it natively.
         name = active_backend()
     name = resolve_engine(name, config.backbone.lower(), config=config)
     engine = get_engine(name) if name in ENGINES else Engine(name, name, name)

@@ -10,8 +10,10 @@ ResNet50), and it runs one synchronous request at a time. Here:
   what changes the model (like the store's key), so a second run neither builds Keras nor
   converts;
 - it is compiled with INFERENCE_PRECISION_HINT f32 for `--precision float32` (bf16 only when
-  bfloat16 is asked; int8 models come from `quantize.py`), and each batch is split over one
-  asynchronous infer request per stream, with as many streams as cores.
+  bfloat16 is asked or chosen by `auto`; int8 models come from `quantize.py`), and each batch
+  is split over one asynchronous infer request per stream, with as many streams as cores;
+- auto's bfloat16 is measured against float32 first (`guard_bfloat16`, rule in precision.py);
+  the report is kept beside the IR, so a second run on the same files measures nothing.
 
 Usage:
     ir = prepare_ir(spec, reader, config, settings, samples, echo)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,9 @@ from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.store import feature_store as fs
 # Through the module, so a builder replaced at run time (as tests do) is the one called.
 import pipeline.extract.backbones.feature_model as feature_model
-from pipeline.extract.quantize import quantize_with_guard
+from pipeline.extract import precision as bf16_rule
+from pipeline.extract.quantize import (cosine_summary, cosine_to_float32, decode_inputs,
+                                       quantize_with_guard, seeded_ranking)
 
 # --precision -> OpenVINO's CPU inference precision. int8 IRs hold quantized ops; their
 # remaining float ops run in f32.
@@ -97,6 +102,52 @@ def prepare_ir(spec, reader, config, settings: dict, samples, echo=print) -> Nat
         raise EngineError(f"engine 'openvino' cannot convert {spec.name}: {first}; "
                           "use --engine tensorflow") from None
     return NativeIR(xml, key, report)
+
+
+def guard_bfloat16(spec, reader, config, settings: dict, samples, echo=print) -> dict:
+    """Measures bfloat16 against float32 on the held-back files (the IR is compiled both ways)
+    and returns the guard's report; the decision is the rule of precision.py."""
+    held = seeded_ranking(samples)[:bf16_rule.BFLOAT16_GUARD_FILES]
+    fingerprint = fs.cache_key([(s.id, s.stamp) for s in held])[:20]
+    reports = ir_path(config.cache_dir, ir_key(settings)).with_suffix(".bfloat16-guard.json")
+    known = _read_json(reports)
+    if fingerprint in known:  # measured on these files before: nothing to run
+        return known[fingerprint]
+    started = time.perf_counter()
+    inputs = decode_inputs(reader, held)
+    if not inputs:  # nothing to measure on: the safe choice
+        return {"decision": bf16_rule.REFUSED, "images": 0, "measured_on": "no decodable file",
+                "threshold": bf16_rule.BFLOAT16_GUARD_MEDIAN}
+    ir = prepare_ir(spec, reader, config, dict(settings, precision="float32"), samples, echo)
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ir.xml))
+    batches = [np.concatenate(inputs[i:i + 8]) for i in range(0, len(inputs), 8)]
+    report = cosine_summary(cosine_to_float32(model, model, batches, other_hint="bf16"),
+                            "held-back files")
+    kept = report["cosine_median"] >= bf16_rule.BFLOAT16_GUARD_MEDIAN
+    report.update(threshold=bf16_rule.BFLOAT16_GUARD_MEDIAN,
+                  decision=bf16_rule.KEPT if kept else bf16_rule.REFUSED,
+                  seconds=round(time.perf_counter() - started, 2))
+    if not kept:
+        echo(f"warning: bfloat16 vectors of {spec.name} are too far from float32 ones: "
+             f"{bf16_rule.describe_guard(report)}; extracting in float32 instead (recorded in "
+             "the store; --precision bfloat16 keeps bfloat16)")
+    try:  # a cache of the measurement only: a read-only cache folder measures again next time
+        tmp = reports.with_name(f".tmp-{reports.name}-{os.getpid()}")
+        tmp.write_text(json.dumps(dict(known, **{fingerprint: report}), indent=1))
+        os.replace(tmp, reports)
+    except OSError:
+        pass
+    return report
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _convert(spec, config, settings, reader, samples, echo):

@@ -93,9 +93,12 @@ EXTRACT_OPTIONS = (
     Option("engine", str, "auto", "what runs the backbone: a Keras backend, or openvino (the "
            "model converted to OpenVINO IR, run natively; auto: the fastest measured here)",
            choices=engine_names()),
-    Option("precision", str, "float32", "compute precision of the backbone (float16/bfloat16: "
-           "mixed precision; int8: NNCF-quantized, --engine openvino; vectors are stored as "
-           "--dtype)", choices=("float32", "float16", "bfloat16", "int8")),
+    Option("precision", str, "auto", "compute precision of the backbone (auto: bfloat16 on a "
+           "CPU with AMX or AVX512-BF16 and an engine that computes it natively, openvino, if "
+           "its vectors pass a check against float32 ones; float32 elsewhere. float16/bfloat16 "
+           "asked: mixed precision, OpenVINO's own bfloat16 on openvino; int8: NNCF-quantized, "
+           "--engine openvino; vectors are stored as --dtype)",
+           choices=("auto", "float32", "float16", "bfloat16", "int8")),
     Option("calibration_size", int, 300, "images of the dataset (seeded choice) that calibrate "
            "--precision int8"),
     Option("int8_min_cosine", float, 0.98, "--precision int8 keeps its vectors only if their "

@@ -54,8 +54,7 @@ class CalibrationPlan:
             raise ConfigError(f"--int8-refusal must be one of {', '.join(REFUSALS)}; "
                               f"received: {on_refusal!r}")
         self.min_cosine, self.on_refusal = float(min_cosine), on_refusal
-        rank = lambda s: hashlib.sha256(f"{CALIBRATION_SEED}:{s.id}".encode()).hexdigest()  # noqa: E731
-        ranked = sorted(samples, key=rank)
+        ranked = seeded_ranking(samples)
         self.calibration = ranked[:self.size]
         self.held_back = ranked[self.size:self.size + GUARD_IMAGES]
 
@@ -64,6 +63,14 @@ class CalibrationPlan:
         return {"images": len(self.calibration), "seed": CALIBRATION_SEED,
                 "fingerprint": fs.cache_key([(s.id, s.stamp) for s in self.calibration])[:20],
                 "min_cosine": self.min_cosine, "on_refusal": self.on_refusal}
+
+
+def seeded_ranking(samples) -> list:
+    """The samples ranked by sha256(seed, id): independent of their listing order, and a new
+    file moves the others only if it ranks before them (int8's calibration and held-back
+    files, auto bfloat16's held-back files)."""
+    return sorted(samples, key=lambda s: hashlib.sha256(
+        f"{CALIBRATION_SEED}:{s.id}".encode()).hexdigest())
 
 
 def _import_nncf():
@@ -78,7 +85,7 @@ def _import_nncf():
     return nncf
 
 
-def _decode(reader, samples) -> list[np.ndarray]:
+def decode_inputs(reader, samples) -> list[np.ndarray]:
     """One model input (batch of 1) per sample that decodes; broken files are skipped."""
     arrays = []
     for sample in samples:
@@ -102,11 +109,11 @@ def quantize_with_guard(ov_model, name: str, reader, samples, calibration: dict,
             f"the int8 model calibrated on set {calibration['fingerprint']} is not in this "
             "cache's openvino/ folder and these files cannot recreate it; pass the --cache-dir "
             "the training store was extracted in")
-    images = _decode(reader, plan.calibration)
+    images = decode_inputs(reader, plan.calibration)
     if not images:
         raise EngineError("no calibration image could be decoded for --precision int8; "
                           "check the data or pass --precision float32")
-    held = _decode(reader, plan.held_back)
+    held = decode_inputs(reader, plan.held_back)
     guard_on = "held-back images"
     if not held:  # a dataset no larger than the calibration set
         held, guard_on = images[:GUARD_IMAGES], "calibration images (none left to hold back)"
@@ -159,21 +166,30 @@ def describe_guard(guard: dict) -> str:
             f"decision: {guard.get('decision', 'not recorded (an older store)')}")
 
 
-def _report(cosines: np.ndarray, guard_on: str, ignored: str) -> dict:
+def cosine_summary(cosines: np.ndarray, guard_on: str) -> dict:
+    """A guard's figures: median and minimum cosine, over how many inputs of which files."""
     return {"cosine_median": round(float(np.median(cosines)), 6),
             "cosine_min": round(float(cosines.min()), 6), "images": int(len(cosines)),
-            "measured_on": guard_on, "kept_in_float32": ignored}
+            "measured_on": guard_on}
 
 
-def cosine_to_float32(float_model, int8_model, images) -> np.ndarray:
-    """Cosine similarity per image between the two models' (flattened) vectors."""
+def _report(cosines: np.ndarray, guard_on: str, ignored: str) -> dict:
+    return dict(cosine_summary(cosines, guard_on), kept_in_float32=ignored)
+
+
+def cosine_to_float32(float_model, other_model, images, other_hint: str = "f32") -> np.ndarray:
+    """Cosine similarity per image between the float32 model's (flattened) vectors and the
+    other model's, computed at OpenVINO precision `other_hint` (bf16: the same model)."""
     import openvino as ov
 
     core = ov.Core()
     outputs = []
-    for model in (float_model, int8_model):
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for model, hint in ((float_model, "f32"), (other_model, other_hint)):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         outputs.append(np.concatenate([compiled(x)[0].reshape(len(x), -1) for x in images]))
-    a, b = outputs
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+    # In float64, each vector scaled to unit length first: vectors of a random-weight model can
+    # have norms near 1e-18, whose products a fixed floor would turn into a cosine of 0.
+    a, b = (out.astype(np.float64) for out in outputs)
+    unit = [v / np.where(n > 0, n, 1.0)[:, None] for v, n in
+            ((a, np.linalg.norm(a, axis=1)), (b, np.linalg.norm(b, axis=1)))]
+    return (unit[0] * unit[1]).sum(axis=1)

@@ -29,7 +29,8 @@ from pipeline.extract.backbones.imagenet_download import refuse_unreachable_imag
 from pipeline.extract.backbones.weights import RANDOM_INIT_SEED, identity_for
 from pipeline.config import write_toml
 from pipeline.errors import ConfigError
-from pipeline.extract.engines import active_backend, choose_engine, run_in_worker
+from pipeline.extract.engines import (active_backend, auto_precision, choose_engine,
+                                      run_in_worker)
 from pipeline.extract.forward_pass import extract_into_journal
 from pipeline.extract.options import ExtractConfig, check_batch_memory
 from pipeline.extract.result import ExtractResult
@@ -66,6 +67,8 @@ def vector_settings(opts: dict, spec, reader, weights_id: str) -> dict:
         "dtype": opts["dtype"],
         "precision": opts.get("precision") or "float32",
     }
+    if settings["precision"] == "auto":  # a bug: the key holds what the backbone computed in
+        raise ValueError("vector_settings needs the resolved precision, not 'auto'")
     if weights_id == "none":  # random init is seeded, but each backend draws differently
         settings["random_init"] = {"seed": RANDOM_INIT_SEED, "backend": active_backend()}
     settings.update(reader.aggregation_settings())  # clip readers: mean or per clip, L2
@@ -111,7 +114,7 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
     if engine.keras_backend != active_backend():  # Keras' backend is fixed per process
         fields = run_in_worker(cfg, engine.name, progress, require_labels, calibration)
         return ExtractResult(**dict(fields, path=Path(fields["path"])))
-    cfg = cfg.replace(engine=engine.name)
+    asked_engine, cfg = cfg.engine, cfg.replace(engine=engine.name)
     spec = get_backbone(cfg.backbone)
     input_shape = spec.input_shape_for(cfg.input_size, cfg.frames)
     check_batch_memory(cfg.batch_size, input_shape)  # every axis, before anything is decoded
@@ -120,7 +123,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
         dataset = _discover(cfg, reader, require_labels)
     clip_rows = reader.rows_per_file is None  # one row per clip, not per file
     weights_id = identity_for(spec, cfg.weights)
-    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
+    cfg, settings, choice, engine = _settle_precision(cfg, engine, asked_engine, spec, reader,
+                                                      weights_id, dataset.samples, echo)
     if cfg.precision == "int8":  # the calibration images shape the int8 model: keyed
         settings["calibration"] = calibration or \
             CalibrationPlan(dataset.samples, cfg.calibration_size, cfg.int8_min_cosine,
@@ -189,6 +193,8 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
             provenance["extract_options"]["plugin"] = list(cfg.plugin)
         if native_report:  # the int8 accuracy guard, measured when the model was quantized
             provenance["int8_guard"] = native_report
+        if choice.asked == "auto":  # what auto chose, why, and its guard's figures
+            provenance["precision_choice"] = choice.record()
         journal.assemble(path, dataset, done, feature_shape=feature_shape or (0,),
                          dtype=cfg.dtype, clip_rows=clip_rows, key=key, provenance=provenance)
         journal.remove_parts(path)
@@ -205,6 +211,28 @@ def run_extraction(config: ExtractConfig | Mapping, *, progress: bool | None = N
                                      time.perf_counter() - started, False, steady_rate, n_inputs,
                                      spec.kind, reader.unit),
                        cfg, spec, reader, engine, settings, dataset, echo)
+
+
+def _settle_precision(cfg, engine, asked_engine, spec, reader, weights_id, samples, echo):
+    """Resolves `--precision auto` (its bfloat16 measured against float32 by the engine first)
+    and says which and why in one line; returns (config, vector settings, PrecisionChoice,
+    engine)."""
+    choice = auto_precision(cfg)
+    cfg = cfg.replace(precision=choice.precision)
+    settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
+    if choice.needs_guard:  # counted in the run's time, like everything after `started`
+        choice = choice.after_guard(engine.guard_bfloat16(spec, reader, cfg, settings, samples,
+                                                          echo))
+        if choice.precision != cfg.precision:
+            cfg = cfg.replace(precision=choice.precision)
+            settings = vector_settings(cfg.as_dict(), spec, reader, weights_id)
+            if asked_engine == "auto":  # the engine was chosen for bfloat16: choose again
+                again = choose_engine(cfg.replace(engine="auto"))
+                if again.keras_backend == active_backend():
+                    engine, cfg = again, cfg.replace(engine=again.name)
+    if choice.asked == "auto":
+        echo(choice.line())
+    return cfg, settings, choice, engine
 
 
 def _with_views(result: ExtractResult, cfg, spec, reader, engine, settings, dataset, echo):

@@ -9,7 +9,7 @@ from pipeline.extract.engines import installed
 from pipeline.extract.run import run_extraction
 from pipeline.store.feature_store import open_store
 from tests.conftest import write_images
-from tests.extract.int8_models import register_spread_backbone
+from tests.extract.guard_models import register_spread_backbone
 
 pytestmark = [pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed"),
               pytest.mark.skipif(not installed("nncf"), reason="nncf is not installed")]

@@ -4,7 +4,7 @@ with `--int8-refusal error` (one line with the fix, and no store, no model file 
 from conftest import write_images
 from fault_case import Fault
 
-from tests.extract.int8_models import register_spread_backbone
+from tests.extract.guard_models import register_spread_backbone
 
 
 def build(root):
