@@ -13,7 +13,6 @@ the values: vector_import.py does, with the row numbers these give.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import zipfile
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.tables import read_rows
+from pipeline.tables import TableError, read_rows
 
 BLOCK_ROWS = 8192
 BOM = "\ufeff"
@@ -173,11 +172,8 @@ class NpyRows:
 def _table_columns(table: Path, cfg) -> dict:
     try:
         rows = read_rows(table)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"--table {table.name} is not UTF-8 text (byte {exc.start}); save it "
-                        "as CSV UTF-8") from None
-    except csv.Error as exc:
-        raise DataError(f"--table {table.name} is not a readable CSV ({exc})") from None
+    except TableError as exc:  # not UTF-8, or not CSV: the message says where
+        raise DataError(f"--table {table.name}: {exc}; save it as CSV UTF-8") from None
     if rows and next(iter(rows[0]), "").startswith(BOM):  # saved as "CSV UTF-8" by a spreadsheet
         rows = [{key.removeprefix(BOM): value for key, value in row.items()} for row in rows]
     header = list(rows[0]) if rows else _header(table)
