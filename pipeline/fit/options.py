@@ -57,7 +57,7 @@ FIT_HEAD_OPTIONS = (
            "store made with extract --views [default: all it holds; 0: the plain rows only]; "
            "validation, calibration and test rows are always plain", minimum=0),
     Option("batch_norm", bool, None, "BatchNormalization after each hidden layer [default: "
-           "off]"),
+           "--no-batch-norm]"),
     Option("activation", str, None, "hidden activation [default: relu]", metavar="NAME"),
     Option("solver", str, "auto", "how a linear head (no hidden layer) is fitted: lbfgs solves "
            "its penalised loss exactly (it is logistic regression) on every non-test row "

@@ -145,7 +145,7 @@ def test_review_in_the_browser_then_fit_head_applies_exactly_those_decisions(tmp
 
     code, out, err = _main(["fit-head", "--store", str(store), "--decisions", str(downloaded),
                             "--cv", "2", "--epochs", "3", "--hidden-units", "",
-                            "--no-learning-curve", "--no-linear-probe",
+                            "--no-learning-curve",
                             "--out", str(tmp_path / "runs")])
     assert code == 0, err
     run = Path(out[-1])
