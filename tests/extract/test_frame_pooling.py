@@ -259,7 +259,8 @@ def test_every_frame_setting_changes_the_vector_key():
     from pipeline.store.vector_identity import REBUILD_OPTIONS, vector_key
 
     spec = get_backbone("mobilenet")
-    base = {"backbone": "mobilenet", "weights": "none", "frames": 8, "temporal_pool": "mean"}
+    base = {"backbone": "mobilenet", "weights": "none", "frames": 8, "temporal_pool": "mean",
+            "precision": "float32"}  # the key takes the resolved precision
     variants = [{}, {"temporal_pool": "max"}, {"temporal_pool": "none"}, {"frames": 4},
                 {"short": "pad"}, {"fps": 5.0}, {"resize": "center_crop"},
                 {"temporal_pool": None, "frames": None}]  # the still-image reader
