@@ -163,19 +163,23 @@ def test_int8_mobilenet_vectors_keep_the_flowers5_linear_probe():
 
 @pytest.mark.slow
 def test_int8_mobilenet_default_head_keeps_its_accuracy_or_int8_is_refused():
-    """A default fit-head on int8 vectors of flowers5 within 0.015 of one on float32 vectors
-    (validation and test accuracy, the same split), unless the guard refused int8."""
+    """A default fit-head on float32 vectors of flowers5, and the head it chose trained on int8
+    vectors, within 0.015 test accuracy of each other (the same split), unless the guard
+    refused int8. The same head on both: the choice itself may tip either way on a 0.002 CV
+    difference, which says nothing about int8."""
     pytest.importorskip("nncf")
     import json
+    import tomllib
     from pathlib import Path
 
+    from pipeline.fit.options import FIXED_HEAD
     from pipeline.fit.run import fit_head
     from tests.conftest import FLOWERS, MOBILENET_WEIGHTS
 
     if not (FLOWERS.is_dir() and MOBILENET_WEIGHTS.is_file()):
         pytest.skip("needs ../shared (flowers5 and the MobileNet weights)")
     cache = Path(__file__).resolve().parents[2] / "cache"  # re-runs are cache hits
-    metrics, guard = {}, None
+    metrics, guard, head = {}, None, {}
     for precision in ("float32", "int8"):
         result = run_extraction(
             {"data": str(FLOWERS), "backbone": "mobilenet", "weights": str(MOBILENET_WEIGHTS),
@@ -183,13 +187,16 @@ def test_int8_mobilenet_default_head_keeps_its_accuracy_or_int8_is_refused():
             progress=False)
         with open_store(result.path) as store:
             guard = store.provenance.get("int8_guard", guard)
-        run = fit_head(result.path, {"progress": False}, out_dir=str(cache / "runs"),
-                       echo=lambda *_: None)
+        run = fit_head(result.path, {"progress": False, "learning_curve": False, **head},
+                       out_dir=str(cache / "runs"), echo=lambda *_: None)
         metrics[precision] = json.loads((Path(run) / "metrics.json").read_text())
-    print(f"default head, MobileNet flowers5: float32 {metrics['float32']}, int8 "
-          f"{metrics['int8']}; guard {guard}")
+        chosen = tomllib.loads((Path(run) / "config.toml").read_text())["fit_head"]
+        head = {k: chosen[k] for k in (*FIXED_HEAD, "solver")}  # int8: float32's head
+    print(f"MobileNet flowers5, head {head}: test accuracy float32 "
+          f"{metrics['float32']['test_accuracy']:.4f}, int8 {metrics['int8']['test_accuracy']:.4f}"
+          f"; guard {guard}")
     if guard["decision"] != "int8 kept":  # refused: the store holds float32 vectors, said so
         assert guard["cosine_median"] < guard["threshold"]
         return
-    for score in ("val_accuracy", "test_accuracy"):
-        assert abs(metrics["int8"][score] - metrics["float32"][score]) <= 0.015, score
+    assert not metrics["int8"]["head"]["chosen"]
+    assert abs(metrics["int8"]["test_accuracy"] - metrics["float32"]["test_accuracy"]) <= 0.015
