@@ -144,11 +144,10 @@ def test_int8_mobilenet_vectors_keep_the_flowers5_linear_probe():
     cache = Path(__file__).resolve().parents[2] / "cache"  # re-runs are cache hits
     scores, guard = {}, None
     for precision in ("float32", "int8"):
-        result = run_extraction(
+        result = run_extraction(  # the default head test's stores: one extraction for both
             {"data": str(FLOWERS), "backbone": "mobilenet", "weights": str(MOBILENET_WEIGHTS),
-             "layer": "pooled", "pooling": "avg", "resize": "squash", "batch_size": 32,
-             "dtype": "float32", "cache_dir": str(cache), "engine": "openvino",
-             "precision": precision, "jpeg_draft": True}, progress=False)
+             "cache_dir": str(cache), "engine": "openvino", "precision": precision},
+            progress=False)
         with open_store(result.path) as store:
             X, y = store.load()
             guard = store.provenance.get("int8_guard", guard)
