@@ -177,7 +177,7 @@ def test_predict_on_a_run_without_extract_options_is_refused(tmp_path, capsys):
 
 
 def test_grid_search_run_predicts_through_the_same_code(fitted, tmp_path):
-    search = pytest.importorskip("pipeline.search.run", reason="grid-search (issue 5) not merged yet")
+    search = pytest.importorskip("pipeline.search.run", reason="needs grid-search")
     from pipeline.deploy.prediction import predict, read_predictions
 
     run = search.run_grid_search(fitted["store"], {}, out_dir=tmp_path, echo=lambda *_: None)

@@ -130,7 +130,7 @@ def test_missing_nncf_is_one_clear_error(monkeypatch):
 
 @pytest.mark.slow
 def test_int8_mobilenet_vectors_keep_the_flowers5_linear_probe():
-    """Issue 13's bar: a head on int8 vectors within 0.015 of one on float32 vectors."""
+    """The int8 bar: a linear probe on int8 vectors within 0.015 of one on float32 vectors."""
     pytest.importorskip("nncf")
     from pathlib import Path
 
