@@ -19,7 +19,9 @@ import numpy as np
 
 from pipeline.audit.passes import bar
 
-LEFT_BYTES = 1 << 30   # the chunk held in memory (1 GiB of float32 rows)
+# The chunk held in memory (256 MiB of float32 rows). A 1 GiB chunk made a million-row audit
+# peak at 4.5 GB and 286 s; 256 MiB, 3.3 GB and 399 s (benchmarks/results/audit_scale.csv).
+LEFT_BYTES = 256 << 20
 BLOCK_ROWS = 8192      # rows read at a time after the chunk
 LAYER = 16             # partners per right row in one call of faiss's indexed products
 GATHER_BYTES = 256 << 20  # pairs whose rows take less than this are read row by row
