@@ -173,16 +173,6 @@ def solve(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, weights=None, 
     return (kernel if basis is None else basis @ kernel), found.x[d * units:]
 
 
-def solve_path(x, y, n_classes: int, Cs=C_GRID, weights=None,
-               tolerance: float = SWEEP_TOLERANCE):
-    """Yields (C, (kernel, bias)) for each C in ascending order, each solution starting from
-    the one before (the strongest penalty first, where L-BFGS converges fastest)."""
-    solution = None
-    for C in sorted(Cs):
-        solution = solve(x, y, n_classes, C, weights, start=solution, tolerance=tolerance)
-        yield C, solution
-
-
 def predict(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Class probabilities (n, n_classes) of scaled vectors, as the head computes them."""
     z = np.asarray(x, dtype=np.float64) @ kernel + bias
