@@ -19,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+from tools.generated_page import write_or_check  # noqa: E402
+
 PAGE = ROOT / "docs" / "benchmarks.md"
 
 HEADER = """# Benchmarks
@@ -78,17 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--page", type=Path, default=PAGE, help="page to write or check")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the CSV files")
     args = parser.parse_args(argv)
-    text = render(args.results)
-    if args.check:
-        current = args.page.read_text(encoding="utf-8") if args.page.is_file() else ""
-        if current != text:
-            print(f"error: {args.page} is out of date with {args.results}; run "
-                  "`python tools/benchmarks_page.py` to regenerate it", file=sys.stderr)
-            return 1
-    else:
-        args.page.write_text(text, encoding="utf-8")
-    print(args.page)
-    return 0
+    return write_or_check(args.page, render(args.results), args.check, args.results,
+                          "tools/benchmarks_page.py")
 
 
 if __name__ == "__main__":

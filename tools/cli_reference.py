@@ -18,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tools.generated_page import write_or_check  # noqa: E402
+
 PAGE = ROOT / "docs" / "reference" / "cli.md"
 
 from pipeline.config import ENVIRONMENT, as_typed  # noqa: E402
@@ -131,19 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
     parser.add_argument("--page", type=Path, default=PAGE, help="page to write or check")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.page.read_text(encoding="utf-8") if args.page.is_file() else ""
-        if current != text:
-            print(f"error: {args.page} is out of date with the option tables; run "
-                  "`python tools/cli_reference.py` to regenerate it", file=sys.stderr)
-            return 1
-        print(args.page)
-        return 0
-    args.page.parent.mkdir(parents=True, exist_ok=True)
-    args.page.write_text(text, encoding="utf-8")
-    print(args.page)
-    return 0
+    return write_or_check(args.page, render(), args.check, "the option tables",
+                          "tools/cli_reference.py")
 
 
 if __name__ == "__main__":
